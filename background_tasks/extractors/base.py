@@ -1,0 +1,107 @@
+"""What every extractor is and returns.
+
+An extractor turns one file of its format family into plain text plus the
+metadata the format carries. It never writes anywhere, never touches the
+network, and raises only ``background_tasks.errors`` types for bad input.
+Optional third-party libraries are imported inside ``extract`` so that a
+missing one fails only the files that need it (``MissingDependency``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits every extractor must honour."""
+
+    max_decompressed_bytes: int = 500 * 1024 * 1024
+    max_nesting: int = 200
+    max_text_chars: int = 200 * 1024 * 1024
+    max_line_chars: int = 10 * 1024 * 1024
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            max_decompressed_bytes=int(settings.max_decompressed_mb * 1024 * 1024),
+            max_nesting=settings.max_nesting,
+            max_text_chars=int(settings.max_text_mb * 1024 * 1024),
+        )
+
+
+@dataclass(frozen=True)
+class PageSpan:
+    """Characters ``start:end`` of ``Extraction.text`` belong to page ``number`` (1-based)."""
+
+    number: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Extraction:
+    """The result of extracting one file."""
+
+    text: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    pages: tuple[PageSpan, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+class TextBuilder:
+    """Joins page (or part) texts and records each page's character span."""
+
+    def __init__(self, separator: str = "\n\n") -> None:
+        self._parts: list[str] = []
+        self._pages: list[PageSpan] = []
+        self._length = 0
+        self._sep = separator
+
+    def add(self, text: str, page: int | None = None) -> None:
+        if not text:
+            return
+        if self._parts:
+            self._parts.append(self._sep)
+            self._length += len(self._sep)
+        start = self._length
+        self._parts.append(text)
+        self._length += len(text)
+        if page is not None:
+            self._pages.append(PageSpan(page, start, self._length))
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def text(self) -> str:
+        return "".join(self._parts)
+
+    def pages(self) -> tuple[PageSpan, ...]:
+        return tuple(self._pages)
+
+
+class Extractor(ABC):
+    """One format family. Subclasses declare what they accept."""
+
+    #: short name recorded as ``file_type`` family, e.g. "pdf", "spreadsheet"
+    name: ClassVar[str]
+    #: lower-case extensions with the dot, e.g. frozenset({".pdf"})
+    extensions: ClassVar[frozenset[str]]
+    #: MIME types this extractor handles (used with content detection)
+    mime_types: ClassVar[frozenset[str]] = frozenset()
+
+    def accepts(self, extension: str, mime_type: str | None = None) -> bool:
+        return extension.lower() in self.extensions or (mime_type is not None and mime_type in self.mime_types)
+
+    @abstractmethod
+    def extract(self, path: Path, limits: Limits) -> Extraction:
+        """Full text and metadata. Raises MidasError subclasses for bad input."""
+
+    def metadata(self, path: Path, limits: Limits) -> dict[str, Any]:
+        """Document metadata, quickly. Override where the format allows skipping the text."""
+        return dict(self.extract(path, limits).metadata)

@@ -1,0 +1,15 @@
+"""SKELETON - to be replaced by the real extractor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from background_tasks.extractors.base import Extraction, Extractor, Limits
+
+
+class RtfExtractor(Extractor):
+    name = "rtf"
+    extensions = frozenset({'.rtf'})
+
+    def extract(self, path: Path, limits: Limits) -> Extraction:
+        raise NotImplementedError

@@ -1,0 +1,508 @@
+"""The one place MIDAS reads its configuration.
+
+Every setting is declared once in ``VARIABLES`` (name, type, default, help).
+The same table validates values, builds the typed ``Settings`` object, and is
+what ``.env.example`` and the README's configuration table are checked
+against, so documentation and behaviour cannot drift apart.
+
+Nothing else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+QUEUES = ("default", "documents", "analysis", "monitoring")
+WORKER_POOLS = ("prefork", "solo", "threads", "eventlet", "gevent")
+
+
+class SettingsError(ValueError):
+    """A configuration value is invalid; the message names the variable."""
+
+
+# --------------------------------------------------------------------------
+# Parsers: each turns the raw string into a typed value or raises ValueError
+# with a short reason. ``_parse`` adds the variable name.
+# --------------------------------------------------------------------------
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _opt_str(raw: str) -> str | None:
+    return raw or None
+
+
+def _int(raw: str) -> int:
+    return int(raw.strip())
+
+
+def _pos_int(raw: str) -> int:
+    value = int(raw.strip())
+    if value <= 0:
+        raise ValueError("must be a positive whole number")
+    return value
+
+
+def _nonneg_int(raw: str) -> int:
+    value = int(raw.strip())
+    if value < 0:
+        raise ValueError("must be zero or a positive whole number")
+    return value
+
+
+def _opt_pos_int(raw: str) -> int | None:
+    return _pos_int(raw) if raw.strip() else None
+
+
+def _pos_float(raw: str) -> float:
+    value = float(raw.strip())
+    if not value > 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _nonneg_float(raw: str) -> float:
+    value = float(raw.strip())
+    if value < 0:
+        raise ValueError("must be zero or a positive number")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw.strip())
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a port number between 1 and 65535")
+    return value
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _path(raw: str) -> Path:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    path = Path(raw.strip()).expanduser()
+    if not path.is_absolute():
+        path = PROJECT_ROOT / path
+    return path
+
+
+def _path_list(raw: str) -> tuple[Path, ...]:
+    parts = [p.strip() for p in raw.replace(";", os.pathsep).split(os.pathsep)]
+    return tuple(_path(p) for p in parts if p)
+
+
+def _str_list(raw: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in raw.split(",") if p.strip())
+
+
+def _pool(raw: str) -> str | None:
+    value = raw.strip().lower()
+    if not value:
+        return None
+    if value not in WORKER_POOLS:
+        raise ValueError("must be one of " + ", ".join(WORKER_POOLS))
+    return value
+
+
+def _basic_auth(raw: str) -> str | None:
+    if not raw:
+        return None
+    if ":" not in raw or raw.startswith(":"):
+        raise ValueError("must look like user:password")
+    return raw
+
+
+def _worker_groups(raw: str) -> tuple[tuple[str, ...], ...]:
+    """``documents,analysis;default,monitoring`` -> one worker per group."""
+    groups = []
+    for chunk in raw.split(";"):
+        queues = tuple(q.strip() for q in chunk.split(",") if q.strip())
+        if not queues:
+            continue
+        unknown = [q for q in queues if q not in QUEUES]
+        if unknown:
+            raise ValueError(f"unknown queue {unknown[0]!r} (known: {', '.join(QUEUES)})")
+        groups.append(queues)
+    return tuple(groups) or (QUEUES,)
+
+
+def _database_url(raw: str) -> str | None:
+    if not raw:
+        return None
+    if "://" not in raw:
+        raise ValueError("must be a URL such as postgresql+psycopg://user:pw@host/db")
+    return raw
+
+
+@dataclass(frozen=True)
+class Var:
+    """One configuration variable: its env name, attribute, parser and default."""
+
+    env: str
+    attr: str
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+    group: str = "General"
+
+
+def _default_concurrency() -> str:
+    return str(max(1, os.cpu_count() or 1))
+
+
+VARIABLES: tuple[Var, ...] = (
+    # Redis (names kept from the original deployment docs)
+    Var("REDIS_HOST", "redis_host", _str, "localhost", "Redis host (broker).", "Redis"),
+    Var("REDIS_PORT", "redis_port", _port, "6379", "Redis port.", "Redis"),
+    Var("REDIS_DB", "redis_db", _nonneg_int, "0", "Redis database number.", "Redis"),
+    Var("REDIS_PASSWORD", "redis_password", _opt_str, "", "Redis password, if any.", "Redis"),
+    # PostgreSQL (optional; SQLite is the default)
+    Var("POSTGRES_USER", "postgres_user", _str, "postgres", "PostgreSQL user.", "PostgreSQL"),
+    Var("POSTGRES_PASSWORD", "postgres_password", _opt_str, "", "PostgreSQL password.", "PostgreSQL"),
+    Var(
+        "POSTGRES_HOST",
+        "postgres_host",
+        _opt_str,
+        "",
+        "Set to use PostgreSQL for results and the document store instead of SQLite.",
+        "PostgreSQL",
+    ),
+    Var("POSTGRES_PORT", "postgres_port", _port, "5432", "PostgreSQL port.", "PostgreSQL"),
+    Var("POSTGRES_DB", "postgres_db", _str, "midas", "PostgreSQL database name.", "PostgreSQL"),
+    Var(
+        "MIDAS_DATABASE_URL",
+        "database_url",
+        _database_url,
+        "",
+        "SQLAlchemy URL for results and the store; overrides SQLite and POSTGRES_*.",
+        "PostgreSQL",
+    ),
+    # Paths
+    Var("MIDAS_DATA_DIR", "data_dir", _path, "./data", "SQLite files, working copies, Redis data, reports.", "Paths"),
+    Var("MIDAS_LOG_DIR", "log_dir", _path, "./logs", "Log files (rotated).", "Paths"),
+    Var(
+        "MIDAS_ALLOWED_ROOTS",
+        "allowed_roots",
+        _path_list,
+        "",
+        "Extra folders documents may be read from (os.pathsep-separated). Always allowed: "
+        "the watched folders, the data dir's inbox and the current directory.",
+        "Paths",
+    ),
+    Var(
+        "MIDAS_WATCH_DIRS",
+        "watch_dirs",
+        _path_list,
+        "",
+        "Folders the file watcher watches (os.pathsep-separated); empty = the defaults.",
+        "Paths",
+    ),
+    # Services
+    Var("FLOWER_PORT", "flower_port", _port, "5555", "Flower port (served at /flower).", "Services"),
+    Var("FLOWER_BASIC_AUTH", "flower_basic_auth", _basic_auth, "", "user:password for Flower.", "Services"),
+    Var("STREAMLIT_PORT", "streamlit_port", _port, "8501", "Streamlit dashboard port.", "Services"),
+    Var(
+        "MIDAS_WORKER_CONCURRENCY",
+        "worker_concurrency",
+        _opt_pos_int,
+        "",
+        "Worker processes per worker (default: number of CPU cores).",
+        "Services",
+    ),
+    Var(
+        "MIDAS_WORKER_POOL",
+        "worker_pool",
+        _pool,
+        "",
+        "prefork, solo, threads, eventlet or gevent (default: prefork; threads on Windows).",
+        "Services",
+    ),
+    Var(
+        "MIDAS_WORKER_GROUPS",
+        "worker_groups",
+        _worker_groups,
+        "default,documents,analysis,monitoring",
+        "Queue groups, one worker each, e.g. documents,analysis;default,monitoring.",
+        "Services",
+    ),
+    Var("MIDAS_SERVICE_STOP_TIMEOUT", "stop_timeout", _pos_float, "30", "Seconds of warm shutdown before force.", "Services"),
+    # Task behaviour
+    Var("MIDAS_TASK_SOFT_TIME_LIMIT", "task_soft_time_limit", _pos_int, "600", "Soft time limit per task (s).", "Tasks"),
+    Var("MIDAS_TASK_TIME_LIMIT", "task_time_limit", _pos_int, "660", "Hard time limit per task (s).", "Tasks"),
+    Var(
+        "MIDAS_VISIBILITY_TIMEOUT",
+        "visibility_timeout",
+        _pos_int,
+        "3600",
+        "Seconds before Redis redelivers an unacknowledged task; must exceed the hard limit.",
+        "Tasks",
+    ),
+    Var(
+        "MIDAS_MAX_REDELIVERIES",
+        "max_redeliveries",
+        _pos_int,
+        "3",
+        "A task whose worker process died this many times is failed, not run again.",
+        "Tasks",
+    ),
+    Var("MIDAS_RESULT_EXPIRES_HOURS", "result_expires_hours", _pos_int, "24", "Results are kept this long.", "Tasks"),
+    Var("MIDAS_MAX_TASKS_PER_CHILD", "max_tasks_per_child", _pos_int, "50", "Worker process replaced after N tasks.", "Tasks"),
+    Var("MIDAS_MAX_RETRIES", "max_retries", _nonneg_int, "5", "Retries for transient errors.", "Tasks"),
+    Var("MIDAS_RETRY_BACKOFF_MAX", "retry_backoff_max", _pos_int, "300", "Longest retry delay (s).", "Tasks"),
+    # Beat schedule
+    Var("MIDAS_HEALTH_CHECK_INTERVAL", "health_check_interval", _pos_int, "300", "Health check every N s.", "Schedule"),
+    Var("MIDAS_QUEUE_CHECK_INTERVAL", "queue_check_interval", _pos_int, "60", "Queue check every N s.", "Schedule"),
+    Var("MIDAS_TASK_REPORT_INTERVAL", "task_report_interval", _pos_int, "86400", "Task report every N s.", "Schedule"),
+    Var("MIDAS_TASK_CLEANUP_INTERVAL", "task_cleanup_interval", _pos_int, "86400", "Task cleanup every N s.", "Schedule"),
+    Var(
+        "MIDAS_FILE_CLEANUP_INTERVAL",
+        "file_cleanup_interval",
+        _pos_int,
+        "86400",
+        "Processed-file cleanup every N s.",
+        "Schedule",
+    ),
+    Var("MIDAS_RETENTION_DAYS", "retention_days", _pos_int, "30", "Task history and artifacts kept N days.", "Schedule"),
+    # Documents
+    Var("MIDAS_MAX_FILE_MB", "max_file_mb", _pos_float, "100", "Larger files are rejected unread.", "Documents"),
+    Var(
+        "MIDAS_MAX_DECOMPRESSED_MB",
+        "max_decompressed_mb",
+        _pos_float,
+        "500",
+        "Limit on the uncompressed size of zip-based documents (DOCX, XLSX, ODT).",
+        "Documents",
+    ),
+    Var("MIDAS_MAX_TEXT_MB", "max_text_mb", _pos_float, "200", "Extracted text beyond this is cut with a warning.", "Documents"),
+    Var("MIDAS_MAX_NESTING", "max_nesting", _pos_int, "200", "Deepest JSON/XML/HTML nesting accepted.", "Documents"),
+    Var("MIDAS_EXTRACT_TIMEOUT", "extract_timeout", _pos_float, "300", "Per-file extraction time limit (s).", "Documents"),
+    Var("MIDAS_CHUNK_SIZE", "chunk_size", _pos_int, "1000", "Largest chunk, in characters.", "Documents"),
+    Var("MIDAS_CHUNK_OVERLAP", "chunk_overlap", _nonneg_int, "200", "Characters shared by neighbouring chunks.", "Documents"),
+    Var(
+        "MIDAS_STABILITY_SECONDS",
+        "stability_seconds",
+        _nonneg_float,
+        "2",
+        "A file must keep its size and mtime this long before it is read.",
+        "Documents",
+    ),
+    Var("MIDAS_OCR_LANGUAGES", "ocr_languages", _str, "eng", "Tesseract languages, e.g. eng+deu.", "Documents"),
+    # Dashboard
+    Var("MIDAS_DASHBOARD_PASSWORD", "dashboard_password", _opt_str, "", "If set, the dashboard asks for it.", "Dashboard"),
+)
+
+_BY_ATTR = {v.attr: v for v in VARIABLES}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed, validated configuration. Build it with ``load_settings()``."""
+
+    values: Mapping[str, Any] = field(repr=False)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    # -- derived values -----------------------------------------------------
+
+    @property
+    def broker_url(self) -> str:
+        auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
+
+    @property
+    def uses_postgres(self) -> bool:
+        url = self.database_url or ""
+        return url.startswith("postgres") or (not url and bool(self.postgres_host))
+
+    @property
+    def database_url_resolved(self) -> str:
+        """SQLAlchemy URL of the document store and task history."""
+        if self.database_url:
+            return self.database_url
+        if self.postgres_host:
+            pw = f":{quote(self.postgres_password, safe='')}" if self.postgres_password else ""
+            return (
+                f"postgresql+psycopg://{quote(self.postgres_user, safe='')}{pw}"
+                f"@{self.postgres_host}:{self.postgres_port}/{self.postgres_db}"
+            )
+        return f"sqlite:///{self.data_dir / 'midas.sqlite3'}"
+
+    @property
+    def result_backend_url(self) -> str:
+        """Celery's database backend: the store's database, a separate file on SQLite."""
+        if self.database_url or self.postgres_host:
+            return "db+" + self.database_url_resolved
+        return f"db+sqlite:///{self.data_dir / 'celery_results.sqlite3'}"
+
+    @property
+    def concurrency(self) -> int:
+        return self.worker_concurrency or int(_default_concurrency())
+
+    @property
+    def pool(self) -> str:
+        """Pool to use: prefork where fork works, threads on Windows."""
+        if self.worker_pool:
+            return self.worker_pool
+        return "threads" if platform.system() == "Windows" else "prefork"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.data_dir / "inbox"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.data_dir / "run"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def redis_data_dir(self) -> Path:
+        return self.data_dir / "redis"
+
+    @property
+    def redis_is_local(self) -> bool:
+        return self.redis_host in {"localhost", "127.0.0.1", "::1"}
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as environment variables, for child processes."""
+        env = {}
+        for var in VARIABLES:
+            value = self.values[var.attr]
+            if value is None:
+                continue
+            if isinstance(value, tuple):
+                if var.attr == "worker_groups":
+                    value = ";".join(",".join(g) for g in value)
+                else:
+                    value = os.pathsep.join(str(v) for v in value)
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[var.env] = str(value)
+        return env
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    """Minimal ``.env`` reader (KEY=VALUE, # comments, optional quotes)."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("export "):
+            stripped = stripped[7:]
+        key, sep, value = stripped.partition("=")
+        if not sep:
+            raise SettingsError(f"{path}:{lineno}: expected KEY=VALUE, got {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
+    """Build settings from ``environ`` (default: the process environment) over ``.env``.
+
+    Raises SettingsError naming the first bad variable.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if env_file is None:
+        env_file = Path(env.get("MIDAS_ENV_FILE") or PROJECT_ROOT / ".env")
+    merged = {**_read_env_file(env_file), **env}
+
+    values: dict[str, Any] = {}
+    for var in VARIABLES:
+        raw = merged.get(var.env)
+        if raw is None or raw == "":
+            raw = var.default
+        try:
+            values[var.attr] = var.parse(raw)
+        except (ValueError, TypeError) as exc:
+            reason = str(exc)
+            if "invalid literal" in reason or "could not convert" in reason:
+                reason = "not a number"
+            raise SettingsError(f"{var.env}={raw!r} is invalid: {reason}") from None
+
+    _check_relations(values)
+    return Settings(values=values)
+
+
+def _check_relations(values: dict[str, Any]) -> None:
+    soft, hard, vis = values["task_soft_time_limit"], values["task_time_limit"], values["visibility_timeout"]
+    if not soft < hard:
+        raise SettingsError(
+            f"MIDAS_TASK_SOFT_TIME_LIMIT={soft} must be below MIDAS_TASK_TIME_LIMIT={hard}"
+        )
+    if not hard < vis:
+        raise SettingsError(
+            f"MIDAS_VISIBILITY_TIMEOUT={vis} must exceed MIDAS_TASK_TIME_LIMIT={hard}, "
+            "or Redis redelivers tasks that are still running"
+        )
+    if values["chunk_overlap"] >= values["chunk_size"]:
+        raise SettingsError(
+            f"MIDAS_CHUNK_OVERLAP={values['chunk_overlap']} must be smaller than "
+            f"MIDAS_CHUNK_SIZE={values['chunk_size']}"
+        )
+    data_dir: Path = values["data_dir"]
+    if data_dir.exists() and not data_dir.is_dir():
+        raise SettingsError(f"MIDAS_DATA_DIR={data_dir} exists and is not a folder")
+    log_dir: Path = values["log_dir"]
+    if log_dir.exists() and not log_dir.is_dir():
+        raise SettingsError(f"MIDAS_LOG_DIR={log_dir} exists and is not a folder")
+    for root in values["allowed_roots"]:
+        if not root.is_dir():
+            raise SettingsError(f"MIDAS_ALLOWED_ROOTS: {root} is not an existing folder")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Process-wide settings, read once."""
+    return load_settings()
+
+
+def settings_or_exit() -> Settings:
+    """For entry points: print the one clear line and exit 2 on a bad value."""
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        print(f"MIDAS configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def describe(var_name: str) -> Var:
+    """The declaration of one variable, by env name or attribute."""
+    for var in VARIABLES:
+        if var.env == var_name or var.attr == var_name:
+            return var
+    raise KeyError(var_name)
