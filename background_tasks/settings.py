@@ -244,9 +244,18 @@ VARIABLES: tuple[Var, ...] = (
         "Queue groups, one worker each, e.g. documents,analysis;default,monitoring.",
         "Services",
     ),
-    Var("MIDAS_SERVICE_STOP_TIMEOUT", "stop_timeout", _pos_float, "30", "Seconds of warm shutdown before force.", "Services"),
+    Var(
+        "MIDAS_SERVICE_STOP_TIMEOUT",
+        "stop_timeout",
+        _pos_float,
+        "30",
+        "Seconds of warm shutdown before force.",
+        "Services",
+    ),
     # Task behaviour
-    Var("MIDAS_TASK_SOFT_TIME_LIMIT", "task_soft_time_limit", _pos_int, "600", "Soft time limit per task (s).", "Tasks"),
+    Var(
+        "MIDAS_TASK_SOFT_TIME_LIMIT", "task_soft_time_limit", _pos_int, "600", "Soft time limit per task (s).", "Tasks"
+    ),
     Var("MIDAS_TASK_TIME_LIMIT", "task_time_limit", _pos_int, "660", "Hard time limit per task (s).", "Tasks"),
     Var(
         "MIDAS_VISIBILITY_TIMEOUT",
@@ -265,14 +274,23 @@ VARIABLES: tuple[Var, ...] = (
         "Tasks",
     ),
     Var("MIDAS_RESULT_EXPIRES_HOURS", "result_expires_hours", _pos_int, "24", "Results are kept this long.", "Tasks"),
-    Var("MIDAS_MAX_TASKS_PER_CHILD", "max_tasks_per_child", _pos_int, "50", "Worker process replaced after N tasks.", "Tasks"),
+    Var(
+        "MIDAS_MAX_TASKS_PER_CHILD",
+        "max_tasks_per_child",
+        _pos_int,
+        "50",
+        "Worker process replaced after N tasks.",
+        "Tasks",
+    ),
     Var("MIDAS_MAX_RETRIES", "max_retries", _nonneg_int, "5", "Retries for transient errors.", "Tasks"),
     Var("MIDAS_RETRY_BACKOFF_MAX", "retry_backoff_max", _pos_int, "300", "Longest retry delay (s).", "Tasks"),
     # Beat schedule
     Var("MIDAS_HEALTH_CHECK_INTERVAL", "health_check_interval", _pos_int, "300", "Health check every N s.", "Schedule"),
     Var("MIDAS_QUEUE_CHECK_INTERVAL", "queue_check_interval", _pos_int, "60", "Queue check every N s.", "Schedule"),
     Var("MIDAS_TASK_REPORT_INTERVAL", "task_report_interval", _pos_int, "86400", "Task report every N s.", "Schedule"),
-    Var("MIDAS_TASK_CLEANUP_INTERVAL", "task_cleanup_interval", _pos_int, "86400", "Task cleanup every N s.", "Schedule"),
+    Var(
+        "MIDAS_TASK_CLEANUP_INTERVAL", "task_cleanup_interval", _pos_int, "86400", "Task cleanup every N s.", "Schedule"
+    ),
     Var(
         "MIDAS_FILE_CLEANUP_INTERVAL",
         "file_cleanup_interval",
@@ -281,7 +299,9 @@ VARIABLES: tuple[Var, ...] = (
         "Processed-file cleanup every N s.",
         "Schedule",
     ),
-    Var("MIDAS_RETENTION_DAYS", "retention_days", _pos_int, "30", "Task history and artifacts kept N days.", "Schedule"),
+    Var(
+        "MIDAS_RETENTION_DAYS", "retention_days", _pos_int, "30", "Task history and artifacts kept N days.", "Schedule"
+    ),
     # Documents
     Var("MIDAS_MAX_FILE_MB", "max_file_mb", _pos_float, "100", "Larger files are rejected unread.", "Documents"),
     Var(
@@ -292,11 +312,32 @@ VARIABLES: tuple[Var, ...] = (
         "Limit on the uncompressed size of zip-based documents (DOCX, XLSX, ODT).",
         "Documents",
     ),
-    Var("MIDAS_MAX_TEXT_MB", "max_text_mb", _pos_float, "200", "Extracted text beyond this is cut with a warning.", "Documents"),
+    Var(
+        "MIDAS_MAX_TEXT_MB",
+        "max_text_mb",
+        _pos_float,
+        "200",
+        "Extracted text beyond this is cut with a warning.",
+        "Documents",
+    ),
     Var("MIDAS_MAX_NESTING", "max_nesting", _pos_int, "200", "Deepest JSON/XML/HTML nesting accepted.", "Documents"),
-    Var("MIDAS_EXTRACT_TIMEOUT", "extract_timeout", _pos_float, "300", "Per-file extraction time limit (s).", "Documents"),
+    Var(
+        "MIDAS_EXTRACT_TIMEOUT",
+        "extract_timeout",
+        _pos_float,
+        "300",
+        "Per-file extraction time limit (s).",
+        "Documents",
+    ),
     Var("MIDAS_CHUNK_SIZE", "chunk_size", _pos_int, "1000", "Largest chunk, in characters.", "Documents"),
-    Var("MIDAS_CHUNK_OVERLAP", "chunk_overlap", _nonneg_int, "200", "Characters shared by neighbouring chunks.", "Documents"),
+    Var(
+        "MIDAS_CHUNK_OVERLAP",
+        "chunk_overlap",
+        _nonneg_int,
+        "200",
+        "Characters shared by neighbouring chunks.",
+        "Documents",
+    ),
     Var(
         "MIDAS_STABILITY_SECONDS",
         "stability_seconds",
@@ -307,7 +348,14 @@ VARIABLES: tuple[Var, ...] = (
     ),
     Var("MIDAS_OCR_LANGUAGES", "ocr_languages", _str, "eng", "Tesseract languages, e.g. eng+deu.", "Documents"),
     # Dashboard
-    Var("MIDAS_DASHBOARD_PASSWORD", "dashboard_password", _opt_str, "", "If set, the dashboard asks for it.", "Dashboard"),
+    Var(
+        "MIDAS_DASHBOARD_PASSWORD",
+        "dashboard_password",
+        _opt_str,
+        "",
+        "If set, the dashboard asks for it.",
+        "Dashboard",
+    ),
 )
 
 _BY_ATTR = {v.attr: v for v in VARIABLES}
@@ -461,9 +509,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
 def _check_relations(values: dict[str, Any]) -> None:
     soft, hard, vis = values["task_soft_time_limit"], values["task_time_limit"], values["visibility_timeout"]
     if not soft < hard:
-        raise SettingsError(
-            f"MIDAS_TASK_SOFT_TIME_LIMIT={soft} must be below MIDAS_TASK_TIME_LIMIT={hard}"
-        )
+        raise SettingsError(f"MIDAS_TASK_SOFT_TIME_LIMIT={soft} must be below MIDAS_TASK_TIME_LIMIT={hard}")
     if not hard < vis:
         raise SettingsError(
             f"MIDAS_VISIBILITY_TIMEOUT={vis} must exceed MIDAS_TASK_TIME_LIMIT={hard}, "

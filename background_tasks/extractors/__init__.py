@@ -59,7 +59,9 @@ def extractor_for(extension: str, mime_type: str | None = None) -> Extractor:
     for extractor in extractors:
         if extension.lower() in extractor.extensions:
             return extractor
-    raise UnsupportedFileType(f"no extractor for {extension or 'files without extension'} ({mime_type or 'unknown type'})")
+    raise UnsupportedFileType(
+        f"no extractor for {extension or 'files without extension'} ({mime_type or 'unknown type'})"
+    )
 
 
 __all__ = [

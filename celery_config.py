@@ -1,0 +1,196 @@
+"""The MIDAS Celery application.
+
+``celery -A celery_config worker`` / ``beat`` / ``flower`` load ``app`` from
+here. Everything comes from ``background_tasks.settings``; ``create_app`` lets
+tests (and a second MIDAS on other ports) build an app for other settings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, Task, signals
+from kombu import Exchange, Queue
+
+from background_tasks.errors import RedeliveryLimitExceeded
+from background_tasks.logging_setup import install_task_context
+from background_tasks.settings import QUEUES, Settings, settings_or_exit
+
+log = logging.getLogger("midas.celery")
+
+TASK_MODULES = (
+    "background_tasks.system_tasks",
+    "background_tasks.document_tasks",
+    "background_tasks.monitoring_tasks",
+    "background_tasks.analysis_tasks",
+)
+
+#: Routing is configuration, not a caller's choice: module -> queue.
+TASK_ROUTES = {
+    "background_tasks.document_tasks.*": {"queue": "documents"},
+    "background_tasks.analysis_tasks.*": {"queue": "analysis"},
+    "background_tasks.monitoring_tasks.*": {"queue": "monitoring"},
+    "background_tasks.system_tasks.*": {"queue": "default"},
+}
+
+
+def available_task_modules() -> list[str]:
+    """Task modules present in this checkout (later parts of the suite may not be installed)."""
+    return [name for name in TASK_MODULES if importlib.util.find_spec(name) is not None]
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Periodic work. Each entry expires just before its next run, so a backlog never piles up."""
+
+    def entry(task: str, seconds: int, **kwargs: Any) -> dict[str, Any]:
+        return {
+            "task": task,
+            "schedule": timedelta(seconds=seconds),
+            "kwargs": kwargs,
+            "options": {"expires": max(1.0, seconds * 0.9)},
+        }
+
+    return {
+        "system-health-check": entry(
+            "background_tasks.monitoring_tasks.system_health_check", settings.health_check_interval
+        ),
+        "queue-check": entry("background_tasks.monitoring_tasks.check_task_queue", settings.queue_check_interval),
+        "task-report": entry(
+            "background_tasks.monitoring_tasks.generate_task_report", settings.task_report_interval, hours=24
+        ),
+        "task-cleanup": entry(
+            "background_tasks.monitoring_tasks.cleanup_old_tasks",
+            settings.task_cleanup_interval,
+            days=settings.retention_days,
+        ),
+        "processed-file-cleanup": entry(
+            "background_tasks.document_tasks.cleanup_old_processed_files",
+            settings.file_cleanup_interval,
+            days=settings.retention_days,
+        ),
+    }
+
+
+def _prepare_sqlite(url: str) -> None:
+    """WAL survives in the file, so setting it once lets every worker process write concurrently."""
+    if not url.startswith("db+sqlite:///"):
+        return
+    path = Path(url.removeprefix("db+sqlite:///"))
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # The result column may hold pickles written by old Celery versions: keep the file private.
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+    with sqlite3.connect(path, timeout=30) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+class MidasTask(Task):
+    """Base task: caps redeliveries of a message whose worker process died.
+
+    With late acknowledgement a message is redelivered when its process dies;
+    a task that kills its process every time would loop forever. Each delivery
+    is counted in Redis per (task id, retry number); past the cap the task
+    fails for good instead of running again.
+    """
+
+    _redis = None
+
+    def _delivery_counter(self) -> Any:
+        if MidasTask._redis is None:
+            import redis
+
+            MidasTask._redis = redis.Redis.from_url(self.app.conf.broker_url, socket_timeout=5)
+        return MidasTask._redis
+
+    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
+        cap = self.app.conf.get("midas_max_redeliveries")
+        if not cap or self.request.is_eager:
+            return
+        key = f"midas:deliveries:{task_id}:{self.request.retries or 0}"
+        try:
+            client = self._delivery_counter()
+            pipe = client.pipeline()
+            pipe.incr(key)
+            pipe.expire(key, int(self.app.conf.broker_transport_options.get("visibility_timeout", 3600)) * (cap + 2))
+            deliveries = pipe.execute()[0]
+        except Exception as exc:  # the broker is down too; the task cannot run anyway
+            log.warning("could not count deliveries of %s: %s", task_id, exc)
+            return
+        if deliveries > cap:
+            raise RedeliveryLimitExceeded(
+                f"task {self.name}[{task_id}] was delivered {deliveries} times and its worker process "
+                f"died each time; giving up after MIDAS_MAX_REDELIVERIES={cap}"
+            )
+
+
+def create_app(settings: Settings) -> Celery:
+    """A Celery app configured from ``settings``."""
+    app = Celery("midas", task_cls=MidasTask, include=available_task_modules())
+    backend = settings.result_backend_url
+    _prepare_sqlite(backend)
+    default_exchange = Exchange("midas", type="direct")
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=backend,
+        database_engine_options={"connect_args": {"timeout": 30}} if "sqlite" in backend else {"pool_pre_ping": True},
+        database_create_tables_at_setup=True,
+        # JSON only: a pickled message is refused by the worker.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        event_serializer="json",
+        # Queues and routing.
+        task_queues=[Queue(name, default_exchange, routing_key=name) for name in QUEUES],
+        task_default_queue="default",
+        task_default_exchange="midas",
+        task_default_routing_key="default",
+        task_routes=TASK_ROUTES,
+        # Reliability: ack after the task ran, requeue when its process dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        worker_deduplicate_successful_tasks=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_max_tasks_per_child=settings.max_tasks_per_child,
+        worker_concurrency=settings.concurrency,
+        worker_pool=settings.pool,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,
+        result_expires=timedelta(hours=settings.result_expires_hours),
+        result_extended=True,
+        task_track_started=True,
+        # Events, so Flower shows queued and running tasks.
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=True,
+        worker_log_format="%(asctime)s %(levelname)-7s %(processName)s %(name)s [%(task_id)s] %(message)s",
+        worker_task_log_format="%(asctime)s %(levelname)-7s %(processName)s %(name)s [%(task_id)s] %(message)s",
+        beat_schedule=beat_schedule(settings),
+        timezone="UTC",
+        enable_utc=True,
+        midas_max_redeliveries=settings.max_redeliveries,
+    )
+    app.midas_settings = settings
+    return app
+
+
+@signals.after_setup_logger.connect
+@signals.after_setup_task_logger.connect
+def _task_id_on_every_line(logger: logging.Logger, **_: Any) -> None:
+    install_task_context(logger)
+
+
+app = create_app(settings_or_exit())

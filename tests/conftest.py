@@ -1,0 +1,102 @@
+"""Session-wide isolation: a private Redis, a throwaway data dir, real workers.
+
+The environment is set here, at import time, before any MIDAS module reads its
+settings, so nothing in the suite can reach the user's Redis (port 6379) or
+the project's own ./data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import RedisServer, WorkerProcess, free_port
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="midas-test-"))
+_REDIS_PORT = free_port()
+
+for _name in [k for k in os.environ if k.startswith(("MIDAS_", "REDIS_", "POSTGRES_", "FLOWER_", "STREAMLIT_"))]:
+    if _name != "MIDAS_TEST_CORPUS":
+        del os.environ[_name]
+os.environ.update(
+    {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(_REDIS_PORT),
+        "REDIS_DB": "0",
+        "MIDAS_DATA_DIR": str(_SESSION_DIR / "data"),
+        "MIDAS_LOG_DIR": str(_SESSION_DIR / "logs"),
+        "MIDAS_ENV_FILE": os.devnull,
+        "MIDAS_WORKER_CONCURRENCY": "2",
+        "FLOWER_PORT": str(free_port()),
+        "STREAMLIT_PORT": str(free_port()),
+    }
+)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def session_dir() -> Path:
+    return _SESSION_DIR
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The private Redis every worker of the session uses."""
+    server = RedisServer(_SESSION_DIR / "redis", port=_REDIS_PORT)
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def app(redis_server):
+    """The project's Celery app, configured (by the environment above) for the private Redis."""
+    import celery_config
+
+    assert str(_REDIS_PORT) in celery_config.app.conf.broker_url
+    return celery_config.app
+
+
+@pytest.fixture
+def start_worker(app, session_dir) -> Iterator:
+    """Factory: start real worker processes; all are stopped at the end of the test."""
+    workers: list[WorkerProcess] = []
+
+    def start(**kwargs) -> WorkerProcess:
+        env = {**os.environ, **kwargs.pop("env", {})}
+        worker = WorkerProcess(env=env, log_dir=session_dir / "logs", **kwargs)
+        workers.append(worker)
+        return worker.wait_ready(app)
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def session_worker(app, session_dir) -> Iterator[WorkerProcess]:
+    """One worker on all four queues, shared by tests that only need tasks to run."""
+    worker = WorkerProcess(env=dict(os.environ), log_dir=session_dir / "logs", name="session-worker")
+    worker.wait_ready(app)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def purge_queues(app, redis_server) -> None:
+    """Empty every MIDAS queue before a test that counts messages."""
+    redis_server.client().delete("default", "documents", "analysis", "monitoring")
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]

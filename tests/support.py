@@ -1,0 +1,192 @@
+"""Real services for tests: a private redis-server and Celery worker processes.
+
+Nothing here touches the user's Redis: each RedisServer runs its own
+``redis-server`` on a free port with a throwaway data dir, and can be stopped,
+killed and restarted by the test that owns it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import psutil
+import redis
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll ``predicate`` until it returns a truthy value; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # keep polling; report the last error on timeout
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(
+        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_exc})" if last_exc else "")
+    )
+
+
+class RedisServer:
+    """A private redis-server process with append-only persistence."""
+
+    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.data_dir = data_dir
+        self.process: subprocess.Popen | None = None
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError(
+                "redis-server is not installed; run `make test` (it installs it) or apt-get install redis-server"
+            )
+        self.binary = binary
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--dir", str(self.data_dir),
+                "--appendonly", "yes",
+                "--appendfsync", "always",
+                "--save", "",
+                "--maxmemory-policy", "noeviction",
+                "--logfile", str(self.data_dir / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(lambda: self.client().ping(), 15, what=f"redis on port {self.port}")
+
+    def stop(self) -> None:
+        """Graceful shutdown (the append-only file is flushed)."""
+        if self.process and self.process.poll() is None:
+            try:
+                self.client().shutdown(nosave=False)
+            except (redis.ConnectionError, redis.ResponseError):
+                pass
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class WorkerProcess:
+    """A real ``celery -A celery_config worker`` subprocess."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        log_dir: Path,
+        queues: Iterable[str] = ("default", "documents", "analysis", "monitoring"),
+        concurrency: int = 2,
+        pool: str = "prefork",
+        name: str | None = None,
+        extra_args: Iterable[str] = (),
+    ) -> None:
+        self.name = name or f"test-{uuid.uuid4().hex[:8]}"
+        self.hostname = f"{self.name}@{socket.gethostname()}"
+        self.queues = tuple(queues)
+        self.log_path = log_dir / f"{self.name}.log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "celery_config", "worker",
+            "-Q", ",".join(self.queues),
+            "-c", str(concurrency),
+            "-P", pool,
+            "-n", self.hostname,
+            "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip",
+            *extra_args,
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            cmd, cwd=PROJECT_ROOT, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def wait_ready(self, app, timeout: float = 60) -> WorkerProcess:
+        def answered() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.process.returncode}; log:\n{self.log_text()[-3000:]}")
+            return bool(app.control.ping(destination=[self.hostname], timeout=0.5))
+
+        try:
+            wait_until(answered, timeout, interval=0.2, what=f"worker {self.hostname}")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; log:\n{self.log_text()[-3000:]}") from None
+        return self
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def pool_pids(self) -> list[int]:
+        try:
+            return [c.pid for c in psutil.Process(self.process.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, timeout: float = 30) -> None:
+        """Warm shutdown (SIGTERM), then force."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._reap_group()
+        self._log.close()
+
+    def kill(self) -> None:
+        """``kill -9`` of the main worker process (its pool children die with the group)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self._reap_group()
+
+    def _reap_group(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,130 @@
+"""The Celery app: routing, schedule, safety settings, and real workers honouring them."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from kombu import Connection
+
+import celery_config
+from background_tasks.settings import QUEUES, load_settings
+
+
+def test_routing_is_configuration_not_caller_choice(app) -> None:
+    router = app.amqp.router
+    expected = {
+        "background_tasks.document_tasks.process_document_file": "documents",
+        "background_tasks.analysis_tasks.analyze_data_file": "analysis",
+        "background_tasks.monitoring_tasks.system_health_check": "monitoring",
+        "background_tasks.system_tasks.ping": "default",
+    }
+    for name, queue in expected.items():
+        route = router.route({}, name, args=(), kwargs={})
+        assert route["queue"].name == queue, name
+    assert {q.name for q in app.conf.task_queues} == set(QUEUES)
+
+
+def test_safety_defaults(app) -> None:
+    conf = app.conf
+    assert conf.accept_content == ["json"] and conf.task_serializer == "json" and conf.result_serializer == "json"
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.task_soft_time_limit < conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
+    assert conf.result_expires == timedelta(hours=24)
+    assert conf.worker_max_tasks_per_child == 50
+    assert conf.worker_cancel_long_running_tasks_on_connection_loss
+    assert conf.worker_send_task_events and conf.task_send_sent_event
+    assert conf.midas_max_redeliveries >= 1
+
+
+def test_beat_schedule_intervals_expiry_and_overrides(tmp_path) -> None:
+    schedule = celery_config.beat_schedule(load_settings({}, env_file=tmp_path / "none"))
+    intervals = {name: entry["schedule"].total_seconds() for name, entry in schedule.items()}
+    assert intervals == {
+        "system-health-check": 300,
+        "queue-check": 60,
+        "task-report": 86400,
+        "task-cleanup": 86400,
+        "processed-file-cleanup": 86400,
+    }
+    for entry in schedule.values():
+        assert 0 < entry["options"]["expires"] < entry["schedule"].total_seconds()
+        queue = celery_config.app.amqp.router.route({}, entry["task"], args=(), kwargs={})["queue"].name
+        assert queue in {"monitoring", "documents"}
+    custom = celery_config.beat_schedule(
+        load_settings({"MIDAS_QUEUE_CHECK_INTERVAL": "15"}, env_file=tmp_path / "none")
+    )
+    assert custom["queue-check"]["schedule"].total_seconds() == 15
+
+
+def test_windows_gets_a_pool_that_works_there(monkeypatch, tmp_path) -> None:
+    import platform
+
+    monkeypatch.setattr(platform, "system", lambda: "Windows")
+    assert load_settings({}, env_file=tmp_path / "none").pool == "threads"
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    assert load_settings({}, env_file=tmp_path / "none").pool == "prefork"
+    assert load_settings({"MIDAS_WORKER_POOL": "gevent"}, env_file=tmp_path / "none").pool == "gevent"
+
+
+def test_result_backend_file_is_private_and_in_wal_mode(app) -> None:
+    import os
+    import sqlite3
+    from pathlib import Path
+
+    path = Path(app.conf.result_backend.removeprefix("db+sqlite:///"))
+    assert path.exists()
+    assert os.stat(path).st_mode & 0o077 == 0
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize("queue", QUEUES)
+def test_each_queue_is_consumed_by_a_worker_of_that_queue(app, start_worker, queue) -> None:
+    """A worker that consumes only ``queue`` runs the tasks routed there."""
+    worker = start_worker(queues=[queue], concurrency=1)
+    tasks_on_queue = [
+        name
+        for name in app.tasks
+        if not name.startswith("celery.") and app.amqp.router.route({}, name, args=(), kwargs={})["queue"].name == queue
+    ]
+    if queue == "default":
+        result = app.send_task("background_tasks.system_tasks.ping", args=["hello"])
+        assert result.get(timeout=30)["message"] == "hello"
+        assert worker.hostname in str(result.worker) or result.worker is None
+    # every task registered in this checkout lands on the queue its module says
+    for name in tasks_on_queue:
+        assert name.split(".")[1].replace("_tasks", "") in {"system", "document", "analysis", "monitoring"}
+    inspected = app.control.inspect(destination=[worker.hostname], timeout=2).active_queues()
+    assert [q["name"] for q in inspected[worker.hostname]] == [queue]
+
+
+def test_ping_round_trip_records_the_result(app, session_worker) -> None:
+    result = app.send_task("background_tasks.system_tasks.ping", args=["round-trip"])
+    value = result.get(timeout=30)
+    assert value["message"] == "round-trip"
+    assert result.state == "SUCCESS"
+    # the result is persisted in the database backend, readable by a fresh app
+    fresh = celery_config.create_app(app.midas_settings)
+    assert fresh.AsyncResult(result.id).get(timeout=5)["message"] == "round-trip"
+
+
+def test_pickle_messages_are_refused(app, session_worker, redis_server) -> None:
+    with Connection(app.conf.broker_url) as conn:
+        producer = conn.Producer(serializer="pickle")
+        producer.publish(
+            {"task": "background_tasks.system_tasks.ping", "id": "pickle-test", "args": ["evil"], "kwargs": {}},
+            exchange="midas",
+            routing_key="default",
+            serializer="pickle",
+            headers={"task": "background_tasks.system_tasks.ping", "id": "pickle-test", "lang": "py"},
+        )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and "untrusted content" not in session_worker.log_text():
+        time.sleep(0.2)
+    assert "Refusing to deserialize untrusted content of type pickle" in session_worker.log_text()
+    assert app.AsyncResult("pickle-test").state == "PENDING"
+    # the worker is still alive and serving
+    assert app.send_task("background_tasks.system_tasks.ping", args=["after"]).get(timeout=30)["message"] == "after"

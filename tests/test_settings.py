@@ -1,0 +1,117 @@
+"""Settings: typed defaults, .env files, and one clear line for a bad value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from background_tasks.settings import PROJECT_ROOT, QUEUES, VARIABLES, SettingsError, load_settings
+
+
+def test_defaults_match_the_documented_values(tmp_path: Path) -> None:
+    s = load_settings({}, env_file=tmp_path / "none")
+    assert s.redis_host == "localhost"
+    assert s.redis_port == 6379
+    assert s.redis_db == 0
+    assert s.broker_url == "redis://localhost:6379/0"
+    assert s.data_dir == PROJECT_ROOT / "data"
+    assert s.log_dir == PROJECT_ROOT / "logs"
+    assert s.flower_port == 5555
+    assert s.streamlit_port == 8501
+    assert s.chunk_size == 1000 and s.chunk_overlap == 200
+    assert s.max_file_mb == 100
+    assert s.result_backend_url.startswith("db+sqlite:///") and s.result_backend_url.endswith(".sqlite3")
+    assert s.database_url_resolved.startswith("sqlite:///")
+    assert s.worker_groups == (QUEUES,)
+    assert s.task_soft_time_limit < s.task_time_limit < s.visibility_timeout
+    assert s.concurrency >= 1
+
+
+def test_postgres_is_used_when_configured(tmp_path: Path) -> None:
+    s = load_settings(
+        {"POSTGRES_HOST": "db.local", "POSTGRES_USER": "u", "POSTGRES_PASSWORD": "p@ss", "POSTGRES_DB": "m"},
+        env_file=tmp_path / "none",
+    )
+    assert s.uses_postgres
+    assert s.database_url_resolved == "postgresql+psycopg://u:p%40ss@db.local:5432/m"
+    assert s.result_backend_url == "db+postgresql+psycopg://u:p%40ss@db.local:5432/m"
+    explicit = load_settings({"MIDAS_DATABASE_URL": "sqlite:////tmp/x.db"}, env_file=tmp_path / "none")
+    assert explicit.database_url_resolved == "sqlite:////tmp/x.db"
+
+
+def test_redis_password_is_quoted_into_the_url(tmp_path: Path) -> None:
+    s = load_settings({"REDIS_PASSWORD": "a/b:c", "REDIS_DB": "3"}, env_file=tmp_path / "none")
+    assert s.broker_url == "redis://:a%2Fb%3Ac@localhost:6379/3"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("REDIS_PORT", "abc", "REDIS_PORT='abc' is invalid"),
+        ("REDIS_PORT", "70000", "REDIS_PORT='70000' is invalid"),
+        ("FLOWER_PORT", "-1", "FLOWER_PORT"),
+        ("MIDAS_WORKER_POOL", "fibers", "MIDAS_WORKER_POOL"),
+        ("MIDAS_CHUNK_SIZE", "0", "MIDAS_CHUNK_SIZE"),
+        ("MIDAS_ALLOWED_ROOTS", "/definitely/not/here", "MIDAS_ALLOWED_ROOTS"),
+        ("FLOWER_BASIC_AUTH", "nopassword", "FLOWER_BASIC_AUTH"),
+        ("MIDAS_WORKER_GROUPS", "documents;bogus", "unknown queue 'bogus'"),
+        ("MIDAS_DATABASE_URL", "not a url", "MIDAS_DATABASE_URL"),
+    ],
+)
+def test_bad_values_name_the_variable(tmp_path: Path, name: str, value: str, fragment: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings({name: value}, env_file=tmp_path / "none")
+    assert fragment in str(info.value)
+
+
+def test_time_limits_must_nest(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="MIDAS_VISIBILITY_TIMEOUT"):
+        load_settings({"MIDAS_TASK_TIME_LIMIT": "700", "MIDAS_VISIBILITY_TIMEOUT": "600"}, env_file=tmp_path / "none")
+    with pytest.raises(SettingsError, match="MIDAS_TASK_SOFT_TIME_LIMIT"):
+        load_settings({"MIDAS_TASK_SOFT_TIME_LIMIT": "700"}, env_file=tmp_path / "none")
+
+
+def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("# comment\nREDIS_PORT=6390\nexport REDIS_HOST='redis.example'\nFLOWER_PORT=\"5600\"\n")
+    s = load_settings({"FLOWER_PORT": "5700"}, env_file=env_file)
+    assert (s.redis_port, s.redis_host, s.flower_port) == (6390, "redis.example", 5700)
+
+
+def test_as_env_round_trips(tmp_path: Path) -> None:
+    original = load_settings(
+        {"MIDAS_WORKER_GROUPS": "documents,analysis;default,monitoring", "REDIS_PORT": "7000"},
+        env_file=tmp_path / "none",
+    )
+    again = load_settings(original.as_env(), env_file=tmp_path / "none")
+    assert again.values == original.values
+
+
+def test_env_example_and_readme_list_every_variable() -> None:
+    example = (PROJECT_ROOT / ".env.example").read_text()
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    for var in VARIABLES:
+        assert f"{var.env}=" in example, f"{var.env} missing from .env.example"
+        assert f"`{var.env}`" in readme, f"{var.env} missing from the README configuration table"
+        default = var.default if var.default else ""
+        if default:
+            assert f"{var.env}={default}" in example, f".env.example shows a wrong default for {var.env}"
+
+
+def test_a_bad_value_stops_the_worker_with_one_clear_line() -> None:
+    env = {**os.environ, "REDIS_PORT": "abc"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "celery_config", "worker"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "MIDAS configuration error: REDIS_PORT='abc' is invalid" in proc.stderr
+    assert "Traceback" not in proc.stderr
