@@ -347,6 +347,80 @@ VARIABLES: tuple[Var, ...] = (
         "Documents",
     ),
     Var("MIDAS_OCR_LANGUAGES", "ocr_languages", _str, "eng", "Tesseract languages, e.g. eng+deu.", "Documents"),
+    # File watcher
+    Var(
+        "MIDAS_WATCH_IGNORE", "watch_ignore", _str_list, "", "Extra ignore patterns (comma-separated globs).", "Watcher"
+    ),
+    Var(
+        "MIDAS_WATCH_RESCAN_SECONDS", "watch_rescan_seconds", _pos_float, "300", "Periodic rescan interval.", "Watcher"
+    ),
+    Var("MIDAS_WATCH_BATCH_SIZE", "watch_batch_size", _pos_int, "10", "Files per batch in --batch mode.", "Watcher"),
+    Var(
+        "MIDAS_WATCH_BATCH_TIMEOUT",
+        "watch_batch_timeout",
+        _pos_float,
+        "60",
+        "Oldest file waits at most N s.",
+        "Watcher",
+    ),
+    Var("MIDAS_WATCH_POLLING", "watch_polling", _bool, "false", "Poll instead of native events (SMB/NFS).", "Watcher"),
+    # Monitoring thresholds
+    Var(
+        "MIDAS_CPU_WARN_PERCENT",
+        "cpu_warn_percent",
+        _pos_float,
+        "85",
+        "CPU use that makes health 'warning'.",
+        "Monitoring",
+    ),
+    Var(
+        "MIDAS_CPU_CRIT_PERCENT",
+        "cpu_crit_percent",
+        _pos_float,
+        "95",
+        "CPU use that makes health 'critical'.",
+        "Monitoring",
+    ),
+    Var("MIDAS_MEMORY_WARN_PERCENT", "memory_warn_percent", _pos_float, "85", "Memory use: warning.", "Monitoring"),
+    Var("MIDAS_MEMORY_CRIT_PERCENT", "memory_crit_percent", _pos_float, "95", "Memory use: critical.", "Monitoring"),
+    Var("MIDAS_DISK_WARN_PERCENT", "disk_warn_percent", _pos_float, "85", "Disk use: warning.", "Monitoring"),
+    Var("MIDAS_DISK_CRIT_PERCENT", "disk_crit_percent", _pos_float, "95", "Disk use: critical.", "Monitoring"),
+    Var("MIDAS_QUEUE_WARN_LENGTH", "queue_warn_length", _pos_int, "1000", "Waiting messages: warning.", "Monitoring"),
+    Var(
+        "MIDAS_WATCHER_HEARTBEAT_MAX_AGE",
+        "watcher_heartbeat_max_age",
+        _pos_float,
+        "120",
+        "Seconds without a watcher heartbeat before health warns.",
+        "Monitoring",
+    ),
+    Var(
+        "MIDAS_STUCK_TASK_SECONDS",
+        "stuck_task_seconds",
+        _pos_float,
+        "900",
+        "A task running longer is 'stuck'.",
+        "Monitoring",
+    ),
+    # Alerts
+    Var("MIDAS_SMTP_HOST", "smtp_host", _opt_str, "", "SMTP server for failure alerts (empty = no email).", "Alerts"),
+    Var("MIDAS_SMTP_PORT", "smtp_port", _port, "587", "SMTP port.", "Alerts"),
+    Var("MIDAS_SMTP_USER", "smtp_user", _opt_str, "", "SMTP user.", "Alerts"),
+    Var("MIDAS_SMTP_PASSWORD", "smtp_password", _opt_str, "", "SMTP password.", "Alerts"),
+    Var("MIDAS_SMTP_FROM", "smtp_from", _str, "midas@localhost", "Sender address of alerts.", "Alerts"),
+    Var("MIDAS_SMTP_TO", "smtp_to", _str_list, "", "Recipients (comma-separated).", "Alerts"),
+    Var("MIDAS_SMTP_STARTTLS", "smtp_starttls", _bool, "true", "Use STARTTLS.", "Alerts"),
+    Var(
+        "MIDAS_ALERT_WEBHOOK_URL", "alert_webhook_url", _opt_str, "", "POST a JSON alert here (empty = off).", "Alerts"
+    ),
+    Var(
+        "MIDAS_ALERT_QUIET_MINUTES",
+        "alert_quiet_minutes",
+        _pos_float,
+        "30",
+        "At most one alert per kind per period.",
+        "Alerts",
+    ),
     # Dashboard
     Var(
         "MIDAS_DASHBOARD_PASSWORD",
