@@ -28,11 +28,12 @@ from background_tasks.extractors.encoding import (
 _BINARY_CONTROL_RATIO = 0.10
 
 
-def load_text(path: Path, limits: Limits) -> tuple[str, dict[str, Any], list[str]]:
+def load_text(path: Path, limits: Limits, split_lines: bool = True) -> tuple[str, dict[str, Any], list[str]]:
     """Decoded, newline-normalised text with long lines broken: (text, metadata, warnings).
 
     Raises EmptyDocument for empty or whitespace-only files and TypeMismatch
-    for binary content.
+    for binary content. ``split_lines=False`` leaves long lines to the caller
+    (CSV must parse its rows before they may be broken).
     """
     text, encoding, warnings = read_text_file(path, limits)
     if text.startswith("\ufeff"):
@@ -46,7 +47,9 @@ def load_text(path: Path, limits: Limits) -> tuple[str, dict[str, Any], list[str
     if "\x00" in text:
         text = text.replace("\x00", "")
         warnings.append("NUL characters removed")
-    text, broken = split_long_lines(text, limits.max_line_chars)
+    broken = 0
+    if split_lines:
+        text, broken = split_long_lines(text, limits.max_line_chars)
     if broken:
         warnings.append(f"{broken} line(s) longer than {limits.max_line_chars} characters were broken up")
     metadata: dict[str, Any] = {
