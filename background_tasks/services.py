@@ -469,6 +469,30 @@ def _create_time_or_none(pid: int) -> float | None:
         return None
 
 
+def _gone(proc: psutil.Process) -> bool:
+    try:
+        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
+
+
+def wait_gone(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until every process has exited (zombies count as exited); returns those still alive."""
+    deadline = time.monotonic() + timeout
+    alive = list(procs)
+    while True:
+        for proc in alive:
+            if proc.pid != os.getpid():
+                with contextlib.suppress(psutil.Error, ChildProcessError):
+                    proc.wait(timeout=0)  # reaps our own children; psutil.TimeoutExpired otherwise
+        alive = [p for p in alive if not _gone(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.05)
+
+
 def log_tail(path: Path, lines: int = 6) -> list[str]:
     """The last non-empty lines of a log, for failure messages."""
     try:
@@ -670,7 +694,7 @@ class Launcher:
                 proc.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-        _gone, alive = psutil.wait_procs(members, timeout=self.settings.stop_timeout)
+        alive = wait_gone(members, self.settings.stop_timeout)
         if not alive:
             return False
         # Force: the whole process group (while a verified member is in it, the group id cannot
@@ -686,7 +710,7 @@ class Launcher:
         for member in alive:
             with contextlib.suppress(psutil.Error):
                 member.kill()
-        psutil.wait_procs(alive, timeout=5)
+        wait_gone(alive, 5.0)
         return True
 
     def _windows_soft_stop(self, service: Service) -> None:
@@ -717,8 +741,7 @@ class Launcher:
         pump = live_process(record.get("pump_pid"), record.get("pump_create_time"))
         if pump is None:
             return
-        _gone, alive = psutil.wait_procs([pump], timeout=PUMP_EXIT_TIMEOUT)
-        for proc in alive:
+        for proc in wait_gone([pump], PUMP_EXIT_TIMEOUT):
             with contextlib.suppress(psutil.Error):
                 proc.kill()
 

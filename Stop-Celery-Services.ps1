@@ -1,0 +1,103 @@
+<#
+.SYNOPSIS
+    Stops the MIDAS services that Start-Celery-Services.ps1 started.
+
+.DESCRIPTION
+    Creates the project's virtual environment .venv when it is missing, installs
+    requirements.txt into it when the file changed since the last install, puts .venv
+    first on PATH (what activating it does), then runs
+
+        python -m background_tasks.services stop [services]
+
+    Order: watcher, dashboard, flower, beat, workers, then Redis. Workers get a warm
+    shutdown (running tasks finish) for up to MIDAS_SERVICE_STOP_TIMEOUT seconds before
+    they are ended. Only processes recorded in the launcher's PID files are touched: a
+    Redis or Memurai service that MIDAS did not start keeps running.
+
+.PARAMETER Services
+    Which services to stop (redis, worker, worker-1, beat, flower, watcher, dashboard).
+    Default: all.
+
+.PARAMETER SkipInstall
+    Do not create .venv or install requirements.
+
+.PARAMETER Python
+    The Python 3.11+ used to create .venv. Default: the py launcher, else python on PATH.
+
+.EXAMPLE
+    .\Stop-Celery-Services.ps1
+
+.EXAMPLE
+    .\Stop-Celery-Services.ps1 flower dashboard
+#>
+[CmdletBinding()]
+param(
+    [Parameter(Position = 0, ValueFromRemainingArguments = $true)]
+    [string[]] $Services = @(),
+
+    [switch] $SkipInstall,
+
+    [string] $Python = ''
+)
+
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$ProjectRoot = $PSScriptRoot
+$VenvDir = Join-Path $ProjectRoot '.venv'
+$VenvPython = Join-Path $VenvDir 'Scripts\python.exe'
+$Requirements = Join-Path $ProjectRoot 'requirements.txt'
+$Stamp = Join-Path $VenvDir '.midas-requirements.sha256'
+
+function Get-BasePython {
+    <# The command (as an array) that runs a Python 3.11 or newer, to create .venv with. #>
+    param([string] $Preferred)
+    $candidates = @()
+    if ($Preferred) { $candidates += , @($Preferred) }
+    if (Get-Command py -ErrorAction SilentlyContinue) { $candidates += , @('py', '-3') }
+    if (Get-Command python -ErrorAction SilentlyContinue) { $candidates += , @('python') }
+    foreach ($candidate in $candidates) {
+        $exe = $candidate[0]
+        $rest = @($candidate | Select-Object -Skip 1)
+        $ok = & $exe @rest -c 'import sys; print(sys.version_info >= (3, 11))' 2>$null
+        if ($LASTEXITCODE -eq 0 -and "$ok".Trim() -eq 'True') { return , $candidate }
+    }
+    throw 'Python 3.11 or newer was not found. Install it (winget install Python.Python.3.11) or pass -Python.'
+}
+
+function Initialize-Venv {
+    <# Creates .venv when missing and installs requirements.txt when it changed since the last install. #>
+    param([string] $Preferred)
+    if (-not (Test-Path -LiteralPath $VenvPython)) {
+        $base = Get-BasePython -Preferred $Preferred
+        $exe = $base[0]
+        $rest = @($base | Select-Object -Skip 1)
+        Write-Host "Creating $VenvDir ..."
+        & $exe @rest -m venv $VenvDir
+        if ($LASTEXITCODE -ne 0) { throw "creating the virtual environment failed (exit code $LASTEXITCODE)" }
+    }
+    $hash = (Get-FileHash -LiteralPath $Requirements -Algorithm SHA256).Hash
+    $installed = ''
+    if (Test-Path -LiteralPath $Stamp) { $installed = (Get-Content -LiteralPath $Stamp -Raw).Trim() }
+    if ($installed -ne $hash) {
+        Write-Host 'Installing requirements.txt into .venv ...'
+        & $VenvPython -m pip install --disable-pip-version-check -r $Requirements
+        if ($LASTEXITCODE -ne 0) { throw "pip install -r requirements.txt failed (exit code $LASTEXITCODE)" }
+        Set-Content -LiteralPath $Stamp -Value $hash -Encoding ascii
+    }
+}
+
+Set-Location -LiteralPath $ProjectRoot
+if (-not $SkipInstall) {
+    Initialize-Venv -Preferred $Python
+}
+if (-not (Test-Path -LiteralPath $VenvPython)) {
+    throw "$VenvPython does not exist; run this script once without -SkipInstall."
+}
+
+# What Activate.ps1 does, without depending on the execution policy allowing it.
+$env:VIRTUAL_ENV = $VenvDir
+$env:PATH = (Join-Path $VenvDir 'Scripts') + [System.IO.Path]::PathSeparator + $env:PATH
+
+& $VenvPython -m background_tasks.services stop @Services
+exit $LASTEXITCODE
