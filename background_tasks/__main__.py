@@ -1,0 +1,117 @@
+"""Command line: ``python -m background_tasks search "query"`` and friends.
+
+A quick way to use the document store from a terminal, without the dashboard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from background_tasks.errors import TransientError
+from background_tasks.settings import settings_or_exit
+from background_tasks.store import DocumentStore
+
+_BOLD = ("\x1b[1m", "\x1b[0m")
+_PLAIN = ("**", "**")
+# Everything a terminal could interpret (escape sequences, backspaces, ...) except \n and \t.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _safe(value: Any) -> str:
+    """Text from documents is untrusted: never let it drive the terminal."""
+    return _UNPRINTABLE.sub("", str(value))
+
+
+def _open_store() -> DocumentStore:
+    settings = settings_or_exit()
+    store = DocumentStore(settings.database_url_resolved)
+    store.create_schema()
+    return store
+
+
+def _cmd_search(args: argparse.Namespace, out: TextIO) -> int:
+    store = _open_store()
+    tty = out.isatty()
+    # Private-use markers survive sanitizing; they become bold (tty) or **x** afterwards.
+    hits = store.search(args.query, limit=args.limit, file_type=args.type, marks=("\ue000", "\ue001"))
+    if not hits:
+        print("No matches.", file=out)
+        return 0
+    start, end = _BOLD if tty else _PLAIN
+    for rank, hit in enumerate(hits, 1):
+        where = [f"page {hit.page}"] if hit.page is not None else []
+        where += [f"chunk {hit.chunk_index}", f"score {hit.score:.3g}"]
+        print(f"{rank}. {_safe(hit.path or f'document {hit.document_id}')}  ({', '.join(where)})", file=out)
+        snippet = " ".join(_safe(hit.snippet).split())
+        print("   " + snippet.replace("\ue000", start).replace("\ue001", end), file=out)
+    return 0
+
+
+def _cmd_documents(args: argparse.Namespace, out: TextIO) -> int:
+    store = _open_store()
+    docs = store.list_documents(limit=args.limit, offset=args.offset, status=args.status, file_type=args.type)
+    total = store.count_documents(status=args.status, file_type=args.type)
+    if not docs:
+        print("No documents.", file=out)
+        return 0
+    print(f"{'ID':>6}  {'STATUS':<10} {'TYPE':<6} {'CHUNKS':>6}  PATH / ERROR", file=out)
+    for d in docs:
+        detail = _safe(d["path"] or "")
+        if d["status"] in ("failed", "rejected") and d["error_type"]:
+            detail += f"  [{_safe(d['error_type'])}: {_safe(d['error'] or '')[:120]}]"
+        print(
+            f"{d['id']:>6}  {d['status']:<10} {_safe(d['file_type'] or '-'):<6} {d['chunk_count'] or 0:>6}  {detail}",
+            file=out,
+        )
+    shown = args.offset + len(docs)
+    if shown < total or args.offset:
+        print(f"({args.offset + 1}-{shown} of {total})", file=out)
+    return 0
+
+
+def _cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
+    stats = _open_store().stats()
+    print(f"documents: {stats['documents']}  chunks: {stats['chunks']}", file=out)
+    print("by status: " + ", ".join(f"{k} {v}" for k, v in stats["by_status"].items()), file=out)
+    for ftype, entry in sorted(stats["by_file_type"].items()):
+        print(f"  {_safe(ftype):<8} {entry['documents']:>6} documents {entry['chunks']:>8} chunks", file=out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m background_tasks", description="MIDAS document store")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    search = sub.add_parser("search", help="full-text search over processed documents")
+    search.add_argument("query", help='words (all must match), "a phrase", -excluded, or')
+    search.add_argument("--limit", type=int, default=10, help="number of hits (default 10)")
+    search.add_argument("--type", help="only this file type, e.g. pdf")
+    search.set_defaults(func=_cmd_search)
+
+    documents = sub.add_parser("documents", help="list processed, failed and rejected documents")
+    documents.add_argument("--limit", type=int, default=50)
+    documents.add_argument("--offset", type=int, default=0)
+    documents.add_argument("--status", choices=("processing", "success", "failed", "rejected"))
+    documents.add_argument("--type", help="only this file type, e.g. pdf")
+    documents.set_defaults(func=_cmd_documents)
+
+    stats = sub.add_parser("stats", help="document and chunk counts")
+    stats.set_defaults(func=_cmd_stats)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args, out or sys.stdout)
+    except TransientError as exc:
+        print(f"MIDAS: {exc.message} (try again shortly)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""Database plumbing shared by every MIDAS table.
+
+One declarative ``Base`` holds all models (document store, task history,
+watcher history), so ``create_all`` builds the whole schema. SQLite is the
+default and is tuned for several worker processes writing at once (WAL,
+busy timeout); PostgreSQL works unchanged through the same URL-based API.
+Database hiccups that retrying can fix (a locked SQLite file, a PostgreSQL
+serialization failure or dropped connection) surface as ``TransientError``
+via ``transient_db_errors`` so tasks retry them instead of failing documents.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from background_tasks.errors import TransientError
+
+logger = logging.getLogger(__name__)
+
+#: key of the PostgreSQL advisory lock that serializes concurrent schema creation
+_SCHEMA_LOCK_KEY = 0x4D49444153  # "MIDAS"
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every MIDAS table."""
+
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_sessionmakers: dict[str, sessionmaker[Session]] = {}
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a SQLite URL, or None for in-memory databases."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database or ""
+    if not database or database == ":memory:" or database.startswith("file::memory:"):
+        return None
+    return Path(database).expanduser()
+
+
+def _prepare_sqlite_file(path: Path) -> None:
+    """Create the private folder and the file itself with owner-only permissions."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    if os.name == "posix" and (path.stat().st_mode & 0o777) != 0o600:
+        os.chmod(path, 0o600)
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        # busy_timeout first, so switching to WAL waits for other writers.
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def get_engine(url: str) -> Engine:
+    """The process-wide engine for ``url`` (created once, then cached)."""
+    with _lock:
+        engine = _engines.get(url)
+        if engine is not None:
+            return engine
+        if is_sqlite(url):
+            path = sqlite_path(url)
+            if path is not None:
+                _prepare_sqlite_file(path)
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _on_sqlite_connect)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        _engines[url] = engine
+        _sessionmakers[url] = sessionmaker(bind=engine, expire_on_commit=False)
+        return engine
+
+
+def dispose_engine(url: str) -> None:
+    """Close and forget the engine of ``url`` (tests; before dropping a database)."""
+    with _lock:
+        engine = _engines.pop(url, None)
+        _sessionmakers.pop(url, None)
+    if engine is not None:
+        engine.dispose()
+
+
+def _after_fork_in_child() -> None:
+    # Connections inherited from the parent must not be used by the child
+    # (Celery prefork); give each engine a fresh pool without closing them.
+    for engine in list(_engines.values()):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@contextmanager
+def session_scope(url: str) -> Iterator[Session]:
+    """A session that commits when the block succeeds and rolls back when it raises."""
+    get_engine(url)
+    session = _sessionmakers[url]()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database is busy", "disk i/o error")
+_PG_TRANSIENT_SQLSTATES = {
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "55P03",  # lock_not_available
+    "57P01",  # admin_shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now
+    "53300",  # too_many_connections
+    "08000",
+    "08003",
+    "08006",
+    "08001",
+    "08004",
+}
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for database errors that a later retry can be expected to get past."""
+    if isinstance(error, exc.TimeoutError | exc.DisconnectionError):
+        return True
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    if error.connection_invalidated:
+        return True
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate:
+        return sqlstate in _PG_TRANSIENT_SQLSTATES or sqlstate.startswith("08")
+    message = str(orig).lower()
+    if any(marker in message for marker in _SQLITE_TRANSIENT):
+        return True
+    # psycopg raises OperationalError without an SQLSTATE when it cannot connect at all
+    return isinstance(error, exc.OperationalError) and type(orig).__module__.startswith("psycopg")
+
+
+@contextmanager
+def transient_db_errors() -> Iterator[None]:
+    """Turn retryable database errors into ``TransientError`` (others pass through)."""
+    try:
+        yield
+    except exc.SQLAlchemyError as error:
+        if is_transient(error):
+            detail = str(getattr(error, "orig", None) or error).strip().splitlines()
+            raise TransientError(f"database temporarily unavailable: {detail[0] if detail else error}") from error
+        raise
+
+
+def _is_already_exists(error: exc.DBAPIError) -> bool:
+    message = str(error.orig).lower()
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    return (
+        "already exists" in message
+        or sqlstate in {"42P07", "42710", "23505"}  # duplicate table / object / pg_type unique race
+    )
+
+
+def create_all(url: str, attempts: int = 5) -> None:
+    """Create every table on ``Base`` that is missing. Idempotent and safe to race.
+
+    On PostgreSQL an advisory lock serializes concurrent callers; on SQLite the
+    "already exists" error of a lost race is caught and the check repeated.
+    """
+    engine = get_engine(url)
+    for attempt in range(1, attempts + 1):
+        try:
+            with transient_db_errors(), engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+                Base.metadata.create_all(conn, checkfirst=True)
+            return
+        except exc.DBAPIError as error:
+            if attempt == attempts or not _is_already_exists(error):
+                raise
+            logger.debug("schema created concurrently by another process, checking again (%s)", error.orig)
