@@ -150,9 +150,30 @@ def _legacy_guess(data: bytes) -> tuple[str, float] | None:
     return best.encoding, confidence
 
 
-def decode_bytes(data: bytes) -> tuple[str, str, float]:
+#: Declared labels that mean something else in practice (WHATWG encoding standard).
+_DECLARED_ALIASES = {"iso8859_1": "cp1252", "latin_1": "cp1252", "ascii": "cp1252", "iso8859_9": "cp1254"}
+
+
+def _declared_codec(declared: str | None) -> str | None:
+    """The Python codec for a declared charset label, or None if unknown or not usable as a hint."""
+    if not declared:
+        return None
+    try:
+        name = codecs.lookup(declared.strip().strip("\"'")).name
+    except LookupError:
+        return None
+    name = name.replace("-", "_")
+    if name.startswith(("utf_16", "utf_32")):
+        return None  # a page re-encoded to an ASCII-compatible form still saying UTF-16 (HTML treats it as UTF-8)
+    return _DECLARED_ALIASES.get(name, name)
+
+
+def decode_bytes(data: bytes, declared: str | None = None) -> tuple[str, str, float]:
     """Decode ``data`` as (text, encoding name, confidence 0..1). Never raises.
 
+    ``declared`` is what the document says about itself (an HTML meta charset):
+    it is used after BOM and UTF-8 checks, and only if the bytes decode cleanly
+    with it, because such declarations are often wrong.
     The confidence is 1.0 for a BOM, 0.99 for valid UTF-8 and lower for a guess;
     0.0 means nothing fit and the text holds U+FFFD replacement characters.
     """
@@ -184,6 +205,13 @@ def decode_bytes(data: bytes) -> tuple[str, str, float]:
         # A multi-byte character cut off by a size cap at the very end is still UTF-8.
         if exc.start >= len(data) - 3 and exc.reason == "unexpected end of data":
             return data[: exc.start].decode("utf-8"), "utf-8", 0.95
+
+    codec = _declared_codec(declared)
+    if codec is not None and codec != "utf_8":
+        try:
+            return data.decode(codec), codec, 0.8
+        except (UnicodeDecodeError, LookupError):
+            pass
 
     guess = _legacy_guess(data)
     if guess is not None:
