@@ -194,3 +194,4 @@ def _task_id_on_every_line(logger: logging.Logger, **_: Any) -> None:
 
 
 app = create_app(settings_or_exit())
+import background_tasks.task_history  # noqa: E402,F401  (connects the task history signal handlers)
