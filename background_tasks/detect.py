@@ -56,6 +56,7 @@ MIME_BY_EXTENSION: dict[str, str] = {
     ".odt": "application/vnd.oasis.opendocument.text",
     ".rtf": "application/rtf",
     ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".xlsm": "application/vnd.ms-excel.sheet.macroEnabled.12",
     ".xls": "application/vnd.ms-excel",
     ".csv": "text/csv",
     ".msg": "application/vnd.ms-outlook",
@@ -65,6 +66,9 @@ MIME_BY_EXTENSION: dict[str, str] = {
     ".xml": "application/xml",
     ".json": "application/json",
     ".md": "text/markdown",
+    ".markdown": "text/markdown",
+    ".jsonl": "application/x-ndjson",
+    ".ndjson": "application/x-ndjson",
     ".log": "text/x-log",
     ".txt": "text/plain",
 }
@@ -77,13 +81,16 @@ _EXPECTED_KINDS: dict[str, frozenset[str]] = {
     ".odt": frozenset({"odt"}),
     ".rtf": frozenset({"rtf"}),
     ".xlsx": frozenset({"xlsx"}),
+    ".xlsm": frozenset({"xlsx"}),
     ".xls": frozenset({"xls"}),
     ".msg": frozenset({"msg"}),
     ".eml": frozenset({"email", "text"}),
 }
 _TEXT_KINDS = frozenset({"text", "html", "xml", "json", "email", "rtf"})
-TEXT_EXTENSIONS = frozenset({".txt", ".log", ".md", ".csv", ".json", ".xml", ".html", ".htm"})
-_ZIP_EXTENSIONS = frozenset({".docx", ".xlsx", ".odt"})
+TEXT_EXTENSIONS = frozenset(
+    {".txt", ".log", ".md", ".markdown", ".csv", ".json", ".jsonl", ".ndjson", ".xml", ".html", ".htm"}
+)
+_ZIP_EXTENSIONS = frozenset({".docx", ".xlsx", ".xlsm", ".odt"})
 _OLE_EXTENSIONS = frozenset({".doc", ".xls", ".msg"})
 
 _WHAT: dict[str, str] = {
@@ -93,6 +100,7 @@ _WHAT: dict[str, str] = {
     ".odt": "an OpenDocument text",
     ".rtf": "an RTF document",
     ".xlsx": "an Excel (.xlsx) workbook",
+    ".xlsm": "an Excel (.xlsm) workbook",
     ".xls": "an Excel 97-2003 (.xls) workbook",
     ".msg": "an Outlook message",
     ".eml": "an e-mail message",
@@ -125,7 +133,11 @@ _MAIL_HEADERS = frozenset(
     }
 )
 _HEADER_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_-]*):[ \t]?")
-_HTML_START = re.compile(r"<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>]|meta\s|title>|div[\s>]|p>|table[\s>])", re.I)
+_HTML_START = re.compile(
+    r"<(!doctype\s+html|html[\s>]|head[\s>]|body[\s>]|meta\s|title>|div[\s>]|p[\s>]|table[\s>]|h[1-6][\s>]"
+    r"|span[\s>]|ul[\s>]|ol[\s>]|br\s*/?>|img\s|script[\s>]|style[\s>]|link\s|form[\s>])",
+    re.I,
+)
 _XML_START = re.compile(r"<[A-Za-z_][\w.:-]*[\s/>]")
 
 __all__ = [
@@ -152,10 +164,21 @@ def sniff(path: Path | str) -> Detected:
         return _sniff_zip(path)
     if head.startswith(OLE_MAGIC):
         return _sniff_ole(path)
+    if _is_biff(head):
+        return Detected(MIME_BY_EXTENSION[".xls"], "xls", "an Excel 2.x-4.x (BIFF) worksheet", ".xls")
     return _sniff_text(head, truncated=more)
 
 
 # ------------------------------------------------------------------ containers
+
+
+def _is_biff(head: bytes) -> bool:
+    """Pre-OLE Excel (BIFF2/3/4) starts with a BOF record: type 0x0009/0x0209/0x0409, small length, known version."""
+    if len(head) < 8 or head[:2] not in (b"\x09\x00", b"\x09\x02", b"\x09\x04"):
+        return False
+    length = int.from_bytes(head[2:4], "little")
+    kind = int.from_bytes(head[6:8], "little")
+    return 4 <= length <= 16 and kind in (0x0010, 0x0020, 0x0040, 0x0100)
 
 
 def _sniff_zip(path: Path) -> Detected:
@@ -281,6 +304,8 @@ def _decode_sample(head: bytes, truncated: bool) -> tuple[str, str] | None:
 def _looks_like_email(text: str) -> bool:
     known = 0
     lines = text.splitlines()[:200]
+    if lines and lines[0].startswith("From "):  # mbox separator line
+        lines = lines[1:]
     if not lines or not _HEADER_LINE.match(lines[0]):
         return False
     for line in lines:
@@ -313,7 +338,7 @@ def _sniff_text(head: bytes, truncated: bool) -> Detected:
         return Detected("text/html", "html", "an HTML page", ".html", encoding=encoding)
     if lowered.startswith("<!--") and "<html" in lowered:
         return Detected("text/html", "html", "an HTML page", ".html", encoding=encoding)
-    if lowered.startswith("<") and _XML_START.match(start):
+    if lowered.startswith("<!doctype") or (lowered.startswith("<") and _XML_START.match(start)):
         return Detected("application/xml", "xml", "an XML document", ".xml", encoding=encoding)
     if (start[:1] == "{" or (start[:1] == "[" and not truncated)) and _json_like(start, truncated):
         return Detected("application/json", "json", "a JSON document", ".json", encoding=encoding)
@@ -368,9 +393,12 @@ def resolve_extension(path: Path | str, extension: str) -> tuple[str, str]:
         (ext in _ZIP_EXTENSIONS and detected.kind == "zip") or (ext in _OLE_EXTENSIONS and detected.kind == "ole")
     ):
         return ext, MIME_BY_EXTENSION[ext]
+    what = _WHAT.get(ext, f"a {ext or 'extension-less'} file")
+    if detected.kind == "text" and ext in _WHAT:
+        # a "report.odt" that holds a line of plain text is a broken document, not a text file
+        raise TypeMismatch(f"{name}: content is not {what} (it is plain text)")
     if detected.extension and _supported(detected.extension):
         return _switch(name, ext, detected)
-    what = _WHAT.get(ext, f"a {ext or 'extension-less'} file")
     if detected.kind == "binary":
         raise TypeMismatch(f"{name}: content is not {what} (looks like random binary data)")
     raise TypeMismatch(f"{name}: content is not {what} (it is {detected.description}, which is not supported)")
