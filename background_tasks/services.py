@@ -25,6 +25,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -294,6 +295,8 @@ def record_process(record: dict[str, Any] | None) -> psutil.Process | None:
 def redis_probe(settings: Settings, timeout: float = 1.0) -> str:
     """``pong`` (answers), ``auth`` (a Redis that rejects our password), ``down`` or ``other`` (not Redis)."""
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     client = redis.Redis(
         host=settings.redis_host,
@@ -301,19 +304,28 @@ def redis_probe(settings: Settings, timeout: float = 1.0) -> str:
         password=settings.redis_password,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),  # a probe answers now; the callers do their own waiting
     )
     try:
         client.ping()
         return "pong"
     except (redis.AuthenticationError, redis.ResponseError):
         return "auth"
-    except redis.ConnectionError as exc:
-        # A listener that is not Redis answers with something redis-py cannot parse.
-        return "other" if "protocol" in str(exc).lower() else "down"
-    except (redis.TimeoutError, redis.RedisError):
+    except (redis.ConnectionError, redis.TimeoutError):
+        # Refused: nothing listens. Accepted but no Redis reply: something else owns the port.
+        return "other" if _port_accepts(settings.redis_host, settings.redis_port, timeout) else "down"
+    except redis.RedisError:
         return "other"
     finally:
         client.close()
+
+
+def _port_accepts(host: str, port: int, timeout: float) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def http_status(url: str, basic_auth: str | None = None, timeout: float = 2.0) -> int | None:
