@@ -684,3 +684,21 @@ def test_extractor_classes_cover_their_extensions() -> None:
     }
     for suffix, cls in pairs.items():
         assert isinstance(extractor_for(suffix), cls)
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("relative", ["xlsx/testEXCEL.xlsx", "xls/testEXCEL.xls", "xlsx/testEXCEL.strict.xlsx"])
+def test_fast_workbook_metadata_agrees_with_extraction(relative: str) -> None:
+    path = corpus(relative)
+    fast = extractor_for(path.suffix).metadata(path, LIMITS)
+    full = extract(path).metadata
+    assert fast["title"] == full["title"]
+    assert [s["name"] for s in fast["sheets"]] == [s["name"] for s in full["sheets"]]
+
+
+@pytest.mark.timeout(30)
+def test_fast_metadata_of_encrypted_workbooks_is_an_error() -> None:
+    for relative in ("xls/password.xls", "xlsx/testEXCEL_protected_passtika.xlsx"):
+        path = corpus(relative)
+        with pytest.raises(EncryptedDocument):
+            extractor_for(path.suffix).metadata(path, LIMITS)

@@ -26,8 +26,8 @@ from typing import Any
 from background_tasks.errors import EmptyDocument, ResourceLimitExceeded, TypeMismatch
 from background_tasks.extractors.base import Extraction, Extractor, Limits
 from background_tasks.extractors.encoding import (
-    control_char_ratio,
     decode_bytes,
+    looks_binary,
     read_capped,
     split_long_lines,
     text_byte_cap,
@@ -328,7 +328,7 @@ class HtmlExtractor(Extractor):
     """``.html``/``.htm``: visible text with the title on top; description, author, language in metadata."""
 
     name = "html"
-    extensions = frozenset({".html", ".htm", ".xhtml"})
+    extensions = frozenset({".html", ".htm"})
     mime_types = frozenset({"text/html", "application/xhtml+xml"})
 
     def extract(self, path: Path, limits: Limits) -> Extraction:
@@ -344,7 +344,7 @@ class HtmlExtractor(Extractor):
         if confidence == 0.0:
             warnings.append("no text encoding fits the bytes; undecodable bytes were replaced with U+FFFD")
         text = text.removeprefix("\ufeff")
-        if control_char_ratio(text) > 0.10 or "\x00" in text[:65536]:
+        if looks_binary(text):
             raise TypeMismatch("the file looks binary, not HTML")
 
         parser = etree.HTMLParser(

@@ -677,6 +677,29 @@ class XlsxExtractor(Extractor):
                 self._raw(reader, parts, book)
         return book.extraction(metadata)
 
+    def metadata(self, path: Path, limits: Limits) -> dict[str, Any]:
+        """Core properties and sheet names from the package parts, without reading any cells."""
+        magic = _sniff(path)
+        if magic.startswith(_OLE_MAGIC):
+            if _ole_is_encrypted(path, limits):
+                raise EncryptedDocument("the workbook is password-protected (encrypted OOXML package)")
+            return XlsExtractor().metadata(path, limits)
+        if not magic.startswith(_ZIP_MAGIC):
+            raise CorruptDocument("not an XLSX workbook (neither a ZIP nor an OLE container)")
+        from background_tasks.zipsafe import check_zip, open_zip
+
+        check_zip(path, limits.max_decompressed_bytes)
+        with open_zip(path) as zf:
+            if "xl/workbook.xml" not in zf.namelist():
+                raise CorruptDocument("the ZIP archive has no xl/workbook.xml: not an XLSX workbook")
+            metadata: dict[str, Any] = _core_properties(zf, limits)
+            try:
+                names = [name for name, _part in _RawXlsxReader(zf, limits).sheets()]
+            except MidasError as exc:
+                raise CorruptDocument(f"the workbook part is unreadable: {exc.message}") from exc
+        metadata.update({"sheets": [{"name": name} for name in names], "sheet_count": len(names)})
+        return metadata
+
     @staticmethod
     def _drawings(reader: _RawXlsxReader, part: str | None, warnings: list[str]) -> list[str]:
         """Chart and picture descriptions; a damaged drawing costs a warning, never the sheet."""
@@ -786,3 +809,27 @@ class XlsExtractor(Extractor):
         except Exception as exc:  # xlrd raises assorted low-level errors on damaged BIFF data
             raise CorruptDocument(f"cannot read the workbook: {type(exc).__name__}: {exc}") from exc
         return book.extraction(metadata)
+
+    def metadata(self, path: Path, limits: Limits) -> dict[str, Any]:
+        """Summary properties and sheet names without reading any cells."""
+        if _sniff(path).startswith(_ZIP_MAGIC):
+            return XlsxExtractor().metadata(path, limits)
+        try:
+            import xlrd
+        except ImportError as exc:  # pragma: no cover - pinned in requirements
+            raise MissingDependency("xlrd is needed for .xls files") from exc
+        try:
+            wb = xlrd.open_workbook(str(path), on_demand=True, logfile=io.StringIO(), ignore_workbook_corruption=True)
+        except xlrd.XLRDError as exc:
+            if "encrypted" in str(exc).lower():
+                raise EncryptedDocument("the workbook is password-protected") from exc
+            raise CorruptDocument(f"cannot read the workbook: {exc}") from exc
+        except Exception as exc:
+            raise CorruptDocument(f"cannot read the workbook: {type(exc).__name__}: {exc}") from exc
+        try:
+            names = wb.sheet_names()
+            metadata: dict[str, Any] = {"biff_version": wb.biff_version, **_ole_summary(path)}
+        finally:
+            wb.release_resources()
+        metadata.update({"sheets": [{"name": name} for name in names], "sheet_count": len(names)})
+        return metadata
