@@ -45,7 +45,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from background_tasks.chunking import Chunk
+from background_tasks.chunking import Chunk, normalize_text
 from background_tasks.db import Base, create_all, get_engine, is_sqlite, session_scope, transient_db_errors
 from background_tasks.errors import TransientError
 
@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 STATUSES = ("processing", "success", "failed", "rejected")
 FAILURE_STATUSES = ("failed", "rejected")
 CLAIM_STATES = ("new", "duplicate", "resume", "busy")
+MAX_QUERY_TERMS = 32
 
 #: highlight markers used inside the database; replaced by the caller's marks
 _HL_START = "\ue000"
@@ -294,12 +295,17 @@ class _ParsedQuery:
 def parse_query(query: str) -> _ParsedQuery:
     """Web-search syntax: words, "quoted phrases", ``or``, ``-excluded``. Never fails.
 
-    Terms without a letter or digit are dropped, since they cannot match anything.
+    Terms without a letter or digit are dropped, since they cannot match
+    anything; repeated terms are dropped and at most ``MAX_QUERY_TERMS`` are
+    kept, since highlighting cost grows with the number of terms.
     """
     groups: list[list[str]] = [[]]
     negatives: list[str] = []
+    seen: set[tuple[int, bool, str]] = set()
     or_pending = False
     for match in _QUERY_TOKEN.finditer(query or ""):
+        if len(seen) >= MAX_QUERY_TERMS:
+            break
         negative = match.group(1) == "-"
         if match.group(2) is not None:
             term = match.group(2)
@@ -310,9 +316,13 @@ def parse_query(query: str) -> _ParsedQuery:
                 continue
             if term.startswith("-") and len(term) > 1:
                 negative, term = True, term[1:]
-        term = " ".join(term.split())
+        term = " ".join(term.replace('"', " ").split())
         if not any(ch.isalnum() for ch in term):
             continue
+        key = (len(groups) if not (or_pending or negative) else len(groups) + 1, negative, term.casefold())
+        if key in seen:
+            continue
+        seen.add(key)
         if negative:
             negatives.append(term)
         elif or_pending:
@@ -321,6 +331,12 @@ def parse_query(query: str) -> _ParsedQuery:
             groups[-1].append(term)
         or_pending = False
     return _ParsedQuery(tuple(tuple(g) for g in groups if g), tuple(negatives))
+
+
+def websearch_query(parsed: _ParsedQuery) -> str:
+    """The parsed query written back in ``websearch_to_tsquery`` syntax (PostgreSQL)."""
+    groups = [" ".join(f'"{t}"' for t in group) for group in parsed.groups]
+    return " or ".join(groups) + "".join(f' -"{t}"' for t in parsed.negatives)
 
 
 def _fts5_phrase(term: str) -> str:
@@ -729,6 +745,7 @@ class DocumentStore:
         syntax characters are taken literally and an empty query finds nothing.
         Matches in ``snippet`` are wrapped in ``marks``.
         """
+        query = normalize_text(query or "")  # same form as the indexed text; no NUL or control characters
         parsed = parse_query(query)
         if not parsed.groups or limit <= 0:
             return []
@@ -736,7 +753,7 @@ class DocumentStore:
         ftype = _file_type(file_type)
         with session_scope(self.url) as s:
             if not self._sqlite:
-                rows = self._search_postgres(s, query, limit, ftype)
+                rows = self._search_postgres(s, websearch_query(parsed), limit, ftype)
             elif self._has_fts(s):
                 rows = self._search_sqlite(s, parsed, limit, ftype)
             else:
@@ -775,7 +792,8 @@ class DocumentStore:
         try:
             return list(s.execute(text(sql), params))
         except OperationalError as error:
-            if "fts5" in str(error.orig).lower():  # belt and braces: never let a query string crash search
+            message = str(error.orig).lower()
+            if any(m in message for m in ("fts5", "match", "unterminated", "syntax")):  # never let a query crash search
                 logger.warning("full-text query %r rejected by SQLite: %s", match, error.orig)
                 return []
             raise
@@ -800,7 +818,7 @@ class DocumentStore:
             "FROM best JOIN chunks c ON c.id = best.id JOIN documents d ON d.id = c.document_id, q "
             "ORDER BY best.score DESC, c.id"
         )
-        params = {"q": _clean(query, 10_000), "limit": limit, "ft": ftype, "opts": options}
+        params = {"q": query, "limit": limit, "ft": ftype, "opts": options}
         return list(s.execute(text(sql), params))
 
     def _search_substring(self, s: Session, parsed: _ParsedQuery, limit: int, ftype: str | None) -> list[Any]:
