@@ -702,3 +702,23 @@ def test_fast_metadata_of_encrypted_workbooks_is_an_error() -> None:
         path = corpus(relative)
         with pytest.raises(EncryptedDocument):
             extractor_for(path.suffix).metadata(path, LIMITS)
+
+
+@pytest.mark.timeout(30)
+def test_long_rows_are_broken_and_sheet_spans_still_match(tmp_path: Path) -> None:
+    import openpyxl
+
+    path = tmp_path / "long.xlsx"
+    wb = openpyxl.Workbook()
+    wb.active.title = "Long"
+    wb.active.append(["Note", "Body"])
+    wb.active.append(["essay", "word " * 2000])
+    wb.create_sheet("Short").append(["tail", "end"])
+    wb.save(path)
+    result = extract(path, Limits(max_line_chars=1000))
+    assert max(len(line) for line in result.text.split("\n")) <= 1000
+    assert result.text.count("word") == 2000
+    assert [p.number for p in result.pages] == [1, 2]
+    for span, name in zip(result.pages, ["Long", "Short"], strict=True):
+        assert result.text[span.start : span.end].startswith(f"## Sheet: {name}\n")
+    assert result.text[result.pages[1].start : result.pages[1].end].endswith("tail | end")

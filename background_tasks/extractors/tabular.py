@@ -40,7 +40,7 @@ from background_tasks.errors import (
     ResourceLimitExceeded,
     TypeMismatch,
 )
-from background_tasks.extractors.base import Extraction, Extractor, Limits, TextBuilder
+from background_tasks.extractors.base import Extraction, Extractor, Limits, PageSpan, TextBuilder
 from background_tasks.extractors.encoding import split_long_lines
 from background_tasks.extractors.text import load_text
 
@@ -54,6 +54,8 @@ _EXCEL_MAX_ROWS = 1_048_576
 _HEADER_SCAN_ROWS = 10
 #: Charts and pictures described per sheet at most.
 _MAX_DRAWINGS = 200
+#: Column names kept in metadata at most (the text has them all).
+_MAX_NAMES = 500
 _NUMBER = re.compile(r"^[-+]?(\d[\d,. ]*)?(\.\d+)?([eE][-+]?\d+)?%?$")
 _DATE_OR_TIME = re.compile(r"^\d{1,4}[-./]\d{1,2}[-./]\d{1,4}\b|^\d{1,2}:\d{2}(:\d{2})?\b")
 
@@ -252,7 +254,7 @@ class CsvExtractor(Extractor):
             "encoding": base["encoding"],
             "delimiter": _DELIMITER_NAMES.get(delimiter, delimiter),
             "has_header": header is not None,
-            "columns": list(header) if header else [],
+            "columns": list(header)[:_MAX_NAMES] if header else [],
             "column_count": max(writer.columns, len(header or ())),
             "row_count": writer.data_rows,
         }
@@ -284,7 +286,7 @@ class _Workbook:
         number = len(self.sheets) + 1
         info: dict[str, Any] = {"name": name, "rows": writer.data_rows, "columns": writer.columns, **extra}
         if writer.header:
-            info["header"] = [c for c in writer.header if c]
+            info["header"] = [c for c in writer.header if c][:_MAX_NAMES]
         if drawings:
             info["drawings"] = len(drawings)
         self.sheets.append(info)
@@ -305,10 +307,8 @@ class _Workbook:
         return Extraction(text=text, metadata=metadata, pages=pages, warnings=tuple(self.warnings))
 
 
-def _respan(text: str, names: list[str]):
+def _respan(text: str, names: list[str]) -> tuple[PageSpan, ...]:
     """Page spans recomputed from the ``## Sheet:`` headings after the text changed."""
-    from background_tasks.extractors.base import PageSpan
-
     starts = []
     for number, name in enumerate(names, start=1):
         index = text.find(f"## Sheet: {name}\n", starts[-1][1] if starts else 0)
