@@ -24,8 +24,10 @@ from background_tasks.services import (
     PROJECT_ROOT,
     Launcher,
     Service,
+    child_environment,
     http_status,
     install_autostart,
+    pid_path,
     read_record,
     systemd_unit_text,
     uninstall_autostart,
@@ -34,6 +36,7 @@ from background_tasks.settings import load_settings
 from tests.support import free_port
 
 FLOWER_AUTH = "midas:s3cret-pw"
+REDIS_PASSWORD = 'redis pw "with" quotes'
 
 
 def _free_port() -> int:
@@ -125,6 +128,7 @@ def lifecycle_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = make_env(
         tmp_path,
         FLOWER_BASIC_AUTH=FLOWER_AUTH,
+        REDIS_PASSWORD=REDIS_PASSWORD,
         MIDAS_WORKER_GROUPS="default,monitoring;documents,analysis",
     )
     yield env
@@ -186,7 +190,14 @@ def test_start_status_ping_no_duplicates_and_stop_leaves_nothing(lifecycle_env: 
     assert http_status(flower) == 401
     assert http_status(flower, "midas:wrong") == 401
     assert http_status(flower, FLOWER_AUTH) == 200
-    assert FLOWER_AUTH not in " ".join(psutil.Process(rows["flower"]["pid"]).cmdline())
+    # No secret on a command line, where any local user can read it.
+    for name in wanted:
+        cmdline = " ".join(psutil.Process(rows[name]["pid"]).cmdline())
+        assert FLOWER_AUTH not in cmdline and REDIS_PASSWORD not in cmdline
+    import redis
+
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=int(env["REDIS_PORT"]), socket_timeout=5).ping()
 
     # Logs: one file per service, through the pump.
     logs = tmp_path / "logs"
@@ -301,6 +312,35 @@ def test_services_whose_files_are_absent_are_skipped(tmp_path: Path):
     assert outcome.ok and outcome.message.startswith("skipped")
     assert runner.status_one(absent)["state"] == "not installed"
     assert not (tmp_path / "data" / "run" / "watcher.pid").exists()
+
+
+STUBBORN = (
+    "import signal, subprocess, sys, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "child = 'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'\n"
+    "subprocess.Popen([sys.executable, '-c', child])\n"
+    "print('stubborn service up', flush=True)\n"
+    "time.sleep(60)\n"
+)
+
+
+def test_stop_forces_a_service_that_ignores_sigterm(tmp_path: Path):
+    settings = load_settings(make_env(tmp_path, MIDAS_SERVICE_STOP_TIMEOUT="1"))
+    service = Service("watcher", "watcher", (sys.executable, "-c", STUBBORN))
+    runner = Launcher(settings, timeout=20)
+    started = runner.start_one(service, child_environment(settings))
+    assert started.ok, started.message
+    record = read_record(pid_path(settings, "watcher"))
+    assert record is not None
+    main = psutil.Process(record["pid"])
+    procs = [main, *main.children(recursive=True), psutil.Process(record["pump_pid"])]
+    assert len(procs) == 3
+
+    stopped = runner.stop_one(service)
+    assert stopped.ok and "forced" in stopped.message
+    assert not [p for p in procs if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not pid_path(settings, "watcher").exists()
+    assert "stubborn service up" in (tmp_path / "logs" / "watcher.log").read_text()
 
 
 def test_logpump_rotates(tmp_path: Path):
