@@ -20,6 +20,14 @@ from tests.support import RedisServer, WorkerProcess, free_port
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="midas-test-"))
 _REDIS_PORT = free_port()
+_DOCS_DIR = _SESSION_DIR / "docs"  # where tests put documents; an allowed root of every worker
+_WATCH_DIR = _SESSION_DIR / "watch"
+_DOCS_DIR.mkdir()
+_WATCH_DIR.mkdir()
+_CORPUS = Path(
+    os.environ.get("MIDAS_TEST_CORPUS") or Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+)
+_ROOTS = [str(_DOCS_DIR)] + ([str(_CORPUS)] if _CORPUS.is_dir() else [])
 
 for _name in [k for k in os.environ if k.startswith(("MIDAS_", "REDIS_", "POSTGRES_", "FLOWER_", "STREAMLIT_"))]:
     if _name != "MIDAS_TEST_CORPUS":
@@ -33,6 +41,9 @@ os.environ.update(
         "MIDAS_LOG_DIR": str(_SESSION_DIR / "logs"),
         "MIDAS_ENV_FILE": os.devnull,
         "MIDAS_WORKER_CONCURRENCY": "2",
+        "MIDAS_ALLOWED_ROOTS": os.pathsep.join(_ROOTS),
+        "MIDAS_WATCH_DIRS": str(_WATCH_DIR),
+        "MIDAS_STABILITY_SECONDS": "0",
         "FLOWER_PORT": str(free_port()),
         "STREAMLIT_PORT": str(free_port()),
     }
@@ -46,6 +57,14 @@ def pytest_sessionfinish(session, exitstatus) -> None:
 @pytest.fixture(scope="session")
 def session_dir() -> Path:
     return _SESSION_DIR
+
+
+@pytest.fixture
+def docs_dir(unique) -> Path:
+    """A fresh folder inside the allowed roots for this test's documents."""
+    path = _DOCS_DIR / unique
+    path.mkdir()
+    return path
 
 
 @pytest.fixture(scope="session")

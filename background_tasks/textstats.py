@@ -1,0 +1,32 @@
+"""Cheap text statistics shared by the pipeline's metadata and the analysis tasks."""
+
+from __future__ import annotations
+
+import re
+
+_WORD = re.compile(r"\w+(?:[-']\w+)*", re.UNICODE)
+LANGUAGE_SAMPLE_CHARS = 20_000
+
+
+def word_count(text: str) -> int:
+    return sum(1 for _ in _WORD.finditer(text))
+
+
+def detect_language(text: str) -> str | None:
+    """ISO 639-1 code of the main language, or None when the text is too short or unclear.
+
+    langdetect is seeded so the same text always gives the same answer.
+    """
+    sample = text[:LANGUAGE_SAMPLE_CHARS]
+    if sum(1 for _ in _WORD.finditer(sample[:2000])) < 5:
+        return None
+    try:
+        from langdetect import DetectorFactory, LangDetectException, detect_langs
+
+        DetectorFactory.seed = 0
+        best = detect_langs(sample)[0]
+    except ImportError:
+        return None
+    except LangDetectException:
+        return None
+    return best.lang if best.prob >= 0.6 else None
