@@ -189,7 +189,7 @@ def decode_bytes(data: bytes, declared: str | None = None) -> tuple[str, str, fl
         try:
             return body.decode(name), name, 1.0
         except UnicodeDecodeError:
-            return body.decode(name, errors="replace"), name, 0.5
+            return body.decode(name, errors="replace"), name, 0.3
 
     utf32 = _utf32_without_bom(data)
     if utf32 is not None:
@@ -320,6 +320,17 @@ def split_long_lines(text: str, max_line_chars: int) -> tuple[str, int]:
     if text.endswith("\n"):
         result += "\n"
     return result, broken
+
+
+def looks_binary(text: str, sample: int = 65536) -> bool:
+    """Decoded "text" that is really binary data: NULs, or many control/replacement characters, in its start."""
+    part = text[:sample]
+    if "\x00" in part:
+        return True
+    if not part:
+        return False
+    bad = sum(1 for ch in part if (ch < " " and ch not in "\t\n\r\f") or ch == "\ufffd")
+    return bad / len(part) > 0.10
 
 
 def control_char_ratio(text: str, sample: int = 65536) -> float:

@@ -29,10 +29,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from background_tasks.errors import CorruptDocument, EmptyDocument, ResourceLimitExceeded
+from background_tasks.errors import CorruptDocument, EmptyDocument, ResourceLimitExceeded, TypeMismatch
 from background_tasks.extractors.base import Extraction, Extractor, Limits
 from background_tasks.extractors.encoding import (
     decode_bytes,
+    looks_binary,
     normalize_newlines,
     read_capped,
     read_text_file,
@@ -261,6 +262,8 @@ class JsonExtractor(Extractor):
         text = text.removeprefix("\ufeff")
         if not text.strip():
             raise EmptyDocument("the JSON file is empty" if not text else "the JSON file contains only whitespace")
+        if looks_binary(text):
+            raise TypeMismatch("the file looks binary, not JSON")
         depth = json_depth(text, limits.max_nesting)
         out = _Lines(limits.max_text_chars)
         metadata: dict[str, Any] = {"encoding": encoding, "max_depth": depth}

@@ -19,13 +19,11 @@ from background_tasks.errors import EmptyDocument, TypeMismatch
 from background_tasks.extractors.base import Extraction, Extractor, Limits
 from background_tasks.extractors.encoding import (
     control_char_ratio,
+    looks_binary,
     normalize_newlines,
     read_text_file,
     split_long_lines,
 )
-
-#: Above this share of control characters the "text" is binary data with a text extension.
-_BINARY_CONTROL_RATIO = 0.10
 
 
 def load_text(path: Path, limits: Limits, split_lines: bool = True) -> tuple[str, dict[str, Any], list[str]]:
@@ -41,9 +39,9 @@ def load_text(path: Path, limits: Limits, split_lines: bool = True) -> tuple[str
     text = normalize_newlines(text)
     if not text.strip():
         raise EmptyDocument("the file is empty" if not text else "the file contains only whitespace")
-    ratio = control_char_ratio(text)
-    if ratio > _BINARY_CONTROL_RATIO or "\x00" in text[:65536]:
-        raise TypeMismatch(f"the file looks binary, not text ({ratio:.0%} control characters in its start)")
+    if looks_binary(text):
+        ratio = control_char_ratio(text)
+        raise TypeMismatch(f"the file looks binary, not text (NUL bytes or {ratio:.0%} control characters)")
     if "\x00" in text:
         text = text.replace("\x00", "")
         warnings.append("NUL characters removed")
