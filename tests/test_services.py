@@ -11,6 +11,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -376,6 +377,17 @@ def test_systemd_unit_text(tmp_path: Path):
     assert service["ExecStop"] == f"{quoted} -m background_tasks.services stop"
     assert int(service["TimeoutStopSec"]) > 30 * 6
     assert unit["Install"]["WantedBy"] == "default.target"
+
+    # systemd itself reads it back to the real paths (where systemd is installed, as on Debian CI).
+    if shutil.which("systemd-analyze"):
+        python.parent.mkdir(parents=True)
+        python.symlink_to(sys.executable)
+        unit_file = tmp_path / "midas.service"
+        unit_file.write_text(text)
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", str(unit_file)], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert verify.returncode == 0, verify.stderr
 
 
 def test_install_and_uninstall_autostart_write_the_unit(tmp_path: Path):
