@@ -139,7 +139,7 @@ def html_to_text(html: str | bytes) -> str:
             tag.append("\n")
     text = soup.get_text()
     text = text.replace("\xa0", " ").replace("\u200b", "")
-    lines = [re.sub(r"[ \t\r\f\v]+", " ", line).strip() for line in text.split("\n")]
+    lines = [re.sub(r" ?\t[ \t]*", "\t", re.sub(r"[ \r\f\v]+", " ", line)).strip() for line in text.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 

@@ -270,6 +270,25 @@ def _content_text(stream: bytes) -> str:
     return re.sub(r"[ \t]+", " ", re.sub(r"\n\s*\n+", "\n", text)).strip()
 
 
+def _inflate(chunk: bytes, limit: int) -> bytes:
+    """Inflate a (possibly truncated or unfiltered) stream piecewise, keeping whatever comes out before an error."""
+    decompressor = zlib.decompressobj()
+    out: list[bytes] = []
+    size = 0
+    for offset in range(0, len(chunk), 4096):
+        try:
+            piece = decompressor.decompress(chunk[offset : offset + 4096], limit - size)
+        except zlib.error:
+            break
+        out.append(piece)
+        size += len(piece)
+        if size >= limit or decompressor.eof:
+            break
+    if not out or not any(out):  # not Flate-compressed: an unfiltered content stream is usable as is
+        return chunk[:limit]
+    return b"".join(out)
+
+
 def _salvage(path: Path, limits: Limits, warnings: list[str]) -> Extraction:
     """Scan FlateDecode content streams of a structurally broken PDF for text operators."""
     data = path.read_bytes()
@@ -286,14 +305,7 @@ def _salvage(path: Path, limits: Limits, warnings: list[str]) -> Extraction:
         start = match.end()
         end = data.find(b"endstream", start)
         chunk = data[start : end if end >= 0 else len(data)]
-        decompressor = zlib.decompressobj()
-        try:
-            raw = decompressor.decompress(chunk, max(budget - total, 0) + 1)
-        except zlib.error:
-            try:  # truncated stream: keep what inflates
-                raw = decompressor.flush()
-            except zlib.error:
-                continue
+        raw = _inflate(chunk, max(budget - total, 0) + 1)
         total += len(raw)
         if total > budget:
             raise ResourceLimitExceeded(f"{path.name}: content streams inflate past {budget} bytes")
