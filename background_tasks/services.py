@@ -542,7 +542,7 @@ class Launcher:
         deadline = time.monotonic() + self.timeout
         started = time.monotonic()
         while True:
-            if proc is None or not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE:
+            if proc is None or _gone(proc):
                 return "exited right after starting"
             try:
                 if self._is_ready(service, started):
@@ -602,10 +602,9 @@ class Launcher:
         if service.kind == "redis":
             probe = redis_probe(self.settings)
             if probe in ("pong", "auth"):
-                note = "" if probe == "pong" else " but rejects REDIS_PASSWORD"
-                return Outcome(
-                    service.name, probe == "pong", f"external Redis answers at {service.url}{note}; not started"
-                )
+                if probe == "auth":
+                    return Outcome(service.name, False, f"FAILED: the Redis at {service.url} rejects REDIS_PASSWORD")
+                return Outcome(service.name, True, f"external Redis answers at {service.url}; not started")
             if probe == "other":
                 return self._fail(service, f"port {self.settings.redis_port} is in use by something that is not Redis")
             if not self.settings.redis_is_local:
@@ -640,7 +639,7 @@ class Launcher:
         problem = self._wait_ready(service, record)
         if problem is not None:
             outcome = self._fail(service, problem, record)
-            self.stop_one(service, quiet=True)  # do not leave a half-started service behind
+            self.stop_one(service)  # do not leave a half-started service behind
             return outcome
         where = f" {service.url}" if service.url else ""
         return Outcome(service.name, True, f"started (pid {record['pid']}){where}{stale_note}")
@@ -663,7 +662,7 @@ class Launcher:
             self.control.close()
         return outcomes
 
-    def stop_one(self, service: Service, quiet: bool = False) -> Outcome:
+    def stop_one(self, service: Service) -> Outcome:
         pidfile = pid_path(self.settings, service.name)
         record = read_record(pidfile)
         if record is None:
