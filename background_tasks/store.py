@@ -4,7 +4,7 @@ One row per distinct content (``sha256``), however many paths it was seen
 at; failures and rejections are recorded too, so every file the user dropped
 in has an answer. Chunks are indexed for full-text search: SQLite FTS5 with
 BM25 ranking (an external-content table kept in sync by triggers), or on
-PostgreSQL a GIN index over ``to_tsvector('simple', text)`` queried with
+PostgreSQL a stored, GIN-indexed ``to_tsvector('simple', text)`` column queried with
 ``websearch_to_tsquery`` so any language works. The Python API is the same
 on both, and only plain dicts and frozen dataclasses leave this module.
 
@@ -159,7 +159,12 @@ _SQLITE_FTS_DDL = (
     "INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); "
     "INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END",
 )
-_PG_FTS_DDL = ("CREATE INDEX IF NOT EXISTS ix_chunks_fts ON chunks USING GIN (to_tsvector('simple'::regconfig, text))",)
+#: a stored tsvector (ranking reads it instead of re-parsing every matching chunk) and its GIN index
+_PG_FTS_DDL = (
+    "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS tsv tsvector "
+    "GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, text)) STORED",
+    "CREATE INDEX IF NOT EXISTS ix_chunks_tsv ON chunks USING GIN (tsv)",
+)
 
 
 # --------------------------------------------------------------------------
@@ -401,11 +406,24 @@ class DocumentStore:
         if self._sqlite:
             self._fts = self._create_sqlite_fts(engine)
         else:
-            with engine.begin() as conn:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x4D4944415346})
-                for ddl in _PG_FTS_DDL:
-                    conn.execute(text(ddl))
+            self._create_postgres_fts(engine)
             self._fts = True
+
+    @staticmethod
+    def _create_postgres_fts(engine: Any) -> None:
+        # Look before taking locks: ALTER TABLE locks the table even when the column exists.
+        check = text(
+            "SELECT (SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
+            "AND table_name = 'chunks' AND column_name = 'tsv') + (SELECT count(*) FROM pg_indexes "
+            "WHERE schemaname = current_schema() AND indexname = 'ix_chunks_tsv')"
+        )
+        with engine.connect() as conn:
+            if conn.execute(check).scalar_one() == len(_PG_FTS_DDL):
+                return
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x4D4944415346})
+            for ddl in _PG_FTS_DDL:
+                conn.execute(text(ddl))
 
     def _create_sqlite_fts(self, engine: Any) -> bool:
         for attempt in range(5):
@@ -806,9 +824,9 @@ class DocumentStore:
         sql = (
             "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, :q) AS tsq), "
             "best AS ("
-            "  SELECT c.id, ts_rank(to_tsvector('simple'::regconfig, c.text), q.tsq) AS score "
+            "  SELECT c.id, ts_rank(c.tsv, q.tsq) AS score "
             "  FROM chunks c JOIN documents d ON d.id = c.document_id, q "
-            "  WHERE to_tsvector('simple'::regconfig, c.text) @@ q.tsq AND d.status = 'success' "
+            "  WHERE c.tsv @@ q.tsq AND d.status = 'success' "
             + ("AND d.file_type = :ft " if ftype else "")
             + "  ORDER BY score DESC, c.id LIMIT :limit"
             ") "

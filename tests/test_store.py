@@ -210,6 +210,7 @@ def _fts_integrity(db_url: str) -> None:
 
 
 def test_record_success_replaces_chunks(store, db_url) -> None:
+    store.create_schema()  # idempotent: a second call changes nothing
     claim = store.claim(sha("doc"), "/in/doc.txt", "txt", "text/plain", 100, task_id="t")
     old_text = "Obsolete walrus paragraph. " * 30
     store.record_success(claim.document_id, {"v": 1}, chunk_text(old_text.strip(), 200, 20), len(old_text))
