@@ -119,3 +119,53 @@ def purge_queues(app, redis_server) -> None:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+class IsolatedStack:
+    """A Redis of its own, an app bound to it, and workers on it: no other test's worker can steal a task."""
+
+    def __init__(self, root: Path, env_overrides: dict[str, str] | None = None) -> None:
+        import celery_config
+        from background_tasks.settings import load_settings
+
+        self.root = root
+        self.redis = RedisServer(root / "redis")
+        self.redis.start()
+        self.env = {
+            **os.environ,
+            "REDIS_PORT": str(self.redis.port),
+            "MIDAS_DATA_DIR": str(root / "data"),
+            **(env_overrides or {}),
+        }
+        self.settings = load_settings(self.env, env_file=Path(os.devnull))
+        self.app = celery_config.create_app(self.settings)
+        self.workers: list[WorkerProcess] = []
+
+    def start_worker(self, **kwargs) -> WorkerProcess:
+        env = {**self.env, **kwargs.pop("env", {})}
+        worker = WorkerProcess(env=env, log_dir=self.root / "logs", **kwargs)
+        self.workers.append(worker)
+        return worker.wait_ready(self.app)
+
+    def send(self, name: str, *args, **kwargs):
+        return self.app.send_task(name, args=list(args), kwargs=kwargs)
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.stop()
+        self.redis.kill()
+
+
+@pytest.fixture
+def isolated_stack(tmp_path) -> Iterator:
+    """Factory for an IsolatedStack (extra env as keyword arguments); torn down after the test."""
+    stacks: list[IsolatedStack] = []
+
+    def make(**env: str) -> IsolatedStack:
+        stack = IsolatedStack(tmp_path / f"stack{len(stacks)}", env)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.close()

@@ -9,7 +9,7 @@ import pytest
 from kombu import Connection
 
 import celery_config
-from background_tasks.settings import QUEUES, load_settings
+from background_tasks.settings import PROJECT_ROOT, QUEUES, load_settings
 
 
 def test_routing_is_configuration_not_caller_choice(app) -> None:
@@ -81,24 +81,42 @@ def test_result_backend_file_is_private_and_in_wal_mode(app) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-@pytest.mark.parametrize("queue", QUEUES)
-def test_each_queue_is_consumed_by_a_worker_of_that_queue(app, start_worker, queue) -> None:
-    """A worker that consumes only ``queue`` runs the tasks routed there."""
-    worker = start_worker(queues=[queue], concurrency=1)
-    tasks_on_queue = [
-        name
-        for name in app.tasks
-        if not name.startswith("celery.") and app.amqp.router.route({}, name, args=(), kwargs={})["queue"].name == queue
-    ]
-    if queue == "default":
-        result = app.send_task("background_tasks.system_tasks.ping", args=["hello"])
-        assert result.get(timeout=30)["message"] == "hello"
-        assert worker.hostname in str(result.worker) or result.worker is None
-    # every task registered in this checkout lands on the queue its module says
-    for name in tasks_on_queue:
-        assert name.split(".")[1].replace("_tasks", "") in {"system", "document", "analysis", "monitoring"}
-    inspected = app.control.inspect(destination=[worker.hostname], timeout=2).active_queues()
+#: One real task per queue, with arguments that make it cheap, and a check of its result.
+QUEUE_PROBES = {
+    "default": ("background_tasks.system_tasks.ping", ["hello"], lambda r: r["message"] == "hello"),
+    "documents": (
+        "background_tasks.document_tasks.extract_document_metadata",
+        [str(PROJECT_ROOT / "samples" / "notes.txt")],
+        lambda r: r["status"] == "success" and r["file_type"] == "txt",
+    ),
+}
+
+
+@pytest.mark.parametrize("queue", sorted(QUEUE_PROBES))
+def test_each_task_runs_on_a_worker_that_consumes_only_its_queue(isolated_stack, queue) -> None:
+    stack = isolated_stack()
+    worker = stack.start_worker(queues=[queue], concurrency=1)
+    name, args, check = QUEUE_PROBES[queue]
+    assert stack.app.amqp.router.route({}, name, args=(), kwargs={})["queue"].name == queue
+    result = stack.send(name, *args)
+    assert check(result.get(timeout=60))
+    assert f"{name.rsplit('.', 1)[-1]}[{result.id}]" in worker.log_text()
+    inspected = stack.app.control.inspect(destination=[worker.hostname], timeout=2).active_queues()
     assert [q["name"] for q in inspected[worker.hostname]] == [queue]
+
+
+def test_every_registered_task_is_routed_by_its_module(app) -> None:
+    import importlib
+
+    for module in celery_config.available_task_modules():
+        importlib.import_module(module)
+    own = [name for name in app.tasks if name.startswith("background_tasks.")]
+    assert len(own) >= 5
+    for name in own:
+        queue = app.amqp.router.route({}, name, args=(), kwargs={})["queue"].name
+        module = name.split(".")[1]
+        expected = {"document_tasks": "documents", "analysis_tasks": "analysis", "monitoring_tasks": "monitoring"}
+        assert queue == expected.get(module, "default"), name
 
 
 def test_ping_round_trip_records_the_result(app, session_worker) -> None:

@@ -1,0 +1,144 @@
+"""Document tasks through a real worker process and the private Redis."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from background_tasks.document_tasks import (
+    cleanup_old_processed_files,
+    extract_document_metadata,
+    process_document_batch,
+    process_document_file,
+)
+from background_tasks.settings import PROJECT_ROOT, get_settings
+from background_tasks.store import DocumentStore
+
+SAMPLES = PROJECT_ROOT / "samples"
+
+
+@pytest.fixture
+def store() -> DocumentStore:
+    return DocumentStore(get_settings().database_url_resolved)
+
+
+def test_process_document_file_through_a_worker(session_worker, docs_dir, store) -> None:
+    path = docs_dir / "hello.txt"
+    path.write_text("Hello from a real worker. " * 100)
+    res = process_document_file.delay(str(path)).get(timeout=60)
+    assert res["status"] == "success", res
+    assert res["chunks_created"] >= 2
+    assert res["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert store.get_document(res["document_id"])["status"] == "success"
+    again = process_document_file.delay(str(path)).get(timeout=60)
+    assert again["status"] == "duplicate" and again["chunks_created"] == 0
+
+
+def test_the_task_lands_on_the_documents_queue(isolated_stack, docs_dir) -> None:
+    stack = isolated_stack()
+    worker = stack.start_worker(queues=["documents"], concurrency=1)
+    path = docs_dir / "queue.md"
+    path.write_text("# Routed\n\nto the documents queue")
+    result = stack.send("background_tasks.document_tasks.process_document_file", str(path))
+    assert result.get(timeout=60)["status"] == "success"
+    assert stack.app.AsyncResult(result.id).result["file_type"] == "md"
+    assert f"process_document_file[{result.id}]" in worker.log_text()
+
+
+def test_batch_runs_everything_and_survives_bad_files(session_worker, docs_dir) -> None:
+    good = [str(p) for p in sorted(SAMPLES.iterdir())]
+    bad_random = docs_dir / "random.pdf"
+    bad_random.write_bytes(os.urandom(2048))
+    empty = docs_dir / "empty.docx"
+    empty.write_bytes(b"")
+    outside = "/etc/hostname"
+    summary = process_document_batch.delay([*good, str(bad_random), str(empty), outside]).get(timeout=180)
+    assert summary["total"] == len(good) + 3
+    assert summary["succeeded"] + summary["duplicates"] == len(good)
+    assert summary["rejected"] == 2 and summary["failed"] == 1
+    by_path = {r["path"]: r for r in summary["results"]}
+    assert by_path[str(bad_random)]["error_type"] == "type_mismatch"
+    assert by_path[str(empty)]["error_type"] == "empty"
+    assert by_path[outside]["error_type"] == "path_not_allowed"
+    assert summary["duration_s"] > 0
+
+
+def test_batch_runs_in_parallel_on_all_worker_processes(session_worker, docs_dir) -> None:
+    paths = []
+    for i in range(12):
+        path = docs_dir / f"par-{i}.txt"
+        path.write_text(f"Document number {i}. " * 400)
+        paths.append(str(path))
+    summary = process_document_batch.delay(paths).get(timeout=120)
+    assert summary["succeeded"] == 12
+    pids = {line.split()[3] for line in session_worker.log_text().splitlines() if "par-" in line and "chunks" in line}
+    assert len(pids) >= 2, f"expected both pool processes to work, saw {pids}"
+
+
+def test_bad_input_never_takes_the_worker_down(session_worker, docs_dir) -> None:
+    bomb = docs_dir / "deep.json"
+    bomb.write_text("[" * 200_000 + "]" * 200_000)
+    garbage = docs_dir / "garbage.xlsx"
+    garbage.write_bytes(os.urandom(10_000))
+    fifo = docs_dir / "fifo.txt"
+    os.mkfifo(fifo)
+    results = [process_document_file.delay(str(p)).get(timeout=120) for p in (bomb, garbage, fifo)]
+    assert [r["status"] for r in results] == ["failed", "rejected", "rejected"], results
+    assert all(r["error"] for r in results)
+    ok = docs_dir / "after.txt"
+    ok.write_text("still alive")
+    assert process_document_file.delay(str(ok)).get(timeout=60)["status"] == "success"
+
+
+def test_metadata_task(session_worker) -> None:
+    meta = extract_document_metadata.delay(str(SAMPLES / "report.docx")).get(timeout=60)
+    assert meta["status"] == "success"
+    assert meta["title"] == "MIDAS sample DOCX" and meta["file_type"] == "docx"
+    missing = extract_document_metadata.delay("/nope/missing.pdf").get(timeout=60)
+    assert missing["status"] == "rejected" and missing["error_type"] == "path_not_allowed"
+
+
+def test_cleanup_task_removes_only_old_working_copies(session_worker, docs_dir) -> None:
+    settings = get_settings()
+    stale = settings.work_dir / "doc-old-test"
+    stale.mkdir(parents=True, exist_ok=True)
+    (stale / "document.txt").write_text("stale")
+    old = time.time() - 10 * 86400
+    os.utime(stale, (old, old))
+    original = docs_dir / "original.txt"
+    original.write_text("the user's file")
+    res = cleanup_old_processed_files.delay(days=5).get(timeout=60)
+    assert res["working_copies_removed"] >= 1 and str(stale) in res["removed"]
+    assert not stale.exists() and original.read_text() == "the user's file"
+
+
+def test_a_file_still_growing_is_retried_then_processed(isolated_stack, docs_dir) -> None:
+    stack = isolated_stack(MIDAS_STABILITY_SECONDS="1")
+    worker = stack.start_worker(queues=["documents"], concurrency=1)
+    path = docs_dir / "growing.txt"
+    with path.open("w") as handle:
+        handle.write("start ")
+        handle.flush()
+        result = stack.send("background_tasks.document_tasks.process_document_file", str(path))
+        for _ in range(30):  # keep writing for ~1.5 s
+            handle.write("more words ")
+            handle.flush()
+            time.sleep(0.05)
+    res = result.get(timeout=90)
+    assert res["status"] == "success"
+    assert res["text_chars"] >= len(path.read_text().strip()) - 1
+    assert "retry" in worker.log_text().lower()
+
+
+@pytest.mark.parametrize("queue_task", ["documents"])
+def test_results_are_json(app, session_worker, queue_task) -> None:
+    result = process_document_file.delay(str(SAMPLES / "notes.txt"))
+    value = result.get(timeout=60)
+    import json
+
+    assert json.loads(json.dumps(value)) == value
+    assert Path(value["path"]) == (SAMPLES / "notes.txt").resolve()
