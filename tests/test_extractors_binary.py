@@ -803,6 +803,15 @@ def test_generated_eml_with_attachments(tmp_path: Path) -> None:
     assert "--- Attachment: a.png ---" not in extraction.text  # images are listed, not extracted
 
 
+def test_generated_utf16_eml_keeps_non_ascii(tmp_path: Path) -> None:
+    source = "Subject: Grüße aus 中国\nFrom: a@example.org\nContent-Type: text/plain; charset=utf-8\n\nKöln 中文 body\n"
+    path = tmp_path / "utf16.eml"
+    path.write_bytes(source.encode("utf-16"))
+    extraction = run(path)
+    assert extraction.metadata["subject"] == "Grüße aus 中国"
+    assert "Köln 中文 body" in extraction.text
+
+
 def test_generated_eml_nesting_depth_is_limited(tmp_path: Path) -> None:
     message = _mail("level 5", "innermost body")
     for level in range(4, -1, -1):

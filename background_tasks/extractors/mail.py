@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email import policy
 from email.message import EmailMessage, Message
-from email.parser import BytesParser, Parser
+from email.parser import BytesParser
 from email.utils import format_datetime, getaddresses, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
@@ -364,7 +364,7 @@ class EmlExtractor(_MailExtractor):
 
 
 def _parse_eml(raw: bytes) -> EmailMessage:
-    """Bytes -> message; UTF-16/32 files (with BOM) are decoded first, since the parser expects 8-bit data."""
+    """Bytes -> message; UTF-16/32 files (with BOM) are transcoded first, since the parser expects 8-bit data."""
     for bom, encoding in (
         (codecs.BOM_UTF32_LE, "utf-32"),
         (codecs.BOM_UTF32_BE, "utf-32"),
@@ -372,8 +372,9 @@ def _parse_eml(raw: bytes) -> EmailMessage:
         (codecs.BOM_UTF16_BE, "utf-16"),
     ):
         if raw.startswith(bom):
-            text = raw.decode(encoding, errors="replace")
-            return Parser(policy=policy.default).parsestr(text)  # type: ignore[return-value]
+            # re-encode as UTF-8 so non-ASCII headers and 8-bit bodies survive the byte-oriented parser
+            raw = raw.decode(encoding, errors="replace").encode("utf-8")
+            break
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
     if raw.startswith(b"From ") and b"\n" in raw:  # mbox separator line

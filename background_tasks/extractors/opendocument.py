@@ -147,7 +147,11 @@ class OdtExtractor(Extractor):
 def _reject_encrypted(zf: Any, path: Path) -> None:
     if "META-INF/manifest.xml" not in zf.namelist():
         return
-    manifest = _parse(read_member(zf, "META-INF/manifest.xml", 4 * 1024 * 1024), "manifest", path)
+    try:
+        manifest = _parse(read_member(zf, "META-INF/manifest.xml", 4 * 1024 * 1024), "manifest", path)
+    except CorruptDocument as exc:  # a broken manifest alone does not make the content unreadable
+        logger.info("%s: manifest unreadable (%s)", path.name, exc)
+        return
     if manifest.find(f".//{_t(MANIFEST, 'encryption-data')}") is not None:
         raise EncryptedDocument(f"{path.name}: OpenDocument file is password-protected")
 
