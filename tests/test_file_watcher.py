@@ -1,0 +1,435 @@
+"""The file watcher end to end: a real watchdog observer in a real watcher process, the private Redis, a real worker.
+
+What was processed is read from the worker's own records: the Celery result
+table (one row per task, with the task's arguments and its JSON result) and
+the watcher's history table. A file sent twice would show up as two rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from background_tasks.file_watcher import HEARTBEAT_KEY
+from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, wait_until
+
+FILE_TASK = "background_tasks.document_tasks.process_document_file"
+BATCH_TASK = "background_tasks.document_tasks.process_document_batch"
+STABILITY = "0.3"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("watcher-e2e")
+
+
+@pytest.fixture(scope="module")
+def env(base: Path) -> dict[str, str]:
+    """Watcher and worker share a data dir of their own; the worker allows everything under watch/."""
+    (base / "watch").mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "MIDAS_DATA_DIR": str(base / "data"),
+        "MIDAS_LOG_DIR": str(base / "logs"),
+        "MIDAS_WATCH_DIRS": str(base / "watch"),
+        "MIDAS_STABILITY_SECONDS": STABILITY,
+    }
+
+
+@pytest.fixture(scope="module")
+def worker(app, env: dict[str, str], base: Path) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(env=env, log_dir=base / "logs", queues=("documents",), concurrency=2, name="watcher-e2e")
+    process.wait_ready(app)
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def folder(base: Path, request) -> Path:
+    path = base / "watch" / f"{request.node.name}-{uuid.uuid4().hex[:6]}"
+    path.mkdir()
+    return path
+
+
+class WatcherProcess:
+    """``python -m background_tasks.file_watcher`` as the launcher runs it."""
+
+    def __init__(self, env: dict[str, str], redis: RedisServer, log_path: Path, *args: str, **extra_env: str) -> None:
+        self.redis = redis
+        self.log_path = log_path
+        self._out = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "background_tasks.file_watcher", "--heartbeat-interval", "0.3", *args],
+            cwd=PROJECT_ROOT,
+            env={**env, **extra_env},
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_for(lambda hb: hb["state"] == "running", "first heartbeat")
+
+    def heartbeat(self) -> dict[str, Any] | None:
+        raw = self.redis.client().get(HEARTBEAT_KEY)
+        hb = json.loads(raw) if raw else None
+        return hb if hb and hb["pid"] == self.process.pid else None
+
+    def wait_for(self, predicate, what: str, timeout: float = 30) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            if self.process.poll() is not None:
+                raise AssertionError(f"watcher exited with {self.process.returncode}:\n{self.output()[-3000:]}")
+            hb = self.heartbeat()
+            return hb if hb and predicate(hb) else None
+
+        return wait_until(check, timeout, interval=0.1, what=f"watcher heartbeat: {what}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._out.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_watcher(env, redis_server, worker, folder) -> Iterator:
+    started: list[WatcherProcess] = []
+
+    def start(*args: str, directory: Path | None = None, **extra_env: str) -> WatcherProcess:
+        target = directory or folder
+        log_path = folder.parent.parent / "logs" / f"watcher-{folder.name}-{len(started)}.out"
+        log_path.parent.mkdir(exist_ok=True)
+        watcher = WatcherProcess(env, redis_server, log_path, "--only", "-d", str(target), *args, **extra_env)
+        started.append(watcher)
+        return watcher
+
+    yield start
+    for watcher in started:
+        watcher.stop()
+
+
+class Results:
+    """The worker's Celery result rows (result_extended: name and args are stored)."""
+
+    def __init__(self, base: Path) -> None:
+        self.db = base / "data" / "celery_results.sqlite3"
+
+    def rows(self, name: str = FILE_TASK) -> list[dict[str, Any]]:
+        if not self.db.exists():
+            return []
+        with sqlite3.connect(self.db, timeout=30) as conn:
+            raw = conn.execute(
+                "SELECT task_id, status, args, result FROM celery_taskmeta WHERE name = ?", (name,)
+            ).fetchall()
+        rows = []
+        for task_id, status, args, result in raw:
+            rows.append(
+                {
+                    "task_id": task_id,
+                    "status": status,
+                    "args": json.loads(args) if args else None,
+                    "result": json.loads(result) if result and status == "SUCCESS" else None,
+                }
+            )
+        return rows
+
+    def for_paths(self, paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
+        wanted = {str(p) for p in paths}
+        found: dict[str, list[dict[str, Any]]] = {p: [] for p in wanted}
+        for row in self.rows():
+            if row["args"] and row["args"][0] in wanted:
+                found[row["args"][0]].append(row)
+        return found
+
+    def under(self, folder: Path, name: str = FILE_TASK) -> list[dict[str, Any]]:
+        prefix = str(folder) + os.sep
+        out = []
+        for row in self.rows(name):
+            args = row["args"] or [None]
+            first = args[0][0] if name == BATCH_TASK and args[0] else args[0]
+            if isinstance(first, str) and first.startswith(prefix):
+                out.append(row)
+        return out
+
+    def wait_done(self, paths: list[Path], timeout: float = 60) -> dict[str, list[dict[str, Any]]]:
+        def done() -> dict[str, list[dict[str, Any]]] | None:
+            found = self.for_paths(paths)
+            complete = all(rows and all(r["status"] == "SUCCESS" for r in rows) for rows in found.values())
+            return found if complete else None
+
+        return wait_until(done, timeout, interval=0.25, what=f"{len(paths)} file(s) processed")
+
+
+@pytest.fixture(scope="module")
+def results(base: Path) -> Results:
+    return Results(base)
+
+
+def history_rows(base: Path, folder: Path) -> dict[str, dict[str, Any]]:
+    with sqlite3.connect(base / "data" / "midas.sqlite3", timeout=30) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute("SELECT * FROM watcher_history WHERE path LIKE ?", (str(folder) + os.sep + "%",))
+        return {row["path"]: dict(row) for row in rows}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
+    """Content hash, size and mtime of every entry under ``folder``."""
+    state = {}
+    for path in sorted(folder.rglob("*")):
+        st = path.lstat()
+        digest = sha256(path) if path.is_file() and not path.is_symlink() else "-"
+        state[str(path.relative_to(folder))] = (digest, st.st_size, st.st_mtime_ns)
+    return state
+
+
+def unique_text(label: str) -> str:
+    return f"{label} {uuid.uuid4().hex}\nThe quarterly report lists revenue and costs.\n"
+
+
+def assert_once_and_complete(found: dict[str, list[dict[str, Any]]]) -> None:
+    for path, rows in found.items():
+        assert len(rows) == 1, f"{path} processed {len(rows)} times"
+        result = rows[0]["result"]
+        assert result["status"] == "success", result
+        assert result["sha256"] == sha256(Path(path)), f"{path}: processed content differs from the file"
+
+
+# --------------------------------------------------------------------------
+
+
+def test_a_file_written_slowly_is_processed_once_after_it_is_complete(start_watcher, folder, results, base) -> None:
+    watcher = start_watcher(MIDAS_STABILITY_SECONDS="1.0")
+    path = folder / "growing report.txt"
+    with path.open("w") as handle:
+        for piece in range(8):  # 3.5 s of writing: several windows' worth, with pauses shorter than the window
+            handle.write(unique_text(f"piece {piece}") * 20)
+            handle.flush()
+            if piece < 7:
+                time.sleep(0.5)
+    last_write = path.stat().st_mtime
+    before = snapshot(folder)
+
+    found = results.wait_done([path], timeout=30)
+    assert_once_and_complete(found)
+    assert found[str(path)][0]["result"]["text_chars"] >= 8 * 20 * 40
+
+    record = history_rows(base, folder)[str(path)]
+    enqueued = _epoch(record["enqueued_at"])
+    assert enqueued >= last_write + 1.0 - 0.05, "enqueued before the file stood still for the window"
+    assert record["sha256"] == sha256(path) and record["task_id"] == found[str(path)][0]["task_id"]
+    time.sleep(1.5)
+    assert len(results.for_paths([path])[str(path)]) == 1
+    assert snapshot(folder) == before  # nothing in the watched folder changed, not even an mtime
+    assert watcher.stop() == 0
+
+
+def _epoch(value: str) -> float:
+    from datetime import datetime
+
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def test_500_files_dropped_at_once_are_each_processed_exactly_once(start_watcher, folder, results, base) -> None:
+    watcher = start_watcher()
+    paths = []
+    for i in range(500):
+        sub = folder / f"part{i % 5}"
+        sub.mkdir(exist_ok=True)
+        path = sub / f"note {i:03}.txt"
+        path.write_text(unique_text(f"note {i}"))
+        paths.append(path)
+    before = snapshot(folder)
+
+    found = results.wait_done(paths, timeout=150)
+    assert_once_and_complete(found)
+    hb = watcher.wait_for(lambda hb: hb["enqueued"] == 500 and hb["pending"] == 0, "all 500 enqueued")
+    assert hb["seen"] == 500 and hb["skipped"] == 0 and hb["waiting"] == 0
+    history = history_rows(base, folder)
+    assert len(history) == 500
+    assert {h["task_id"] for h in history.values()} == {rows[0]["task_id"] for rows in found.values()}
+    assert len(results.under(folder)) == 500
+    assert snapshot(folder) == before
+    assert watcher.stop() == 0
+
+
+def test_restart_reprocesses_nothing_and_changes_are_processed_again(start_watcher, folder, results, base) -> None:
+    a, b, c = (folder / f"{name}.md" for name in "abc")
+    for path in (a, b, c):
+        path.write_text(unique_text(path.name))
+    first = start_watcher()
+    found = results.wait_done([a, b, c])
+    assert_once_and_complete(found)
+    hb = first.heartbeat()
+    assert hb["watch_dirs"] == [str(folder)] and hb["mode"] == "single" and hb["pid"] == first.process.pid
+    assert {"time", "last_event", "seen", "enqueued", "skipped", "pending"} <= hb.keys()
+    assert first.redis.client().ttl(HEARTBEAT_KEY) > 0
+
+    b.write_text(unique_text("b, edited while the watcher runs"))  # changed content: processed again
+    wait_until(lambda: len(results.for_paths([b])[str(b)]) == 2, 20, what="edited file processed again")
+    first.wait_for(lambda hb: hb["enqueued"] == 4 and hb["pending"] == 0, "edit enqueued")
+    assert first.stop() == 0
+
+    d = folder / "sub" / "d.md"
+    d.parent.mkdir()
+    d.write_text(unique_text("arrived while the watcher was down"))
+    c.write_text(unique_text("c, edited while the watcher was down"))
+    copy = folder / "copy of a.md"
+    shutil.copy2(a, copy)  # known content under a new name
+    st_b = b.stat()
+    os.utime(b, ns=(st_b.st_atime_ns, st_b.st_mtime_ns + 2_000_000_000))  # touched, content unchanged
+
+    second = start_watcher()
+    hb = second.wait_for(lambda hb: hb["enqueued"] == 2 and hb["waiting"] == 0 and hb["pending"] == 0, "rescan done")
+    assert hb["skipped"] == 3  # a unchanged, b touched only, the copy of a
+    results.wait_done([a, b, c, d])
+    time.sleep(1.0)  # more than three stability windows: anything else would have been sent by now
+    counts = {Path(p).name: len(rows) for p, rows in results.for_paths([a, b, c, d, copy]).items()}
+    assert counts == {"a.md": 1, "b.md": 2, "c.md": 2, "d.md": 1, "copy of a.md": 0}
+    assert_once_and_complete(results.for_paths([d]))
+    c_hashes = {r["result"]["sha256"] for r in results.for_paths([c])[str(c)]}
+    assert sha256(c) in c_hashes and len(c_hashes) == 2  # the old and the new content
+    history = history_rows(base, folder)
+    assert history[str(copy)]["same_as"] == str(a)
+    assert second.stop() == 0
+
+
+def test_ignored_names_never_reach_the_queue(start_watcher, folder, results, base) -> None:
+    watcher = start_watcher("--ignore", "draft_*", "Private")
+    ignored = [
+        "~$report.docx",
+        ".~lock.report.odt#",
+        "upload.tmp",
+        "movie.pdf.part",
+        "setup.pdf.crdownload",
+        "page.html.download",
+        ".DS_Store",
+        "Thumbs.db",
+        "desktop.ini",
+        ".hidden.txt",
+        "program.exe",
+        "draft_1.txt",
+        ".git/notes.txt",
+        "__MACOSX/notes.txt",
+        "$RECYCLE.BIN/notes.txt",
+        ".Trash-1000/notes.txt",
+        "@eaDir/notes.txt",
+        "Private/notes.txt",
+        "deep/.cache/notes.txt",
+    ]
+    for rel in ignored:
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(unique_text(rel))
+    sentinel = folder / "deep" / "sentinel.txt"
+    sentinel.write_text(unique_text("sentinel"))
+
+    assert_once_and_complete(results.wait_done([sentinel]))
+    time.sleep(1.0)
+    sent = [row["args"][0] for row in results.under(folder)]
+    assert sent == [str(sentinel)]
+    assert list(history_rows(base, folder)) == [str(sentinel)]
+    hb = watcher.wait_for(lambda hb: hb["enqueued"] == 1, "sentinel enqueued")
+    assert hb["seen"] == 1 and hb["ignored"] >= 12  # at least one event per ignored top-level file
+    assert watcher.stop() == 0
+
+
+def test_a_broker_stopped_for_a_few_seconds_loses_nothing(start_watcher, folder, results, redis_server) -> None:
+    watcher = start_watcher()
+    paths = [folder / f"offline {i}.json" for i in range(10)]
+    redis_server.stop()
+    try:
+        for i, path in enumerate(paths):
+            path.write_text(json.dumps({"n": i, "id": uuid.uuid4().hex, "text": "while the broker was down"}))
+        wait_until(lambda: "broker unreachable" in watcher.output(), 15, what="watcher reports the broker down")
+        time.sleep(2.0)
+        assert watcher.process.poll() is None, watcher.output()[-2000:]
+    finally:
+        if redis_server.process is None or redis_server.process.poll() is not None:
+            redis_server.start()
+    found = results.wait_done(paths, timeout=60)
+    assert_once_and_complete(found)
+    hb = watcher.wait_for(lambda hb: hb["enqueued"] == 10 and not hb["broker_down"], "sent after the outage")
+    assert hb["pending"] == 0
+    assert "reachable again" in watcher.output()
+    assert watcher.stop() == 0
+
+
+def test_batch_mode_full_batches_timeout_and_the_open_batch_on_sigterm(start_watcher, folder, results) -> None:
+    watcher = start_watcher("--batch", "--batch-size", "10", "--batch-timeout", "2")
+    paths = [folder / f"row{i:02}.csv" for i in range(25)]
+    for i, path in enumerate(paths):
+        path.write_text(f"id,token\n{i},{uuid.uuid4().hex}\n")
+    assert_once_and_complete(results.wait_done(paths, timeout=60))
+    batches = wait_until(
+        lambda: (rows := results.under(folder, BATCH_TASK)) and all(r["status"] == "SUCCESS" for r in rows) and rows,
+        60,
+        what="batch tasks done",
+    )
+    assert sorted(len(r["args"][0]) for r in batches) == [5, 10, 10]
+    assert sorted(p for r in batches for p in r["args"][0]) == sorted(str(p) for p in paths)
+    assert all(r["result"]["succeeded"] == len(r["args"][0]) for r in batches)
+    assert watcher.stop() == 0
+
+    # A long timeout: the four files sit in the open batch until SIGTERM sends it.
+    watcher = start_watcher("--batch", "--batch-size", "50", "--batch-timeout", "600")
+    late = [folder / f"late{i}.csv" for i in range(4)]
+    for i, path in enumerate(late):
+        path.write_text(f"id,token\n{i},{uuid.uuid4().hex}\n")
+    watcher.wait_for(lambda hb: hb["pending"] == 4 and hb["enqueued"] == 0, "four files in the open batch")
+    assert watcher.stop() == 0
+    assert_once_and_complete(results.wait_done(late, timeout=60))
+    late_batches = [r for r in results.under(folder, BATCH_TASK) if r["args"][0][0].startswith(str(folder / "late"))]
+    assert len(late_batches) == 1 and sorted(late_batches[0]["args"][0]) == sorted(str(p) for p in late)
+    assert "stopped: 4 seen, 4 enqueued" in watcher.output()
+
+
+def test_cli_warns_about_folders_the_workers_do_not_allow(start_watcher, base, tmp_path) -> None:
+    outside = tmp_path / "not-allowed"
+    outside.mkdir()
+    watcher = start_watcher(directory=outside)
+    assert "is not an allowed folder" in watcher.output() and str(outside) in watcher.output()
+    assert watcher.stop() == 0
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "background_tasks.file_watcher", "--only", "-d", str(tmp_path / "missing")],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "MIDAS_LOG_DIR": str(base / "logs")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "not an existing folder" in bad.stderr
+    helptext = subprocess.run(
+        [sys.executable, "-m", "background_tasks.file_watcher", "--help"],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "MIDAS_ALLOWED_ROOTS" in helptext and "--no-initial-scan" in helptext
