@@ -30,7 +30,9 @@ BATCH_POLL_MAX_S = 5.0
 @lru_cache(maxsize=1)
 def document_store() -> DocumentStore:
     """One store (engine, pool) per worker process, created on first use."""
-    store = DocumentStore(get_settings().database_url_resolved)
+    settings = get_settings()
+    # A row still "processing" is taken over only after the broker would have redelivered its task.
+    store = DocumentStore(settings.database_url_resolved, stale_after_s=settings.visibility_timeout)
     store.create_schema()
     return store
 

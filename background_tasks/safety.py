@@ -146,7 +146,8 @@ def working_copy(original: Path, settings: Settings, max_bytes: int) -> Iterator
     """
     settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder = Path(tempfile.mkdtemp(prefix="doc-", dir=settings.work_dir))
-    target = folder / ("document" + original.suffix.lower())
+    # Same name as the original, so parsers' messages name the user's file.
+    target = folder / original.name
     digest = hashlib.sha256()
     size = 0
     try:
