@@ -433,3 +433,22 @@ def test_cli_warns_about_folders_the_workers_do_not_allow(start_watcher, base, t
         timeout=60,
     ).stdout
     assert "MIDAS_ALLOWED_ROOTS" in helptext and "--no-initial-scan" in helptext
+
+
+def test_polling_top_level_only_and_the_periodic_rescan(start_watcher, folder, results) -> None:
+    early = folder / "there before the start.txt"
+    early.write_text(unique_text("early"))
+    watcher = start_watcher("--polling", "--no-recursive", "--no-initial-scan", "--rescan-interval", "2")
+    hb = watcher.heartbeat()
+    assert hb["polling"] is True and hb["scans"] == 0  # no initial scan
+    top = folder / "top.txt"
+    nested = folder / "sub" / "nested.txt"
+    nested.parent.mkdir()
+    top.write_text(unique_text("top"))
+    nested.write_text(unique_text("nested"))
+
+    assert_once_and_complete(results.wait_done([top, early], timeout=30))
+    assert watcher.wait_for(lambda hb: hb["scans"] >= 1, "periodic rescan")["enqueued"] == 2
+    time.sleep(2.5)  # another rescan and several polls later, the nested file is still not sent
+    assert results.for_paths([nested])[str(nested)] == []
+    assert watcher.stop() == 0
