@@ -75,11 +75,11 @@ class TaskRecord(Base):
     seq: Mapped[int] = mapped_column(Integer, default=0)
     retries: Mapped[int] = mapped_column(Integer, default=0)
     parent_id: Mapped[str | None] = mapped_column(String(155))
-    #: naive UTC throughout
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
-    received_at: Mapped[datetime | None] = mapped_column(DateTime)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime, index=True)
+    #: UTC (SQLite hands them back without the zone; ``epoch`` reads both)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     wait_s: Mapped[float | None] = mapped_column(Float)
     runtime_s: Mapped[float | None] = mapped_column(Float)
     result_summary: Mapped[str | None] = mapped_column(Text)
@@ -113,14 +113,14 @@ _FILL = ("name", "queue", "args_summary", "parent_id", "sent_at")
 
 
 def utc(ts: float | None) -> datetime | None:
-    """Epoch seconds -> naive UTC datetime (the form every MIDAS table stores)."""
+    """Epoch seconds -> aware UTC datetime (as the document store stores them)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def epoch(value: datetime | None) -> float | None:
-    """Naive UTC datetime -> epoch seconds."""
+    """Datetime from the database (aware, or naive UTC from SQLite) -> epoch seconds."""
     if value is None:
         return None
     return value.replace(tzinfo=UTC).timestamp() if value.tzinfo is None else value.timestamp()
@@ -134,8 +134,8 @@ def epoch(value: datetime | None) -> float | None:
 def _short(value: Any, depth: int = 0) -> str:
     if isinstance(value, bytes | bytearray | memoryview):
         return f"<{len(value)} bytes>"
-    if isinstance(value, str):
-        return repr(value if len(value) <= 200 else value[:200] + "…")
+    if isinstance(value, str):  # a path or a short option; a long string may be content: only its length
+        return repr(value) if len(value) <= 200 else f"<{len(value)} characters>"
     if value is None or isinstance(value, bool | int | float):
         return repr(value)
     if isinstance(value, Mapping):
@@ -180,7 +180,7 @@ def summarize_result(value: Any) -> str | None:
         skipped = len(value) - len(kept)
         text = ", ".join(f"{k}={v!r}" for k, v in kept.items())
         if skipped:
-            text += f"{', ' if text else ''}(+{skipped} fields)"
+            text += f"{' ' if text else ''}(+{skipped} fields)"
         return _truncate(text, RESULT_SUMMARY_MAX)
     return _truncate(_short(value), RESULT_SUMMARY_MAX)
 
@@ -386,13 +386,13 @@ if hasattr(os, "register_at_fork"):
 
 #: started time (epoch) per task id in this process, for run times
 _started: dict[str, float] = {}
-_failure_listeners: list[Callable[[dict[str, Any]], None]] = []
 
 
-def on_final_failure(listener: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
-    """Register ``listener(info)``, called on the writer thread when a task fails for good (alerts)."""
-    _failure_listeners.append(listener)
-    return listener
+def _alert_failure(info: dict[str, Any]) -> None:
+    """On the writer thread, after the failure row is written: the failure alert (rate-limited there)."""
+    from background_tasks import alerts
+
+    alerts.on_task_failure(info)
 
 
 def _attempt(request: Any) -> int:
@@ -472,9 +472,16 @@ def _on_received(request: Any = None, **_: Any) -> None:
             "received_at": utc(time.time()),
             "retries": attempt,
         }
+        seq = attempt * 10 + PHASE["received"]
         if attempt == 0:
             fields["sent_at"] = utc(_header_time(headers.get(SENT_HEADER)))
-        recorder.record(request.id, attempt * 10 + PHASE["received"], **fields)
+        else:
+            # A retry's message is often received (held for its countdown) before the failed
+            # attempt's pool process has recorded "retry": order it before that, and let the
+            # row say "retry" until the new attempt starts.
+            del fields["state"]
+            seq = (attempt - 1) * 10 + PHASE["retry"] - 1
+        recorder.record(request.id, seq, **fields)
     except Exception as exc:
         log.warning("task history: received hook failed: %s", exc)
 
@@ -519,7 +526,9 @@ def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, k
 @signals.task_retry.connect(weak=False)
 def _on_retry(sender: Any = None, request: Any = None, reason: Any = None, einfo: Any = None, **_: Any) -> None:
     try:
-        exc = reason if isinstance(reason, BaseException) else None
+        # ``reason`` is Celery's Retry; the error that caused it is its ``exc``
+        cause = getattr(reason, "exc", None)
+        exc = cause if isinstance(cause, BaseException) else reason if isinstance(reason, BaseException) else None
         fields = _error_fields(exc, getattr(einfo, "traceback", None))
         if exc is None and reason is not None:
             fields = {"error_type": "Retry", "error_message": _truncate(str(reason), ERROR_MESSAGE_MAX)}
@@ -563,17 +572,16 @@ def _on_failure(
             runtime_s=round(now - started, 6) if started else None,
             **fields,
         )
-        if _failure_listeners:
-            info = {
-                "task_id": task_id,
-                "name": getattr(sender, "name", None),
-                "worker": getattr(request, "hostname", None),
-                "retries": attempt,
-                "finished_at": now,
-                **fields,
-            }
-            for listener in _failure_listeners:
-                recorder.call_soon(lambda listener=listener: listener(info))
+        # task_failure fires only when the task fails for good (a retry is not a failure)
+        info = {
+            "task_id": task_id,
+            "name": getattr(sender, "name", None),
+            "worker": getattr(request, "hostname", None),
+            "retries": attempt,
+            "finished_at": now,
+            **fields,
+        }
+        recorder.call_soon(lambda: _alert_failure(info))
     except Exception as exc:
         log.warning("task history: failure hook failed: %s", exc)
 
