@@ -13,7 +13,7 @@ import uuid
 from functools import lru_cache
 from typing import Any
 
-from celery import states
+from celery import signals, states
 
 from background_tasks import pipeline
 from background_tasks.errors import MidasError, PermanentError, TransientError
@@ -35,6 +35,14 @@ def document_store() -> DocumentStore:
     store = DocumentStore(settings.database_url_resolved, stale_after_s=settings.visibility_timeout)
     store.create_schema()
     return store
+
+
+@signals.worker_init.connect
+def _preload_parsers(**_: Any) -> None:
+    """In the worker's main process, before the pool forks: parsers load once, not per task."""
+    missing = pipeline.preload_parsers()
+    if missing:
+        log.warning("optional parser libraries not available: %s", ", ".join(missing))
 
 
 def retry_delay(retries: int, cap: float) -> float:

@@ -82,6 +82,38 @@ def file_facts(path: Path, original: Path, sha256: str, size: int, mime_type: st
 
 # -- extraction in the child process ------------------------------------------
 
+#: Parser libraries imported once in the worker's main process, so every forked
+#: pool process and parser child inherits them instead of importing per file.
+PRELOAD_MODULES = (
+    "pypdf",
+    "docx",
+    "openpyxl",
+    "xlrd",
+    "olefile",
+    "extract_msg",
+    "odf.opendocument",
+    "striprtf.striprtf",
+    "bs4",
+    "lxml.etree",
+    "lxml.html",
+    "charset_normalizer",
+    "defusedxml",
+)
+
+
+def preload_parsers() -> list[str]:
+    """Import the parser libraries (and langdetect's profiles) now; returns what could not be loaded."""
+    import importlib
+
+    missing = []
+    for name in PRELOAD_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # an optional library: its files fail with a clear error when used
+            missing.append(name)
+    detect_language("This sentence warms up the language detector so no task pays for it.")
+    return missing
+
 
 def _extract_payload(path: str, extension: str, mime_type: str | None, limits: Limits) -> dict[str, Any]:
     extraction = extractor_for(extension, mime_type).extract(Path(path), limits)

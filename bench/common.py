@@ -1,0 +1,79 @@
+"""Shared by the benchmarks: a private Redis and real workers, the corpus, tables."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from tests.support import RedisServer, WorkerProcess  # noqa: E402
+
+
+def corpus_dir() -> Path:
+    path = Path(os.environ.get("MIDAS_TEST_CORPUS") or PROJECT_ROOT.parent / "shared" / "corpus")
+    if not path.is_dir():
+        raise SystemExit(f"corpus not found at {path}; set MIDAS_TEST_CORPUS")
+    return path
+
+
+def corpus_files() -> list[Path]:
+    return sorted(p for p in corpus_dir().glob("*/*") if p.is_file() and p.parent.name != "_expected")
+
+
+def bench_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    """Environment for a benchmark run: private data dir, the corpus allowed, no stability wait."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDAS_", "REDIS_", "POSTGRES_"))}
+    env.update(
+        {
+            "MIDAS_DATA_DIR": str(data_dir),
+            "MIDAS_LOG_DIR": str(data_dir / "logs"),
+            "MIDAS_ENV_FILE": os.devnull,
+            "MIDAS_ALLOWED_ROOTS": os.pathsep.join([str(corpus_dir()), str(data_dir)]),
+            "MIDAS_WATCH_DIRS": str(data_dir / "watch"),
+            "MIDAS_STABILITY_SECONDS": "0",
+            "REDIS_HOST": "127.0.0.1",
+        }
+    )
+    env.update(extra)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return env
+
+
+class Stack:
+    def __init__(self, app, redis: RedisServer, worker: WorkerProcess, env: dict[str, str]) -> None:
+        self.app, self.redis, self.worker, self.env = app, redis, worker, env
+
+    def send(self, name: str, *args):
+        return self.app.send_task(name, args=list(args))
+
+
+@contextmanager
+def private_stack(root: Path, concurrency: int = 2, **extra_env: str) -> Iterator[Stack]:
+    """A private redis-server and one real worker on all queues."""
+    import celery_config
+    from background_tasks.settings import load_settings
+
+    redis = RedisServer(root / "redis")
+    redis.start()
+    env = bench_env(root / "data", REDIS_PORT=str(redis.port), **extra_env)
+    app = celery_config.create_app(load_settings(env, env_file=Path(os.devnull)))
+    worker = WorkerProcess(env=env, log_dir=root / "logs", concurrency=concurrency)
+    try:
+        worker.wait_ready(app)
+        yield Stack(app, redis, worker, env)
+    finally:
+        worker.stop()
+        redis.kill()
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    print("  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
