@@ -39,6 +39,25 @@ import psutil  # noqa: E402
 from tests.support import RedisServer, WorkerProcess, free_port, wait_until  # noqa: E402
 
 
+class BenchRedis(RedisServer):
+    """A private redis-server configured like the launcher's (append-only, fsync every second by default)."""
+
+    def __init__(self, data_dir: Path, fsync: str) -> None:
+        super().__init__(data_dir, port=free_port())
+        self.fsync = fsync
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "", "--maxmemory-policy", "noeviction",
+             "--logfile", str(self.data_dir / "redis.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        wait_until(lambda: self.client().ping(), 15, what=f"redis on port {self.port}")
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     if not ordered:
@@ -155,6 +174,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-gap", type=float, default=0.5, help="seconds between those files (default 0.5)")
     parser.add_argument("--burst", type=int, default=2000, help="files written at once (default 2000)")
     parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle measurement (default 60)")
+    parser.add_argument(
+        "--fsync",
+        choices=["everysec", "always"],
+        default="everysec",
+        help="Redis appendfsync: everysec as the launcher runs it (default), always as the test suite does",
+    )
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args(argv)
 
@@ -162,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     watch = work / "watch"
     watch.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDAS_", "REDIS_", "POSTGRES_"))}
-    redis_server = RedisServer(work / "redis", port=free_port())
+    redis_server = BenchRedis(work / "redis", args.fsync)
     env.update(
         {
             "REDIS_HOST": "127.0.0.1",
@@ -182,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     from celery_config import create_app
 
     app = create_app(load_settings())
-    figures: dict[str, Any] = {"stability_window_s": args.stability, "cpus": os.cpu_count()}
+    figures: dict[str, Any] = {"stability_window_s": args.stability, "cpus": os.cpu_count(), "fsync": args.fsync}
     redis_server.start()
     worker: WorkerProcess | None = None
     watcher: Watcher | None = None
@@ -277,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
 
     lat, burst, idle, restart = figures["latency_s"], figures["burst"], figures["idle"], figures["restart"]
     lines = [
-        f"File watcher benchmark ({figures['cpus']} CPUs, stability window {args.stability:g} s)",
+        f"File watcher benchmark ({figures['cpus']} CPUs, stability window {args.stability:g} s, "
+        f"Redis appendfsync {args.fsync})",
         f"  last write -> task started: p50 {lat['p50']:.2f} s, p95 {lat['p95']:.2f} s "
         f"(min {lat['min']:.2f}, max {lat['max']:.2f}; p50 = window + {lat['over_window_p50']:.2f} s)",
         f"  {burst['files']} files at once: written in {burst['write_s']:.2f} s, all enqueued "
