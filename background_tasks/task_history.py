@@ -596,13 +596,15 @@ def _on_postrun(
         request = task.request
         if getattr(request, "is_eager", False) or getattr(request, "called_directly", False):
             return
-        name = (state or "success").lower()
         attempt = _attempt(request)
-        fields: dict[str, Any] = {
-            "state": name,
-            "finished_at": utc(now),
-            "runtime_s": round(now - started, 6) if started else None,
-        }
+        fields: dict[str, Any] = {"finished_at": utc(now), "runtime_s": round(now - started, 6) if started else None}
+        if state is None:
+            # Interrupted (terminated by a revoke, worker shutting down): no verdict. The revoke
+            # or a redelivery says what happened; keep the sequence of "started" so both win.
+            recorder.record(task_id, attempt * 10 + PHASE["started"], **fields)
+            return
+        name = state.lower()
+        fields["state"] = name
         if name == "success":
             fields["result_summary"] = summarize_result(retval)
         recorder.record(task_id, attempt * 10 + PHASE.get(name, 5), **fields)
