@@ -6,6 +6,7 @@ A quick way to use the document store from a terminal, without the dashboard.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -111,6 +112,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except TransientError as exc:
         print(f"MIDAS: {exc.message} (try again shortly)", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ killed and restarted by the test that owns it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -22,6 +23,14 @@ import psutil
 import redis
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def die_with_parent() -> None:
+    """In a test's child process: get SIGTERM when the test run dies, so no worker outlives it."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -84,6 +93,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )  # fmt: skip
         wait_until(lambda: self.client().ping(), 15, what=f"redis on port {self.port}")
 
@@ -140,7 +150,13 @@ class WorkerProcess:
             *extra_args,
         ]  # fmt: skip
         self.process = subprocess.Popen(
-            cmd, cwd=PROJECT_ROOT, env=dict(env), stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=PROJECT_ROOT,
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     def wait_ready(self, app, timeout: float = 60) -> WorkerProcess:
