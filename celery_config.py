@@ -40,9 +40,9 @@ TASK_ROUTES = {
 }
 
 
-def available_task_modules() -> list[str]:
-    """Task modules present in this checkout (later parts of the suite may not be installed)."""
-    return [name for name in TASK_MODULES if importlib.util.find_spec(name) is not None]
+def available_task_modules(extra: tuple[str, ...] = ()) -> list[str]:
+    """Task modules present in this checkout (later parts of the suite may not be installed), plus plugins."""
+    return [name for name in TASK_MODULES if importlib.util.find_spec(name) is not None] + list(extra)
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -74,6 +74,18 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             settings.file_cleanup_interval,
             days=settings.retention_days,
         ),
+    }
+
+
+def broker_transport_options(visibility_timeout: int) -> dict[str, Any]:
+    """Redis transport options: unacknowledged messages of a dead worker come back soon after
+    the visibility timeout (kombu sweeps every interval x throttle seconds; by default 100 s)."""
+    interval = max(1, min(10, visibility_timeout // 4))
+    throttle = max(1, int(min(100, visibility_timeout / 2) // interval))
+    return {
+        "visibility_timeout": visibility_timeout,
+        "unacked_restore_interval": interval,
+        "unacked_restore_throttle": throttle,
     }
 
 
@@ -132,7 +144,7 @@ class MidasTask(Task):
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app configured from ``settings``."""
-    app = Celery("midas", task_cls=MidasTask, include=available_task_modules())
+    app = Celery("midas", task_cls=MidasTask, include=available_task_modules(settings.extra_task_modules))
     backend = settings.result_backend_url
     _prepare_sqlite(backend)
     default_exchange = Exchange("midas", type="direct")
@@ -165,7 +177,7 @@ def create_app(settings: Settings) -> Celery:
         worker_pool=settings.pool,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options=broker_transport_options(settings.visibility_timeout),
         result_backend_transport_options={"visibility_timeout": settings.visibility_timeout},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,

@@ -180,14 +180,19 @@ def process_file(raw_path: str, settings: Settings, store: DocumentStore, task_i
                 raise TransientError(f"{original.name}: the same content is being processed by another task")
             if claim.state == "duplicate":
                 known = store.get_document(document_id) or {}
-                log.info("%s: same content as document %s, not processed again", original.name, document_id)
+                # Our own task, redelivered after it stored its result but before it was acknowledged:
+                # report what that first delivery did instead of calling it a duplicate.
+                own = task_id is not None and known.get("task_id") == task_id
+                if not own:
+                    log.info("%s: same content as document %s, not processed again", original.name, document_id)
                 return ProcessResult(
-                    status="duplicate",
+                    status="success" if own else "duplicate",
                     path=path_text,
                     document_id=document_id,
                     file_type=known.get("file_type", file_type),
                     sha256=sha256,
-                    chunks_created=0,
+                    chunks_created=(known.get("chunk_count") or 0) if own else 0,
+                    warnings=tuple(known.get("warnings") or ()) if own else (),
                     pages=known.get("page_count"),
                     text_chars=known.get("text_chars") or 0,
                     metadata=known.get("metadata") or {},

@@ -245,6 +245,14 @@ VARIABLES: tuple[Var, ...] = (
         "Services",
     ),
     Var(
+        "MIDAS_EXTRA_TASK_MODULES",
+        "extra_task_modules",
+        _str_list,
+        "",
+        "Extra Python modules with Celery tasks to load (comma-separated), e.g. your own plugins.",
+        "Services",
+    ),
+    Var(
         "MIDAS_SERVICE_STOP_TIMEOUT",
         "stop_timeout",
         _pos_float,

@@ -1,0 +1,156 @@
+"""MIDAS keeps its promises when processes die, Redis restarts or the database is busy.
+
+Every test runs real worker processes against a Redis of its own (IsolatedStack).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from background_tasks.errors import RedeliveryLimitExceeded
+from background_tasks.store import DocumentStore
+from tests.support import wait_until
+
+PROCESS = "background_tasks.document_tasks.process_document_file"
+FAULTS = {"MIDAS_EXTRA_TASK_MODULES": "tests.fault_tasks"}
+
+
+def make_documents(folder: Path, count: int, words: int = 300) -> list[str]:
+    paths = []
+    for i in range(count):
+        path = folder / f"doc-{i:04d}.txt"
+        path.write_text(f"Document {i} has its own unique token tok{i}x. " + "filler text " * words)
+        paths.append(str(path))
+    return paths
+
+
+def assert_exactly_once(stack, paths: list[str]) -> None:
+    store = DocumentStore(stack.settings.database_url_resolved)
+    docs = store.list_documents(limit=len(paths) + 10)
+    assert len(docs) == len(paths), "every document is stored once"
+    assert {d["status"] for d in docs} == {"success"}
+    for doc in docs:
+        chunks = store.get_chunks(doc["id"])
+        assert [c["chunk_index"] for c in chunks] == list(range(doc["chunk_count"])), "no duplicated chunk"
+
+
+def test_a_task_that_kills_its_process_fails_after_the_redelivery_cap(isolated_stack) -> None:
+    stack = isolated_stack(MIDAS_MAX_REDELIVERIES="2", **FAULTS)
+    worker = stack.start_worker(queues=["default"], concurrency=1)
+    result = stack.send("tests.fault_tasks.crash_self", "runs")
+    wait_until(lambda: result.ready(), 90, what="the crashing task to end")
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, RedeliveryLimitExceeded) or "RedeliveryLimitExceeded" in repr(result.result)
+    assert int(stack.redis.client().get("runs")) == 2, "ran exactly MIDAS_MAX_REDELIVERIES times"
+    assert worker.process.poll() is None, "the worker survives"
+    assert stack.send("background_tasks.system_tasks.ping", "ok").get(timeout=30)["message"] == "ok"
+
+
+def test_kill_9_of_a_pool_process_mid_batch_loses_and_duplicates_nothing(isolated_stack, docs_dir) -> None:
+    stack = isolated_stack()
+    worker = stack.start_worker(queues=["documents"], concurrency=2)
+    paths = make_documents(docs_dir, 100, words=3000)
+    results = [stack.send(PROCESS, p) for p in paths]
+    killed = 0
+    deadline = time.monotonic() + 60
+    while killed < 3 and time.monotonic() < deadline:
+        done = sum(r.ready() for r in results)
+        if done >= 10 * (killed + 1):
+            children = worker.pool_pids()
+            if children:
+                os.kill(children[0], signal.SIGKILL)
+                killed += 1
+        time.sleep(0.05)
+    assert killed == 3
+    statuses = [r.get(timeout=180)["status"] for r in results]
+    assert statuses == ["success"] * 100
+    assert_exactly_once(stack, paths)
+
+
+def test_kill_9_of_the_whole_worker_then_a_new_worker_finishes_everything(isolated_stack, docs_dir) -> None:
+    stack = isolated_stack(MIDAS_VISIBILITY_TIMEOUT="8", MIDAS_TASK_TIME_LIMIT="6", MIDAS_TASK_SOFT_TIME_LIMIT="5")
+    first = stack.start_worker(queues=["documents"], concurrency=2)
+    paths = make_documents(docs_dir, 40, words=3000)
+    results = [stack.send(PROCESS, p) for p in paths]
+    wait_until(lambda: sum(r.ready() for r in results) >= 5, 60, what="some progress")
+    first.kill()  # main process and pool, no warm shutdown: unacked messages stay in Redis
+    assert sum(r.ready() for r in results) < len(paths)
+    stack.start_worker(queues=["documents"], concurrency=2)
+    statuses = [r.get(timeout=180)["status"] for r in results]
+    assert set(statuses) == {"success"}
+    assert_exactly_once(stack, paths)
+
+
+def test_redis_restart_mid_batch_loses_nothing(isolated_stack, docs_dir) -> None:
+    stack = isolated_stack()
+    worker = stack.start_worker(queues=["documents"], concurrency=2)
+    paths = make_documents(docs_dir, 60, words=3000)
+    results = [stack.send(PROCESS, p) for p in paths]
+    wait_until(lambda: sum(r.ready() for r in results) >= 5, 60, what="some progress")
+    stack.redis.stop()  # graceful: the append-only file keeps the queue
+    time.sleep(2)
+    stack.redis.start()
+    statuses = [r.get(timeout=240)["status"] for r in results]
+    assert set(statuses) == {"success"}
+    assert_exactly_once(stack, paths)
+    assert worker.process.poll() is None, "the worker reconnected by itself"
+
+
+def test_a_database_locked_by_another_writer_is_waited_out(isolated_stack, docs_dir) -> None:
+    stack = isolated_stack()
+    stack.start_worker(queues=["documents"], concurrency=2)
+    warm = make_documents(docs_dir / "warm" if (docs_dir / "warm").mkdir() is None else docs_dir, 1)
+    stack.send(PROCESS, warm[0]).get(timeout=60)  # the store exists
+    db_path = stack.settings.database_url_resolved.removeprefix("sqlite:///")
+    locker = sqlite3.connect(db_path, timeout=1, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(4)
+        locker.execute("COMMIT")
+        released.set()
+
+    threading.Thread(target=release_later).start()
+    paths = make_documents(docs_dir, 10)
+    started = time.monotonic()
+    results = [stack.send(PROCESS, p) for p in paths]
+    statuses = [r.get(timeout=120)["status"] for r in results]
+    assert released.is_set() and time.monotonic() - started >= 3.5, "the tasks really met the lock"
+    assert statuses == ["success"] * 10
+    locker.close()
+
+
+def test_two_workers_2000_documents_on_sqlite_never_see_a_locked_database(isolated_stack, docs_dir) -> None:
+    stack = isolated_stack()
+    workers = [stack.start_worker(queues=["documents"], concurrency=2) for _ in range(2)]
+    paths = make_documents(docs_dir, 2000, words=20)
+    results = [stack.send(PROCESS, p) for p in paths]
+    statuses = [r.get(timeout=600)["status"] for r in results]
+    assert statuses.count("success") == 2000, {s: statuses.count(s) for s in set(statuses)}
+    logs = "".join(w.log_text() for w in workers)
+    assert "database is locked" not in logs
+    assert_exactly_once(stack, paths)
+
+
+def test_sigterm_is_a_warm_shutdown_and_nothing_is_lost(isolated_stack) -> None:
+    stack = isolated_stack(**FAULTS)
+    worker = stack.start_worker(queues=["default"], concurrency=2)
+    results = [stack.send("tests.fault_tasks.slow_count", "done", 1.0) for _ in range(8)]
+    wait_until(lambda: any(r.state == "STARTED" for r in results), 30, what="a task to start")
+    worker.process.send_signal(signal.SIGTERM)
+    worker.process.wait(60)
+    finished_before = int(stack.redis.client().get("done") or 0)
+    assert finished_before >= 1, "running tasks were allowed to finish"
+    assert not any(p.is_running() for p in psutil.process_iter() if p.pid in worker.pool_pids())
+    stack.start_worker(queues=["default"], concurrency=2)
+    for r in results:
+        r.get(timeout=60)
+    assert int(stack.redis.client().get("done")) == 8, "every task ran exactly once"
