@@ -110,6 +110,9 @@ _GUARDED = (
 )
 #: Columns filled in by whichever event knows them, never overwritten.
 _FILL = ("name", "queue", "args_summary", "parent_id", "sent_at")
+#: Guarded columns that an older event may still fill while they are empty: the worker's
+#: main process (received) and its pool process (started) write independently, either first.
+_FILL_WHEN_EMPTY = ("received_at", "worker")
 
 
 def utc(ts: float | None) -> datetime | None:
@@ -221,10 +224,10 @@ class Recorder:
     def __init__(self, url: str | Callable[[], str]) -> None:
         self._url_source = url
         self._url: str | None = url if isinstance(url, str) else None
-        self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
+        self._lock = threading.Lock()
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX)
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -329,13 +332,19 @@ class Recorder:
                     return
                 time.sleep(0.5 * attempt)
 
+    def prepare(self) -> None:
+        """Start the writer and create the tables now, so the first task does not race a slow first write."""
+        self.call_soon(self._ensure_schema)
+
+    def _ensure_schema(self) -> None:
+        if not self._schema_ready:
+            create_all(self.url)
+            self._schema_ready = True
+
     def write(self, events: list[_Event]) -> None:
         """Upsert ``events`` in one transaction (synchronously; the thread calls this)."""
-        url = self.url
-        if not self._schema_ready:
-            create_all(url)
-            self._schema_ready = True
-        engine = get_engine(url)
+        self._ensure_schema()
+        engine = get_engine(self.url)
         with engine.begin() as conn:
             for event in events:
                 conn.execute(_upsert_statement(conn.dialect.name, event))
@@ -355,7 +364,9 @@ def _upsert_statement(dialect: str, event: _Event) -> Any:
     newer = stmt.excluded.seq >= table.c.seq
     set_: dict[str, Any] = {"seq": case((newer, stmt.excluded.seq), else_=table.c.seq)}
     for column in event.fields:
-        if column in _GUARDED:
+        if column in _FILL_WHEN_EMPTY:
+            set_[column] = case((newer | table.c[column].is_(None), stmt.excluded[column]), else_=table.c[column])
+        elif column in _GUARDED:
             set_[column] = case((newer, stmt.excluded[column]), else_=table.c[column])
         elif column in _FILL:
             set_[column] = func.coalesce(table.c[column], stmt.excluded[column])
@@ -386,6 +397,8 @@ if hasattr(os, "register_at_fork"):
 
 #: started time (epoch) per task id in this process, for run times
 _started: dict[str, float] = {}
+#: failure time per task id, so postrun (which follows) reports the same finish as the failure alert
+_failed: dict[str, float] = {}
 
 
 def _alert_failure(info: dict[str, Any]) -> None:
@@ -560,6 +573,8 @@ def _on_failure(
             request = None  # main process (time limit, lost worker): the request context is not at hand
         attempt = _attempt(request)
         started = _started.get(task_id)
+        if request is not None:
+            _failed[task_id] = now
         tb_text = getattr(einfo, "traceback", None)
         if tb_text is None and exception is not None and exception.__traceback__ is not None:
             tb_text = "".join(tb_module.format_exception(exception))
@@ -591,7 +606,7 @@ def _on_postrun(
     task_id: str | None = None, task: Any = None, retval: Any = None, state: str | None = None, **_: Any
 ) -> None:
     try:
-        now = time.time()
+        now = _failed.pop(task_id, None) or time.time()
         started = _started.pop(task_id, None)
         request = task.request
         if getattr(request, "is_eager", False) or getattr(request, "called_directly", False):
@@ -641,6 +656,12 @@ def _flush_at_exit(**_: Any) -> None:
         log.warning("task history: flush at exit failed: %s", exc)
 
 
+def _prepare(**_: Any) -> None:
+    recorder.prepare()
+
+
+signals.worker_init.connect(_prepare, weak=False)
+signals.worker_process_init.connect(_prepare, weak=False)
 signals.worker_process_shutdown.connect(_flush_at_exit, weak=False)
 signals.worker_shutdown.connect(_flush_at_exit, weak=False)
 atexit.register(_flush_at_exit)

@@ -302,6 +302,11 @@ def test_failed_task_and_critical_health_alert_through_a_worker(
         # a data disk "full" beyond any real use: health is critical
         "MIDAS_DISK_WARN_PERCENT": "0.001",
         "MIDAS_DISK_CRIT_PERCENT": "0.002",
+        # and nothing else can be: the machine may be busy running tests
+        "MIDAS_CPU_WARN_PERCENT": "1000",
+        "MIDAS_CPU_CRIT_PERCENT": "1001",
+        "MIDAS_MEMORY_WARN_PERCENT": "1000",
+        "MIDAS_MEMORY_CRIT_PERCENT": "1001",
     }
     settings = load_settings(env, env_file=Path(os.devnull))
     other = celery_config.create_app(settings)

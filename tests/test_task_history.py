@@ -200,3 +200,36 @@ def test_recording_cost_per_task_is_microseconds(app, tmp_path) -> None:
         rows = session.scalars(select(TaskRecord).where(TaskRecord.task_id.in_(ids))).all()
     assert len(rows) == n and {r.state for r in rows} == {"success"}
     assert all(r.runtime_s is not None and r.runtime_s >= 0 and r.worker == "bench@host" for r in rows)
+
+
+def test_events_arriving_out_of_order_end_in_the_right_state(tmp_path) -> None:
+    """Client, worker main process and pool process write independently; any order gives the same row."""
+    local = Recorder(f"sqlite:///{tmp_path / 'history.sqlite3'}")
+    t = 1_800_000_000.0
+    utc = task_history.utc
+    events = [
+        # attempt 0 started before the worker's "received" and the client's "pending" got written
+        task_history._Event("a", 2, {"state": "started", "started_at": utc(t + 2), "worker": "w@h", "retries": 0}),
+        task_history._Event("a", 1, {"state": "received", "received_at": utc(t + 1), "worker": "w@h", "retries": 0}),
+        task_history._Event("a", 0, {"state": "pending", "name": "n", "sent_at": utc(t), "args_summary": "1"}),
+        # the retry's message was received (attempt 1) before the pool process recorded "retry"
+        task_history._Event("a", 3, {"received_at": utc(t + 3.1), "retries": 1}),
+        task_history._Event("a", 4, {"state": "retry", "retries": 1, "error_message": "try again"}),
+        task_history._Event("a", 12, {"state": "started", "started_at": utc(t + 5), "error_message": None}),
+        # a late event of the earlier attempt changes nothing
+        task_history._Event("a", 5, {"state": "failure", "finished_at": utc(t + 3)}),
+        task_history._Event("a", 15, {"state": "success", "finished_at": utc(t + 6), "runtime_s": 1.0}),
+    ]
+    local.write(events)
+    with session_scope(local.url) as session:
+        row = session.scalar(select(TaskRecord).where(TaskRecord.task_id == "a"))
+    assert (row.state, row.retries, row.seq, row.name, row.args_summary) == ("success", 1, 15, "n", "1")
+    assert epoch(row.sent_at) == t and epoch(row.received_at) == t + 3.1 and epoch(row.started_at) == t + 5
+    assert epoch(row.finished_at) == t + 6 and row.error_message is None and row.worker == "w@h"
+    # the received event of attempt 0 lost the race to "started" but still filled received_at
+    local.write(
+        [task_history._Event("b", 2, {"state": "started"}), task_history._Event("b", 1, {"received_at": utc(t)})]
+    )
+    with session_scope(local.url) as session:
+        row = session.scalar(select(TaskRecord).where(TaskRecord.task_id == "b"))
+    assert row.state == "started" and epoch(row.received_at) == t
