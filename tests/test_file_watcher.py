@@ -448,7 +448,8 @@ def test_polling_top_level_only_and_the_periodic_rescan(start_watcher, folder, r
     nested.write_text(unique_text("nested"))
 
     assert_once_and_complete(results.wait_done([top, early], timeout=30))
-    assert watcher.wait_for(lambda hb: hb["scans"] >= 1, "periodic rescan")["enqueued"] == 2
+    hb = watcher.wait_for(lambda hb: hb["scans"] >= 1 and hb["enqueued"] >= 2, "periodic rescan")
+    assert hb["enqueued"] == 2 and hb["seen"] == 2
     time.sleep(2.5)  # another rescan and several polls later, the nested file is still not sent
     assert results.for_paths([nested])[str(nested)] == []
     assert watcher.stop() == 0
