@@ -34,8 +34,22 @@ from typing import Any
 
 import psutil
 import redis
-from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, MetaData, String, Table, delete, func, select
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    delete,
+    func,
+    select,
+)
 from sqlalchemy import exc as sa_exc
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapped, mapped_column
 
 from background_tasks.db import Base, create_all, get_engine, is_sqlite, session_scope, sqlite_path
@@ -73,7 +87,7 @@ class HealthSample(Base):
     data_disk_percent: Mapped[float | None] = mapped_column(Float)
     redis_ok: Mapped[bool] = mapped_column(Boolean)
     redis_latency_ms: Mapped[float | None] = mapped_column(Float)
-    redis_used_memory: Mapped[int | None] = mapped_column(Integer)
+    redis_used_memory: Mapped[int | None] = mapped_column(BigInteger)
     workers: Mapped[int | None] = mapped_column(Integer)
     active_tasks: Mapped[int | None] = mapped_column(Integer)
     waiting_tasks: Mapped[int | None] = mapped_column(Integer)
@@ -702,7 +716,10 @@ def _document_figures(url: str, since: datetime) -> dict[str, Any] | None:
         from background_tasks.store import DocumentRow
     except ImportError:
         return None
+    empty: dict[str, Any] = {"documents": 0, "chunks": 0, "by_file_type": {}}
     try:
+        if not sa_inspect(get_engine(url)).has_table(DocumentRow.__tablename__):
+            return empty  # the store was never used on this database
         with session_scope(url) as session:
             rows = session.execute(
                 select(

@@ -22,10 +22,13 @@ from background_tasks import alerts, monitoring
 from background_tasks.db import session_scope
 from background_tasks.settings import Settings, load_settings
 from background_tasks.task_history import TaskRecord
+from tests import db_fixtures
 from tests.support import WorkerProcess, free_port, wait_until
 
 FAIL = "background_tasks.system_tasks.fail"
 HEALTH = "background_tasks.monitoring_tasks.system_health_check"
+
+database_url = db_fixtures.database_url  # the SQLite + PostgreSQL fixture
 
 
 class MailBox:
@@ -135,8 +138,8 @@ def test_one_alert_per_kind_per_quiet_period(tmp_path, smtp_server, webhook_serv
     assert later.sent and smtp_server.messages[-1]["subject"] == "disk full again"
 
 
-def test_quiet_period_is_claimed_once_under_concurrency(tmp_path) -> None:
-    settings = settings_with(tmp_path)
+def test_quiet_period_is_claimed_once_under_concurrency(tmp_path, database_url) -> None:
+    settings = settings_with(tmp_path, MIDAS_DATABASE_URL=database_url)
     outcomes: list[bool] = []
     barrier = threading.Barrier(8)
 
@@ -150,6 +153,9 @@ def test_quiet_period_is_claimed_once_under_concurrency(tmp_path) -> None:
     for thread in threads:
         thread.join(30)
     assert sorted(outcomes) == [False] * 7 + [True]
+    # the claim is in the database, not in this process: a later claim sees it
+    claimed, previous = alerts.claim(settings, "race", now=time.time() + 60)
+    assert not claimed and time.time() - 60 < previous <= time.time()
 
 
 def test_smtp_login_and_bad_password(tmp_path, webhook_server) -> None:

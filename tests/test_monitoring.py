@@ -18,8 +18,9 @@ from background_tasks import monitoring
 from background_tasks.db import get_engine, session_scope
 from background_tasks.monitoring import WATCHER_HEARTBEAT_KEY, HealthSample, percentile
 from background_tasks.settings import QUEUES, Settings, get_settings, load_settings
-from background_tasks.task_history import TaskRecord, epoch, recorder
-from tests.support import WorkerProcess, wait_until
+from background_tasks.task_history import Recorder, TaskRecord, _Event, epoch, recorder, utc
+from tests import db_fixtures
+from tests.support import WorkerProcess, free_port, wait_until
 
 HEALTH = "background_tasks.monitoring_tasks.system_health_check"
 QUEUE_CHECK = "background_tasks.monitoring_tasks.check_task_queue"
@@ -28,6 +29,8 @@ CLEANUP = "background_tasks.monitoring_tasks.cleanup_old_tasks"
 SLEEP = "background_tasks.system_tasks.sleep"
 FAIL = "background_tasks.system_tasks.fail"
 PING = "background_tasks.system_tasks.ping"
+
+database_url = db_fixtures.database_url  # the SQLite + PostgreSQL fixture
 
 
 def settings_with(**overrides: str) -> Settings:
@@ -383,3 +386,61 @@ def test_cleanup_compacts_sqlite_only_when_worthwhile(tmp_path) -> None:
         assert session.scalars(select(TaskRecord.task_id)).all() == ["keep"]
     with pytest.raises(ValueError):
         monitoring.cleanup(settings, days=-1)
+
+
+def test_report_cleanup_and_samples_on_each_database(database_url, tmp_path) -> None:
+    """The same figures from SQLite and PostgreSQL, with rows written the way workers write them."""
+    settings = settings_with(
+        MIDAS_DATABASE_URL=database_url, MIDAS_DATA_DIR=str(tmp_path / "data"), REDIS_PORT=str(free_port())
+    )
+    now = time.time()
+    name = "background_tasks.document_tasks.process_document_file"
+    rows = [  # (id, state, runtime, wait, finished seconds ago, retries, error)
+        ("s1", "success", 1.0, 0.5, 60, 0, None),
+        ("s2", "success", 3.0, 1.5, 30, 1, None),
+        ("f1", "failure", 2.0, 1.0, 10, 0, "CorruptDocument"),
+        ("old", "success", 9.0, 9.0, 40 * 86400, 0, None),
+    ]
+    Recorder(database_url).write(
+        [
+            _Event(
+                task_id,
+                5,
+                {
+                    "name": name,
+                    "state": state,
+                    "runtime_s": runtime,
+                    "wait_s": wait,
+                    "retries": retries,
+                    "finished_at": utc(now - ago),
+                    "error_type": error,
+                    "error_message": "xref table broken" if error else None,
+                },
+            )
+            for task_id, state, runtime, wait, ago, retries, error in rows
+        ]
+    )
+    report = monitoring.task_report(settings, hours=1, now=now)
+    figures = report.tasks[name]
+    assert (figures["count"], figures["succeeded"], figures["failed"], figures["retried"]) == (3, 2, 1, 1)
+    assert figures["success_rate"] == round(2 / 3, 4) and figures["throughput_per_hour"] == 3
+    assert (figures["runtime_p50_s"], figures["runtime_p95_s"], figures["runtime_max_s"]) == (2.0, 2.9, 3.0)
+    assert (figures["wait_p50_s"], figures["wait_p95_s"]) == (1.0, 1.45)
+    assert report.top_errors == (
+        {"error_type": "CorruptDocument", "message": "xref table broken", "count": 1, "tasks": [name]},
+    )
+    assert report.documents == {"documents": 0, "chunks": 0, "by_file_type": {}}
+    assert Path(report.files["csv"]).read_text().splitlines()[1].startswith(f"{name},3,2,1,1,0,0.6667,2.0,2.9,3.0,")
+
+    health = monitoring.system_health(settings, store=True, cpu_interval=0.1)
+    assert health.status == "critical" and health.stored
+    (sample,) = monitoring.recent_health(settings, hours=1)
+    assert sample["status"] == "critical" and sample["redis_ok"] is False
+    assert sample["reasons"] == list(health.reasons)
+
+    result = monitoring.cleanup(settings, days=30, now=now)
+    assert result.removed == {"task_history": 1, "health_samples": 0, "results": 0, "result_groups": 0}
+    assert result.errors == () and result.compacted == ()
+    with session_scope(database_url) as session:
+        assert sorted(session.scalars(select(TaskRecord.task_id))) == ["f1", "s1", "s2"]
+    assert len(monitoring.recent_health(settings, hours=1)) == 1

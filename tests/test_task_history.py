@@ -16,11 +16,14 @@ from background_tasks import task_history
 from background_tasks.db import create_all, session_scope, sqlite_path
 from background_tasks.settings import get_settings
 from background_tasks.task_history import Recorder, TaskRecord, epoch, recorder, summarize_args, summarize_result
+from tests import db_fixtures
 from tests.support import wait_until
 
 SLEEP = "background_tasks.system_tasks.sleep"
 FAIL = "background_tasks.system_tasks.fail"
 PING = "background_tasks.system_tasks.ping"
+database_url = db_fixtures.database_url  # the SQLite + PostgreSQL fixture
+
 #: clock slack between test process and worker (same machine) and datetime rounding
 SLACK = 0.05
 
@@ -202,9 +205,9 @@ def test_recording_cost_per_task_is_microseconds(app, tmp_path) -> None:
     assert all(r.runtime_s is not None and r.runtime_s >= 0 and r.worker == "bench@host" for r in rows)
 
 
-def test_events_arriving_out_of_order_end_in_the_right_state(tmp_path) -> None:
+def test_events_arriving_out_of_order_end_in_the_right_state(database_url) -> None:
     """Client, worker main process and pool process write independently; any order gives the same row."""
-    local = Recorder(f"sqlite:///{tmp_path / 'history.sqlite3'}")
+    local = Recorder(database_url)
     t = 1_800_000_000.0
     utc = task_history.utc
     events = [
