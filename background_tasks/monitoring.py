@@ -427,6 +427,8 @@ def evaluate(
             add(WARNING, f"file watcher silent for {age:.0f} s")
         elif watcher.get("present") and age is None:
             add(WARNING, "file watcher heartbeat has no time")
+        elif watcher.get("present") and (watcher.get("heartbeat") or {}).get("state") == "stopped":
+            add(WARNING, f"file watcher stopped {age:.0f} s ago")
         elif not watcher.get("present") and watcher.get("installed"):
             add(WARNING, "no file watcher heartbeat (is the watcher running?)")
     status = max((level for level, _ in findings), key=_RANK.__getitem__, default=OK)
@@ -463,6 +465,10 @@ def system_health(
             celery_info = {"ok": False, "error": "skipped: Redis is unreachable", "workers": {}, "responding": 0}
     finally:
         client.close()
+    # the folders the running watcher reports it watches (it may have been started with others)
+    reported = (watcher.get("heartbeat") or {}).get("watch_dirs") or []
+    extra = {f"watch:{d}": Path(d) for d in reported if isinstance(d, str) and f"watch:{d}" not in disks}
+    disks.update(disk_figures(extra))
     status, reasons = evaluate(settings, system, disks, redis_info, celery_info, queues, watcher)
     report = HealthReport(
         checked_at=now,

@@ -128,12 +128,26 @@ def test_health_thresholds_watcher_heartbeat_and_missing_workers(redis_server, t
 
         # a fresh heartbeat (as a hash, the other accepted form) and relaxed thresholds: no such reasons
         client.delete(WATCHER_HEARTBEAT_KEY)
-        client.hset(WATCHER_HEARTBEAT_KEY, mapping={"time": str(time.time()), "pending": "0"})
+        watched = tmp_path / "watched-by-the-running-watcher"
+        watched.mkdir()
+        client.hset(
+            WATCHER_HEARTBEAT_KEY,
+            mapping={"time": str(time.time()), "pending": "0", "watch_dirs": json.dumps([str(watched)])},
+        )
         relaxed = settings_with(REDIS_DB="3", MIDAS_DISK_CRIT_PERCENT="100", MIDAS_DISK_WARN_PERCENT="100")
         with app_for(relaxed) as other:
             report = monitoring.system_health(relaxed, other, store=False, cpu_interval=0.1)
         assert report.watcher["present"] and report.watcher["age_s"] < 5
         assert not any("watcher" in r or "disk" in r for r in report.reasons)
+        # the folders the watcher reports are measured too
+        assert report.disks[f"watch:{watched}"]["exists"] and 0 < report.disks[f"watch:{watched}"]["percent"] < 100
+
+        # a watcher that stopped cleanly says so in its last heartbeat
+        client.delete(WATCHER_HEARTBEAT_KEY)
+        client.set(WATCHER_HEARTBEAT_KEY, json.dumps({"time": time.time() - 3, "state": "stopped"}))
+        with app_for(relaxed) as other:
+            report = monitoring.system_health(relaxed, other, store=False, cpu_interval=0.1)
+        assert any(r.startswith("warning: file watcher stopped 3 s ago") for r in report.reasons)
     finally:
         client.delete(WATCHER_HEARTBEAT_KEY)
 
