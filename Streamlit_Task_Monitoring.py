@@ -1,0 +1,645 @@
+"""MIDAS monitoring dashboard.
+
+``streamlit run Streamlit_Task_Monitoring.py`` (the launcher starts it as the
+``dashboard`` service at http://localhost:8501, bound to 127.0.0.1). Sections:
+overview, live tasks, system health, task history, performance, documents and
+actions. The figures come from ``background_tasks.dashboard_data``; this file
+only lays them out. Each section is drawn inside ``guarded`` so a database,
+Redis or worker problem shows one plain sentence instead of a traceback, and
+the rest of the page keeps showing what is still known.
+
+Tests (and a second MIDAS) can point the page at other settings by putting a
+``Settings`` object in ``st.session_state["midas_settings"]`` before the run.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from background_tasks import dashboard_data as dd
+from background_tasks.settings import Settings, SettingsError, get_settings
+
+log = logging.getLogger("midas.dashboard")
+
+#: The sidebar's sections; ``?section=Documents`` in the URL opens one directly.
+SECTIONS = ("Overview", "Live tasks", "System health", "Task history", "Performance", "Documents", "Actions")
+WINDOWS = ("last hour", "last 24 hours", "last 7 days", "all", "custom")
+PERIOD_HOURS = {"last hour": 1, "last 6 hours": 6, "last 24 hours": 24, "last 7 days": 168}
+STATUS_ICON = {"ok": "✅", "warning": "⚠️", "critical": "🛑"}
+
+
+# --------------------------------------------------------------------------
+# Plumbing
+# --------------------------------------------------------------------------
+
+
+@contextmanager
+def guarded(what: str) -> Iterator[None]:
+    """Run a section; on any error show one plain sentence and log the details server-side."""
+    try:
+        yield
+    except Exception as exc:  # the user gets a sentence; the log gets the traceback
+        log.warning("dashboard: %s failed: %s", what, exc, exc_info=True)
+        st.error(f"{what} could not be shown: {dd.plain_error(exc)}")
+
+
+def load_settings() -> Settings:
+    injected = st.session_state.get("midas_settings")
+    if isinstance(injected, Settings):
+        return injected
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        st.error(f"MIDAS configuration error: {exc}")
+        st.stop()
+        raise  # unreachable; st.stop() ends the run
+
+
+@st.cache_resource(show_spinner=False)
+def _celery_app(broker_url: str, backend_url: str, _settings: Settings) -> Any:
+    import celery_config
+
+    default = celery_config.app
+    if default.conf.broker_url == broker_url and default.conf.result_backend == backend_url:
+        return default
+    return celery_config.create_app(_settings)
+
+
+def celery_app(settings: Settings) -> Any:
+    return _celery_app(settings.broker_url, settings.result_backend_url, settings)
+
+
+def require_password(settings: Settings) -> None:
+    """When MIDAS_DASHBOARD_PASSWORD is set, nothing is shown until it is entered."""
+    expected = settings.dashboard_password
+    if not expected or st.session_state.get("midas_authenticated"):
+        return
+    st.title("MIDAS monitoring")
+    with st.form("login"):
+        entered = st.text_input("Dashboard password", type="password")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        if hmac.compare_digest(entered.encode("utf-8"), expected.encode("utf-8")):
+            st.session_state["midas_authenticated"] = True
+            st.rerun()
+        time.sleep(1.0)  # slows guessing
+        st.error("Wrong password.")
+    st.stop()
+
+
+def fmt_rate(value: float | None) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
+
+
+def fmt_time(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
+        return "–"
+    if isinstance(value, int | float):
+        value = datetime.fromtimestamp(value, UTC)
+    return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_seconds(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
+
+
+def show_health(status: str, reasons: list[str], title: str = "Health") -> None:
+    text = f"{STATUS_ICON.get(status, '')} **{title}: {status.upper()}**"
+    if reasons:
+        text += "\n" + "\n".join(f"- {reason}" for reason in reasons)
+    else:
+        text += " — every measure is within its thresholds."
+    {"ok": st.success, "warning": st.warning}.get(status, st.error)(text)
+
+
+def service_notes(settings: Settings, snap: dict[str, Any]) -> None:
+    """Say plainly what is down, and that the figures below come from the database."""
+    redis_info = snap.get("redis") or {}
+    if not redis_info.get("ok"):
+        st.warning(
+            f"Redis is not reachable at {settings.redis_host}:{settings.redis_port} "
+            f"({redis_info.get('error', 'no answer')}). Workers, queues and live tasks cannot be shown; "
+            "the task and document figures come from the database. "
+            "Start it with: python -m background_tasks.services start redis"
+        )
+    elif not snap.get("workers"):
+        st.warning(
+            f"No Celery worker answered within {dd.LIVE_TIMEOUT:g} s ({snap.get('workers_error') or 'no reply'}). "
+            "Tasks wait in their queues until a worker runs. "
+            "Start them with: python -m background_tasks.services start worker"
+        )
+
+
+# --------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------
+
+
+def section_overview(settings: Settings, app: Any) -> None:
+    url = settings.database_url_resolved
+    st.header("Overview")
+    snap: dict[str, Any] | None = None
+    with guarded("The live status"):
+        snap = dd.live_snapshot(settings, app)
+        service_notes(settings, snap)
+    figures: dict[str, Any] | None = None
+    with guarded("The task and document figures"):
+        figures = dd.overview(url)
+
+    cols = st.columns(6)
+    redis_up = bool(snap and snap["redis"].get("ok"))
+    cols[0].metric("Workers online", len(snap["workers"]) if redis_up and snap else "–")
+    running = snap["active"] if redis_up and snap else (figures["running"] if figures else "–")
+    cols[1].metric("Tasks running", running)
+    cols[2].metric("Waiting in queues", snap["waiting"] if redis_up and snap else "–")
+    cols[3].metric("Success rate, last hour", fmt_rate(figures["success_rate_1h"]) if figures else "–")
+    cols[4].metric("Success rate, 24 h", fmt_rate(figures["success_rate_24h"]) if figures else "–")
+    if figures:
+        docs = figures["documents"]
+        cols[5].metric(
+            "Documents processed",
+            docs["by_status"].get("success", 0),
+            help=f"{docs['documents']} documents in the store, {docs['chunks']} chunks",
+        )
+    else:
+        cols[5].metric("Documents processed", "–")
+
+    if snap is not None:
+        show_health(snap["status"], snap["reasons"])
+    with guarded("The last stored health check"):
+        latest = dd.latest_health(url)
+        if latest is None:
+            st.caption(
+                "No health check stored yet (Beat runs one every "
+                f"{settings.health_check_interval} s; Actions → Run a health check now)."
+            )
+        else:
+            st.caption(f"Last stored health check: {fmt_time(latest['taken_at'])} — {latest['status']}")
+
+    if figures:
+        hour, day = figures["last_hour"], figures["last_day"]
+        st.caption(
+            f"Finished in the last hour: {hour.get('success', 0)} succeeded, {hour.get('failure', 0)} failed; "
+            f"last 24 h: {day.get('success', 0)} succeeded, {day.get('failure', 0)} failed. "
+            f"Running according to the task history: {figures['running']}."
+        )
+        if not sum(day.values()) and not figures["documents"]["documents"]:
+            st.info("Nothing recorded yet: no task has finished in the last 24 hours and no document was processed.")
+
+    if redis_up and snap:
+        st.subheader("Queues")
+        st.dataframe(dd.queue_table(snap), hide_index=True)
+
+    st.subheader("Links")
+    flower = dd.flower_url(settings)
+    left, right = st.columns(2)
+    left.link_button("Open Flower (Celery workers and tasks)", flower)
+    left.caption(f"Flower: {flower}" + (" — asks for FLOWER_BASIC_AUTH" if settings.flower_basic_auth else ""))
+    with right, guarded("The logs"):
+        st.markdown(f"**Logs** in `{settings.log_dir}`")
+        files = dd.log_files(settings)
+        if files.empty:
+            st.caption("No log files yet.")
+        else:
+            with st.expander("Show a log file"):
+                name = st.selectbox("Log file", files["file"].tolist(), key="log_file")
+                st.code(dd.log_tail(settings, name), language=None)
+
+
+def section_live(settings: Settings, app: Any) -> None:
+    st.header("Live tasks")
+    left, right = st.columns([1, 3])
+    auto = left.toggle("Refresh automatically", value=True, key="live_auto")
+    interval = right.slider("Refresh every (seconds)", 2, 30, value=5, key="live_interval", disabled=not auto)
+
+    @st.fragment(run_every=timedelta(seconds=interval) if auto else None)
+    def live_panel() -> None:
+        with guarded("The live tasks"):
+            snap = dd.live_snapshot(settings, app)
+            st.caption(f"As of {fmt_time(snap['checked_at'])}")
+            service_notes(settings, snap)
+            if not snap["redis"].get("ok"):
+                return
+            cols = st.columns(4)
+            cols[0].metric("Active", snap["active"])
+            cols[1].metric("Reserved", snap["reserved"])
+            cols[2].metric("Scheduled", snap["scheduled"])
+            cols[3].metric("Waiting in queues", snap["waiting"])
+            st.subheader("Queues")
+            st.dataframe(dd.queue_table(snap), hide_index=True)
+            if snap["stuck"]:
+                names = ", ".join(f"{t['name']} on {t['worker']}" for t in snap["stuck"])
+                st.warning(f"Running longer than {settings.stuck_task_seconds:g} s: {names}")
+            for host, tables in dd.worker_tables(snap).items():
+                st.subheader(f"Worker {host}")
+                for kind in ("active", "reserved", "scheduled"):
+                    frame = tables[kind]
+                    if frame.empty:
+                        st.caption(f"{kind.capitalize()}: none")
+                    else:
+                        st.markdown(f"**{kind.capitalize()}** ({len(frame)})")
+                        st.dataframe(frame, hide_index=True)
+
+    live_panel()
+
+
+def section_health(settings: Settings, app: Any) -> None:
+    url = settings.database_url_resolved
+    st.header("System health")
+    period = st.selectbox("Period", list(PERIOD_HOURS), index=2, key="health_period", persist_state="session")
+    with guarded("The current values"):
+        snap = dd.live_snapshot(settings, app)
+        show_health(snap["status"], snap["reasons"], "Health now")
+        st.subheader("Now, against the thresholds")
+        st.dataframe(dd.threshold_table(settings, snap), hide_index=True)
+    with guarded("The health history"):
+        series = dd.health_series(url, PERIOD_HOURS[period])
+        if series.empty:
+            st.info(
+                f"No health samples in the {period}. The health check stores one every "
+                f"{settings.health_check_interval} s while Beat and a worker run, or when you run it under Actions."
+            )
+            return
+        frame = series.set_index("taken_at")
+        charts = (
+            ("CPU %", "cpu_percent", settings.cpu_warn_percent, settings.cpu_crit_percent),
+            ("Memory %", "memory_percent", settings.memory_warn_percent, settings.memory_crit_percent),
+            ("Disk % (data folder)", "data_disk_percent", settings.disk_warn_percent, settings.disk_crit_percent),
+        )
+        columns = st.columns(3)
+        for column, (title, field, warn, crit) in zip(columns, charts, strict=True):
+            column.markdown(f"**{title}**")
+            data = pd.DataFrame({title: frame[field], "warning": warn, "critical": crit}, index=frame.index)
+            column.line_chart(data, height=220)
+        left, right = st.columns(2)
+        left.markdown("**Redis memory (MiB)**")
+        left.line_chart(frame[["redis_used_mib"]].rename(columns={"redis_used_mib": "Redis MiB"}), height=220)
+        right.markdown("**Workers and tasks**")
+        right.line_chart(frame[["workers", "active_tasks", "waiting_tasks"]].astype(float), height=220)
+        st.subheader("Recent checks")
+        recent = series.tail(50).iloc[::-1][["taken_at", "status", "cpu_percent", "memory_percent", "reasons"]]
+        recent = recent.assign(reasons=recent["reasons"].map(lambda r: "; ".join(r or [])))
+        st.dataframe(recent, hide_index=True)
+
+
+def _history_filter(url: str) -> tuple[dd.HistoryFilter, int]:
+    names = dd.distinct_values(url, "name")
+    queues = dd.distinct_values(url, "queue")
+    c1, c2, c3 = st.columns(3)
+    chosen_names = c1.multiselect("Task name", names, key="hist_names")
+    chosen_states = c2.multiselect("State", list(dd.STATES), key="hist_states")
+    chosen_queues = c3.multiselect("Queue", queues, key="hist_queues")
+    c4, c5, c6 = st.columns([1, 2, 1])
+    window = c4.selectbox("Sent", WINDOWS, index=1, key="hist_window")
+    text = c5.text_input("Search (task id, name, arguments, result, error, worker)", key="hist_text")
+    page_size = c6.selectbox("Rows per page", (25, 50, 100), index=1, key="hist_page_size")
+    since, until = dd.window_start(window), None
+    if window == "custom":
+        today = datetime.now(UTC).date()
+        picked = st.date_input("From – to (UTC)", (today - timedelta(days=7), today), key="hist_dates")
+        if isinstance(picked, tuple | list) and len(picked) == 2:
+            start = datetime.combine(picked[0], datetime.min.time(), UTC)
+            end = datetime.combine(picked[1], datetime.max.time(), UTC)
+            since, until = start.timestamp(), end.timestamp()
+    flt = dd.HistoryFilter(
+        names=tuple(chosen_names),
+        states=tuple(chosen_states),
+        queues=tuple(chosen_queues),
+        since=since,
+        until=until,
+        text=text,
+    )
+    return flt, int(page_size)
+
+
+def section_history(settings: Settings, app: Any) -> None:
+    url = settings.database_url_resolved
+    st.header("Task history")
+    with guarded("The task history"):
+        flt, page_size = _history_filter(url)
+        signature = (flt.names, flt.states, flt.queues, flt.text, st.session_state.get("hist_window"), page_size)
+        if st.session_state.get("hist_signature") != signature:
+            st.session_state["hist_signature"] = signature
+            st.session_state.pop("hist_page", None)  # new filter: back to the first page
+        page = int(st.session_state.get("hist_page", 1))
+        frame, total, capped = dd.history_page(url, flt, page=page, page_size=page_size)
+        pages = max(1, math.ceil(total / page_size))
+        if page > pages:  # fewer rows than when the page was chosen
+            st.session_state.pop("hist_page", None)
+            page = 1
+            frame, total, capped = dd.history_page(url, flt, page=page, page_size=page_size)
+        if total == 0:
+            st.info("No task matches." if any(dataclass_values(flt)) else "No task recorded yet.")
+            return
+        first = (page - 1) * page_size + 1
+        st.caption(f"Tasks {first}–{first + len(frame) - 1} of {total:,}{'+' if capped else ''}, newest first")
+        st.dataframe(frame, hide_index=True)
+        st.pagination(pages, key="hist_page")
+
+        st.subheader("Task details")
+        labels = {
+            row.task_id: f"{row.name} · {row.state} · {fmt_time(row.sent_at)} · {row.task_id}"
+            for row in frame.itertuples()
+        }
+        chosen = st.selectbox("Task", list(labels), format_func=labels.get, key="hist_task")
+        typed = st.text_input("…or a task id", key="hist_task_id").strip()
+        task_id = typed or chosen
+        if task_id:
+            show_task(settings, task_id)
+
+
+def dataclass_values(flt: dd.HistoryFilter) -> list[Any]:
+    return [flt.names, flt.states, flt.queues, flt.text.strip()]
+
+
+def show_task(settings: Settings, task_id: str) -> None:
+    detail = dd.task_detail(settings.database_url_resolved, task_id)
+    if detail is None:
+        st.warning(f"No task {task_id} in the history.")
+        return
+    cols = st.columns(4)
+    cols[0].metric("State", detail["state"])
+    cols[1].metric("Wait", fmt_seconds(detail.get("wait_s")))
+    cols[2].metric("Run time", fmt_seconds(detail.get("runtime_s")))
+    cols[3].metric("Retries", detail.get("retries") or 0)
+    st.markdown(
+        "\n".join(
+            [
+                f"- **Task**: `{detail['name']}` — id `{detail['task_id']}`",
+                f"- **Queue / worker**: {detail.get('queue') or '–'} / {detail.get('worker') or '–'}",
+                f"- **Sent**: {fmt_time(detail.get('sent_at'))}",
+                f"- **Received**: {fmt_time(detail.get('received_at'))}",
+                f"- **Started**: {fmt_time(detail.get('started_at'))}",
+                f"- **Finished**: {fmt_time(detail.get('finished_at'))}",
+            ]
+        )
+    )
+    st.markdown("**Arguments**")
+    st.code(detail.get("args_summary") or "(none)", language=None)
+    if detail.get("result_summary"):
+        st.markdown("**Result**")
+        st.code(detail["result_summary"], language=None)
+    if detail.get("error_type") or detail.get("error_message"):
+        st.markdown(f"**Error**: {detail.get('error_type') or ''}")
+        st.code(detail.get("error_message") or "", language=None)
+    if detail.get("traceback"):
+        with st.expander("Traceback (recorded by the worker)"):
+            st.code(detail["traceback"], language=None)
+    st.caption(f"In Flower: {dd.flower_url(settings)}task/{detail['task_id']}")
+
+
+def section_performance(settings: Settings, app: Any) -> None:
+    url = settings.database_url_resolved
+    st.header("Performance")
+    period = st.selectbox("Period", list(PERIOD_HOURS), index=2, key="perf_period", persist_state="session")
+    hours = PERIOD_HOURS[period]
+    with guarded("The throughput"):
+        table, unit = dd.throughput(url, hours)
+        if table.empty:
+            st.info(f"No task finished in the {period}.")
+        else:
+            finished = int(table.to_numpy().sum())
+            failed = int(table["failed"].sum())
+            decided = int(table["succeeded"].sum()) + failed
+            cols = st.columns(3)
+            cols[0].metric("Finished", f"{finished:,}")
+            cols[1].metric(f"Per {unit} (average)", f"{finished / (hours * (60 if unit == 'minute' else 1)):.2f}")
+            cols[2].metric("Failure rate", fmt_rate(failed / decided if decided else None))
+            st.markdown(f"**Tasks finished per {unit}**")
+            st.bar_chart(table, height=260)
+    with guarded("The per-task figures"):
+        per_name = dd.performance_by_name(url, hours)
+        if not per_name.empty:
+            st.subheader("Per task")
+            st.dataframe(per_name, hide_index=True)
+            st.caption("Run time of finished tasks; wait time from sending to starting; failure rate among outcomes.")
+
+
+def section_documents(settings: Settings, app: Any) -> None:
+    url = settings.database_url_resolved
+    st.header("Documents")
+    with guarded("The documents"):
+        stats = dd.document_stats(url)
+        cols = st.columns(5)
+        cols[0].metric("Documents", stats["documents"])
+        for col, status in zip(cols[1:], ("success", "failed", "rejected", "processing"), strict=True):
+            col.metric(status.capitalize(), stats["by_status"].get(status, 0))
+        c1, c2, c3 = st.columns(3)
+        status = c1.selectbox("Status", ("any", "success", "failed", "rejected", "processing"), key="doc_status")
+        ftype = c2.selectbox("Type", ("any", *sorted(stats["by_file_type"])), key="doc_type")
+        page_size = int(c3.selectbox("Rows per page", (25, 50, 100), index=1, key="doc_page_size"))
+        status_arg = None if status == "any" else status
+        type_arg = None if ftype == "any" else ftype
+        signature = (status_arg, type_arg, page_size)
+        if st.session_state.get("doc_signature") != signature:
+            st.session_state["doc_signature"] = signature
+            st.session_state.pop("doc_page", None)
+        page = int(st.session_state.get("doc_page", 1))
+        frame, total = dd.documents_page(url, page, page_size, status_arg, type_arg)
+        pages = max(1, math.ceil(total / page_size))
+        if page > pages:
+            st.session_state.pop("doc_page", None)
+            page = 1
+            frame, total = dd.documents_page(url, page, page_size, status_arg, type_arg)
+        if total == 0:
+            st.info("No document processed yet." if status_arg is None and type_arg is None else "No document matches.")
+        else:
+            first = (page - 1) * page_size + 1
+            st.caption(f"Documents {first}–{first + len(frame) - 1} of {total:,}, newest first")
+            st.dataframe(frame.drop(columns=["path"]), hide_index=True)
+            st.pagination(pages, key="doc_page")
+
+    st.subheader("Search")
+    with guarded("The search"):
+        query = st.text_input('Words, "a phrase", -excluded', key="doc_query")
+        if query.strip():
+            hits = dd.search_documents(url, query, limit=20)
+            if not hits:
+                st.info("Nothing found.")
+            for hit in hits:
+                where = f"page {hit['page']}, " if hit["page"] else ""
+                st.markdown(f"**{hit['name']}** (document {hit['document_id']}, {where}chunk {hit['chunk_index']})")
+                st.html(f"<div class='midas-snippet'>{hit['snippet_html']}</div>")
+
+    st.subheader("One document")
+    with guarded("The document"):
+        doc_id = st.number_input("Document id", min_value=1, step=1, value=None, key="doc_id")
+        if doc_id:
+            show_document(url, int(doc_id))
+
+
+def show_document(url: str, document_id: int) -> None:
+    doc = dd.document_detail(url, document_id)
+    if doc is None:
+        st.warning(f"No document {document_id}.")
+        return
+    cols = st.columns(4)
+    cols[0].metric("Status", doc["status"])
+    cols[1].metric("Type", doc.get("file_type") or "–")
+    cols[2].metric("Size", dd.human_size(doc.get("size_bytes")) or "–")
+    cols[3].metric("Chunks", doc.get("chunk_count") or 0)
+    st.markdown(f"**Path**: `{doc.get('path') or '–'}`")
+    if doc.get("error"):
+        st.error(f"{doc.get('error_type') or 'error'}: {doc['error']}")
+    for warning in doc.get("warnings") or []:
+        st.warning(str(warning))
+    with st.expander("Metadata"):
+        st.json(
+            {
+                **doc.get("metadata", {}),
+                "sha256": doc.get("sha256"),
+                "pages": doc.get("page_count"),
+                "characters": doc.get("text_chars"),
+                "attempts": doc.get("attempts"),
+                "duration_s": doc.get("duration_s"),
+                "task_id": doc.get("task_id"),
+                "paths": [p["path"] for p in doc.get("paths", [])],
+            }
+        )
+    count = int(doc.get("chunk_count") or 0)
+    if count:
+        per_page = 20
+        pages = max(1, math.ceil(count / per_page))
+        if st.session_state.get("chunk_document") != document_id:
+            st.session_state["chunk_document"] = document_id
+            st.session_state.pop("chunk_page", None)
+        page = int(st.session_state.get("chunk_page", 1))
+        if page > pages:
+            st.session_state.pop("chunk_page", None)
+            page = 1
+        chunks = dd.document_chunks(url, document_id, offset=(page - 1) * per_page, limit=per_page)
+        st.markdown(f"**Chunks** ({count})")
+        for row in chunks.itertuples():
+            where = f", page {row.page}" if row.page is not None and not pd.isna(row.page) else ""
+            with st.expander(f"Chunk {row.chunk} (characters {row.start}–{row.end}{where})", expanded=row.chunk == 0):
+                st.text(row.text)
+        if pages > 1:
+            st.pagination(pages, key="chunk_page")
+
+
+def section_actions(settings: Settings, app: Any) -> None:
+    url = settings.database_url_resolved
+    st.header("Actions")
+    redis_problem: str | None = None
+    with guarded("The broker check"):
+        redis_problem = dd.redis_problem(settings)
+        if redis_problem:
+            st.warning(
+                f"Redis is not reachable at {settings.redis_host}:{settings.redis_port} ({redis_problem}); "
+                "nothing can be sent to the workers until it is back."
+            )
+    blocked = redis_problem is not None
+
+    st.subheader("Upload files to be processed")
+    with guarded("The upload"):
+        files = st.file_uploader("Documents", accept_multiple_files=True, key="uploads")
+        if st.button("Process the uploaded files", disabled=blocked or not files, key="upload_go"):
+            for upload in files or []:
+                try:
+                    path = dd.save_upload(settings, upload.name, upload.getvalue())
+                    task_id = dd.send_document(app, path)
+                    st.success(f"{upload.name}: saved as {path.name}, queued (task {task_id})")
+                except Exception as exc:
+                    log.warning("upload of %s failed: %s", upload.name, exc)
+                    st.error(f"{upload.name}: {dd.plain_error(exc)}")
+        st.caption(f"Saved into {settings.inbox_dir}; at most {settings.max_file_mb:g} MB per file.")
+
+    st.subheader("Retry a failed document")
+    with guarded("The failed documents"):
+        failed = dd.failed_documents(url)
+        if failed.empty:
+            st.caption("No failed document.")
+        else:
+            labels = {int(r.id): f"{r.id} · {r.name} · {r.error[:80]}" for r in failed.itertuples()}
+            chosen = st.selectbox("Failed document", list(labels), format_func=labels.get, key="retry_doc")
+            if st.button("Process it again", disabled=blocked, key="retry_go"):
+                try:
+                    task_id, path = dd.retry_document(url, app, int(chosen))
+                    st.success(f"Document {chosen} sent again ({path}, task {task_id})")
+                except (LookupError, ValueError, OSError) as exc:
+                    st.error(str(exc))
+
+    left, right = st.columns(2)
+    with left:
+        st.subheader("Health check")
+        with guarded("The health check"):
+            if st.button("Run a health check now", disabled=blocked, key="health_go"):
+                with st.spinner("Waiting for a worker to run the check…"):
+                    outcome = dd.run_health_check(app)
+                if outcome.error:
+                    st.error(f"Health check (task {outcome.task_id}): {outcome.error}")
+                else:
+                    show_health(outcome.result.get("status", "unknown"), outcome.result.get("reasons", []))
+                    st.caption(f"Stored as a sample; task {outcome.task_id}")
+    with right:
+        st.subheader("Task report")
+        with guarded("The report"):
+            hours = st.number_input("Hours covered", min_value=1, max_value=24 * 90, value=24, key="report_hours")
+            if st.button("Generate a report now", disabled=blocked, key="report_go"):
+                with st.spinner("Waiting for a worker to write the report…"):
+                    outcome = dd.generate_report(app, float(hours))
+                if outcome.error:
+                    st.error(f"Report (task {outcome.task_id}): {outcome.error}")
+                else:
+                    totals = outcome.result.get("totals") or {}
+                    st.success(
+                        f"Report written: {totals.get('count', 0)} tasks, success rate "
+                        f"{fmt_rate(totals.get('success_rate'))}"
+                    )
+                    for kind, path in (outcome.result.get("files") or {}).items():
+                        st.caption(f"{kind}: {path}")
+                    markdown = dd.report_markdown(outcome.result)
+                    if markdown:
+                        with st.expander("Report", expanded=True):
+                            st.markdown(markdown)
+
+
+RENDER = {
+    "Overview": section_overview,
+    "Live tasks": section_live,
+    "System health": section_health,
+    "Task history": section_history,
+    "Performance": section_performance,
+    "Documents": section_documents,
+    "Actions": section_actions,
+}
+
+
+def main() -> None:
+    st.set_page_config(page_title="MIDAS monitoring", page_icon="📊", layout="wide")
+    st.set_option("client.showErrorDetails", "none")
+    settings = load_settings()
+    require_password(settings)
+    with st.sidebar:
+        st.title("MIDAS")
+        section = st.radio("Section", SECTIONS, key="section", bind="query-params")
+        st.caption(f"Redis {settings.redis_host}:{settings.redis_port}")
+        st.caption("Database: " + ("PostgreSQL" if settings.uses_postgres else "SQLite"))
+        st.markdown(f"[Flower]({dd.flower_url(settings)})")
+    with guarded("The database"):
+        try:
+            dd.ensure_schema(settings.database_url_resolved)
+        except Exception as exc:
+            st.error(
+                f"The database is not reachable: {dd.plain_error(exc)}. "
+                "Task history, documents and health history cannot be shown until it is back."
+            )
+    app = None
+    with guarded("The Celery connection"):
+        app = celery_app(settings)
+    RENDER[section](settings, app)
+
+
+main()

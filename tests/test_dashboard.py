@@ -1,0 +1,667 @@
+"""The Streamlit dashboard, section by section, with ``streamlit.testing`` against real databases.
+
+Each test builds its own settings (a throwaway data dir; Redis on a closed port
+unless the test runs a private one) and hands them to the page through
+``st.session_state["midas_settings"]``. Task history rows are written through
+the ``TaskRecord`` model, documents through the real pipeline and store,
+health samples through ``monitoring.store_health_sample``; expected figures
+are computed from the seed, not copied from the page.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from sqlalchemy import event
+from streamlit.testing.v1 import AppTest
+
+from background_tasks import dashboard_data as dd
+from background_tasks import monitoring, pipeline
+from background_tasks.db import get_engine, session_scope
+from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
+from background_tasks.store import DocumentStore
+from background_tasks.task_history import TaskRecord, utc
+from tests.support import free_port, wait_until
+
+PAGE = str(PROJECT_ROOT / "Streamlit_Task_Monitoring.py")
+DOC_TASK = "background_tasks.document_tasks.process_document_file"
+PING = "background_tasks.system_tasks.ping"
+SLEEP = "background_tasks.system_tasks.sleep"
+HEALTH = "background_tasks.monitoring_tasks.system_health_check"
+SECTIONS = ("Overview", "Live tasks", "System health", "Task history", "Performance", "Documents", "Actions")
+
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def make_settings(root: Path, **overrides: str) -> Settings:
+    """Settings for one test: data, logs and watched folder under ``root``; Redis on a closed port by default."""
+    (root / "watch").mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "MIDAS_DATA_DIR": str(root / "data"),
+        "MIDAS_LOG_DIR": str(root / "logs"),
+        "MIDAS_WATCH_DIRS": str(root / "watch"),
+        "REDIS_PORT": str(free_port()),  # nothing listens there
+        **overrides,
+    }
+    if "MIDAS_DASHBOARD_PASSWORD" not in overrides:
+        env.pop("MIDAS_DASHBOARD_PASSWORD", None)
+    return load_settings(env, env_file=Path(os.devnull))
+
+
+def page(settings: Settings, section: str = "Overview", timeout: float = 30) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=timeout)
+    at.session_state["midas_settings"] = settings
+    at.query_params["section"] = section
+    return at.run()
+
+
+def visible_text(at: AppTest) -> str:
+    """Everything a person could read on the page."""
+    parts: list[str] = []
+    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error", "success"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    parts += [str(e.value) for e in at.code]
+    parts += [str(e.value) for e in at.text]
+    parts += [f"{m.label}: {m.value}" for m in at.metric]
+    parts += [e.value.to_string() for e in at.dataframe]
+    parts += [e.value for e in at.html]
+    parts += [str(e.value) for e in at.json]
+    return "\n".join(parts)
+
+
+def assert_no_traceback(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    text = visible_text(at)
+    assert "Traceback (most recent call last)" not in text
+    assert not re.search(r'File ".*", line \d+', text)
+
+
+def metric(at: AppTest, label: str) -> str:
+    found = [m.value for m in at.metric if m.label == label]
+    assert found, f"no metric {label!r} among {[m.label for m in at.metric]}"
+    return found[0]
+
+
+# --------------------------------------------------------------------------
+# Seed
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Seed:
+    rows: list[dict[str, Any]]
+    now: float
+
+    def finished_within(self, seconds: float) -> list[dict[str, Any]]:
+        lo = self.now - seconds
+        return [r for r in self.rows if r["finished_at"] is not None and lo <= r["finished_at"].timestamp()]
+
+    def rate(self, seconds: float) -> float:
+        done = self.finished_within(seconds)
+        ok = sum(r["state"] == "success" for r in done)
+        bad = sum(r["state"] == "failure" for r in done)
+        return ok / (ok + bad)
+
+    def sent_within(self, seconds: float) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["sent_at"].timestamp() >= self.now - seconds]
+
+
+def newest_first(row: dict[str, Any]) -> tuple[Any, str]:
+    """The history's order (sent time, then task id, both descending)."""
+    return row["sent_at"], row["task_id"]
+
+
+def task_row(
+    name: str,
+    queue: str,
+    state: str,
+    sent_ago: float,
+    now: float,
+    wait: float = 0.05,
+    run: float | None = 0.2,
+    **extra: Any,
+) -> dict[str, Any]:
+    sent = now - sent_ago
+    started = sent + wait if state != "pending" else None
+    finished = started + run if state in ("success", "failure", "revoked") and started and run is not None else None
+    return {
+        "task_id": str(uuid.uuid4()),
+        "name": name,
+        "queue": queue,
+        "worker": f"worker-{queue}@testhost",
+        "state": state,
+        "seq": 5,
+        "retries": 0,
+        "args_summary": extra.pop("args_summary", "'x'"),
+        "sent_at": utc(sent),
+        "received_at": utc(sent + wait / 2),
+        "started_at": utc(started) if started else None,
+        "finished_at": utc(finished) if finished else None,
+        "wait_s": wait if started else None,
+        "runtime_s": run if finished else None,
+        **extra,
+    }
+
+
+def build_seed(now: float) -> Seed:
+    rows = []
+    # last hour: documents, six succeeded and two failed with a traceback, one still running
+    for i in range(6):
+        rows.append(
+            task_row(DOC_TASK, "documents", "success", 600 + 300 * i, now, wait=0.01 * (i + 1), run=0.1 * (i + 1))
+        )
+    for i in range(2):
+        rows.append(
+            task_row(
+                DOC_TASK,
+                "documents",
+                "failure",
+                900 + 120 * i,
+                now,
+                wait=0.3,
+                run=1.5 + i,
+                args_summary=f"'/inbox/report-{i}.pdf'",
+                error_type="CorruptDocument (corrupt)",
+                error_message=f"report-{i}.pdf: page tree broken",
+                traceback=(
+                    'Traceback (most recent call last):\n  File "pipeline.py", line 1, in process_file\n'
+                    f"CorruptDocument: report-{i}.pdf: page tree broken"
+                ),
+            )
+        )
+    rows.append(task_row(DOC_TASK, "documents", "started", 10, now, run=None))
+    # 2-20 hours ago: pings, one failed
+    for i in range(10):
+        rows.append(task_row(PING, "default", "success", 7200 + 6480 * i, now, wait=0.02, run=0.01 * (i + 1)))
+    rows.append(
+        task_row(PING, "default", "failure", 5 * 3600, now, error_type="ConnectionError", error_message="no route")
+    )
+    # 1.5 to 22 hours ago: many sleeps, for pagination
+    for i in range(120):
+        rows.append(task_row(SLEEP, "default", "success", 5400 + 615 * i, now, wait=0.1, run=1.0 + (i % 7) * 0.1))
+    # three days ago: outside every 24 h figure
+    for i in range(5):
+        rows.append(task_row(HEALTH, "monitoring", "success", 3 * 86400 + 60 * i, now))
+    return Seed(rows, now)
+
+
+def seed_history(settings: Settings, seed: Seed) -> None:
+    url = settings.database_url_resolved
+    dd.ensure_schema(url)
+    with session_scope(url) as session:
+        session.add_all(TaskRecord(**row) for row in seed.rows)
+
+
+AURORA = "The aurora borealis lit the northern sky over Tromsø while the <script>alert(1)</script> crew watched."
+
+
+def seed_documents(settings: Settings) -> dict[str, Path]:
+    """Real files through the real pipeline: two succeed, a broken PDF fails, an unknown type is rejected."""
+    watch = settings.watch_dirs[0]
+    files = {
+        "aurora.txt": (AURORA + "\n\n") * 3,
+        "minutes.html": "<html><body><h1>Minutes</h1><p>The committee approved the budget.</p></body></html>",
+        "broken.pdf": "%PDF-1.7\n1 0 obj << /Type /Catalog /Pages 9 0 R >> endobj\ntrailer << /Root 1 0 R >>\n",
+        "mystery.bin": bytes(range(256)) * 4,
+    }
+    paths = {}
+    store = DocumentStore(settings.database_url_resolved)
+    store.create_schema()
+    for name, content in files.items():
+        path = watch / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        result = pipeline.process_file(str(path), settings, store)
+        assert result.status in ("success", "failed", "rejected"), result
+        paths[name] = path
+    return paths
+
+
+def seed_health(settings: Settings, now: float, cpus: list[float]) -> None:
+    url = settings.database_url_resolved
+    dd.ensure_schema(url)
+    for i, cpu in enumerate(cpus):
+        status = monitoring.WARNING if cpu >= settings.cpu_warn_percent else monitoring.OK
+        report = monitoring.HealthReport(
+            checked_at=now - 600 * (len(cpus) - i),
+            status=status,
+            reasons=(f"warning: CPU at {cpu}%",) if status != monitoring.OK else (),
+            system={"cpu_percent": cpu, "memory_percent": 40.0 + i, "swap_percent": 0.0, "load_1": 0.5},
+            disks={"data_dir": {"path": str(settings.data_dir), "percent": 50.0}},
+            redis={"ok": True, "latency_ms": 0.3, "used_memory": (1 + i) * 1024 * 1024},
+            celery={"ok": True, "responding": 1, "active_tasks": i},
+            queues={"default": {"waiting": i}},
+            watcher={},
+            duration_s=0.5,
+        )
+        monitoring.store_health_sample(url, report)
+
+
+@pytest.fixture
+def seeded(tmp_path: Path) -> tuple[Settings, Seed]:
+    settings = make_settings(tmp_path)
+    seed = build_seed(time.time())
+    seed_history(settings, seed)
+    return settings, seed
+
+
+# --------------------------------------------------------------------------
+# Empty database, Redis down
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_every_section_renders_on_an_empty_database_with_redis_down(tmp_path: Path, section: str) -> None:
+    settings = make_settings(tmp_path)
+    at = page(settings, section)
+    assert_no_traceback(at)
+    assert [h.value for h in at.header] == [section]
+    text = visible_text(at)
+    expected = {
+        "Overview": "Nothing recorded yet",
+        "Live tasks": "Redis is not reachable",
+        "System health": "No health samples",
+        "Task history": "No task recorded yet",
+        "Performance": "No task finished",
+        "Documents": "No document processed yet",
+        "Actions": "nothing can be sent to the workers",
+    }[section]
+    assert expected in text
+    if section == "Overview":
+        assert f"Redis is not reachable at {settings.redis_host}:{settings.redis_port}" in text
+        assert metric(at, "Workers online") == "–"
+        assert metric(at, "Success rate, last hour") == "–"
+        assert "Health: CRITICAL" in text and "Redis unreachable" in text
+    if section == "Actions":
+        assert all(b.disabled for b in at.button), "actions that need Redis must be disabled while it is down"
+
+
+# --------------------------------------------------------------------------
+# Seeded database
+# --------------------------------------------------------------------------
+
+
+def test_overview_figures_come_from_the_history_and_the_store(seeded, tmp_path: Path) -> None:
+    settings, seed = seeded
+    seed_documents(settings)
+    at = page(settings, "Overview")
+    assert_no_traceback(at)
+    assert metric(at, "Success rate, last hour") == f"{seed.rate(3600):.1%}"
+    assert metric(at, "Success rate, 24 h") == f"{seed.rate(86400):.1%}"
+    assert metric(at, "Documents processed") == "2"
+    # Redis is down: the running count comes from the history (one row 'started')
+    running = sum(r["state"] == "started" for r in seed.rows)
+    assert metric(at, "Tasks running") == str(running)
+    assert "Redis is not reachable" in visible_text(at)
+    # links: Flower and the logs folder
+    assert [b.value for b in at.link_button] == ["Open Flower (Celery workers and tasks)"]
+    assert at.link_button[0].proto.url == f"http://localhost:{settings.flower_port}/flower/"
+    assert str(settings.log_dir) in visible_text(at)
+
+
+def test_overview_shows_a_log_file_tail(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    settings.log_dir.mkdir(parents=True)
+    lines = [f"2024-01-01 worker line {i}" for i in range(500)]
+    (settings.log_dir / "worker-1.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    at = page(settings, "Overview")
+    assert_no_traceback(at)
+    assert at.selectbox(key="log_file").value == "worker-1.log"
+    tail = [c.value for c in at.code if "worker line" in c.value]
+    assert tail and tail[0].splitlines() == lines[-200:]
+    with pytest.raises(ValueError):
+        dd.log_tail(settings, "../secrets.log")
+
+
+def test_task_history_filters_search_pages_and_details(seeded) -> None:
+    settings, seed = seeded
+    at = page(settings, "Task history")
+    assert_no_traceback(at)
+    in_day = seed.sent_within(86400)
+    assert f"of {len(in_day):,}, newest first" in visible_text(at)
+    first_page = at.dataframe[0].value
+    assert len(first_page) == 50
+    newest = sorted(in_day, key=newest_first, reverse=True)[:50]
+    assert list(first_page["task_id"]) == [r["task_id"] for r in newest]
+
+    # page 2: the next 50, no overlap
+    at.pagination(key="hist_page").set_value(2).run()
+    second = at.dataframe[0].value
+    assert list(second["task_id"]) == [r["task_id"] for r in sorted(in_day, key=newest_first, reverse=True)[50:100]]
+
+    # state filter goes back to page 1
+    at.multiselect(key="hist_states").set_value(["failure"]).run()
+    failed = [r for r in in_day if r["state"] == "failure"]
+    assert sorted(at.dataframe[0].value["task_id"]) == sorted(r["task_id"] for r in failed)
+    assert "hist_page" not in at.session_state or at.session_state["hist_page"] == 1
+
+    # name filter, all time
+    at.multiselect(key="hist_states").set_value([]).run()
+    at.multiselect(key="hist_names").set_value([HEALTH]).run()
+    assert "No task matches." in visible_text(at)  # three days old: outside the default 24 hours
+    at.selectbox(key="hist_window").set_value("all").run()
+    assert len(at.dataframe[0].value) == sum(r["name"] == HEALTH for r in seed.rows)
+    assert set(at.multiselect(key="hist_names").options) == {DOC_TASK, PING, SLEEP, HEALTH}
+
+    # text search finds the error message; the detail shows error, traceback and timings
+    at.multiselect(key="hist_names").set_value([]).run()
+    at.text_input(key="hist_text").input("page tree").run()
+    found = at.dataframe[0].value
+    expected = [r for r in seed.rows if "page tree" in (r.get("error_message") or "")]
+    assert sorted(found["task_id"]) == sorted(r["task_id"] for r in expected)
+    chosen = at.selectbox(key="hist_task").value
+    row = next(r for r in expected if r["task_id"] == chosen)
+    text = visible_text(at)
+    assert row["error_message"] in text and row["args_summary"] in text
+    assert any(row["traceback"] == c.value for c in at.code)
+    assert metric(at, "Run time") == f"{row['runtime_s']:.3f} s"
+    assert metric(at, "Wait") == f"{row['wait_s']:.3f} s"
+
+    # a task id typed in is looked up directly
+    at.text_input(key="hist_task_id").input(seed.rows[-1]["task_id"]).run()
+    assert f"id `{seed.rows[-1]['task_id']}`" in visible_text(at)
+    # search text that SQL would misread is taken literally
+    at.text_input(key="hist_task_id").input("").run()
+    at.text_input(key="hist_text").input("%_\\'; DROP TABLE task_history; --").run()
+    assert_no_traceback(at)
+    assert "No task matches." in visible_text(at)
+
+
+def test_performance_percentiles_failure_rate_and_throughput(seeded) -> None:
+    settings, seed = seeded
+    at = page(settings, "Performance")
+    assert_no_traceback(at)
+    day = seed.finished_within(86400)
+    assert metric(at, "Finished") == f"{len(day):,}"
+    table = at.dataframe[0].value.set_index("task")
+    docs = [r for r in day if r["name"] == DOC_TASK]
+    runs = pd.Series([r["runtime_s"] for r in docs])
+    waits = pd.Series([r["wait_s"] for r in docs])
+    assert table.loc[DOC_TASK, "finished"] == len(docs)
+    assert table.loc[DOC_TASK, "run p50 (s)"] == pytest.approx(monitoring.percentile(list(runs), 50))
+    assert table.loc[DOC_TASK, "run p95 (s)"] == pytest.approx(monitoring.percentile(list(runs), 95))
+    assert table.loc[DOC_TASK, "wait p95 (s)"] == pytest.approx(monitoring.percentile(list(waits), 95))
+    failed = sum(r["state"] == "failure" for r in docs)
+    assert table.loc[DOC_TASK, "failure rate"] == pytest.approx(failed / len(docs))
+    assert HEALTH not in table.index  # three days old
+    # throughput: every success in the window is in one hourly bucket
+    frame, unit = dd.throughput(settings.database_url_resolved, 24)
+    assert unit == "hour"
+    assert frame["succeeded"].sum() == sum(r["state"] == "success" for r in day)
+    minute, unit = dd.throughput(settings.database_url_resolved, 1)
+    assert unit == "minute" and minute["failed"].sum() == 2
+
+
+def test_documents_list_search_with_escaped_highlights_and_chunks(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    seed_documents(settings)
+    at = page(settings, "Documents")
+    assert_no_traceback(at)
+    listing = at.dataframe[0].value.set_index("name")
+    assert set(listing.index) == {"aurora.txt", "minutes.html", "broken.pdf", "mystery.bin"}
+    assert listing.loc["aurora.txt", "status"] == "success" and listing.loc["aurora.txt", "chunks"] >= 1
+    assert listing.loc["broken.pdf", "status"] == "failed"
+    assert listing.loc["mystery.bin", "status"] == "rejected"
+    assert listing.loc["aurora.txt", "type"] == "txt"
+    assert metric(at, "Failed") == "1" and metric(at, "Rejected") == "1"
+
+    at.selectbox(key="doc_status").set_value("success").run()
+    assert set(at.dataframe[0].value["name"]) == {"aurora.txt", "minutes.html"}
+
+    at.text_input(key="doc_query").input("borealis").run()
+    snippets = [h.value for h in at.html]
+    assert snippets and all("<mark>borealis</mark>" in s for s in snippets)
+    # the document's own markup is shown as text, never run
+    assert all("<script>" not in s for s in snippets)
+    assert any("&lt;script&gt;" in s for s in snippets)
+    assert "aurora.txt" in visible_text(at)
+
+    doc_id = int(listing.loc["aurora.txt", "id"])
+    at.number_input(key="doc_id").set_value(doc_id).run()
+    assert metric(at, "Status") == "success"
+    chunks = dd.document_chunks(settings.database_url_resolved, doc_id)
+    assert [t.value for t in at.text][: len(chunks)] == list(chunks["text"])
+    assert str(settings.watch_dirs[0] / "aurora.txt") in visible_text(at)
+
+    at.number_input(key="doc_id").set_value(9999).run()
+    assert "No document 9999." in visible_text(at)
+
+
+def test_system_health_charts_and_thresholds(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, MIDAS_CPU_WARN_PERCENT="70", MIDAS_CPU_CRIT_PERCENT="90")
+    cpus = [10.0, 20.0, 75.0, 30.0, 40.0]
+    seed_health(settings, time.time(), cpus)
+    at = page(settings, "System health")
+    assert_no_traceback(at)
+    charts = at.get("vega_lite_chart")
+    assert len(charts) == 5  # CPU, memory, disk, Redis memory, workers/tasks
+    thresholds = at.dataframe[0].value.set_index("measure")
+    assert thresholds.loc["CPU %", "warning at"] == 70 and thresholds.loc["CPU %", "critical at"] == 90
+    recent = at.dataframe[1].value
+    assert list(recent["cpu_percent"]) == list(reversed(cpus))
+    assert list(recent["status"]) == ["warning" if c >= 70 else "ok" for c in reversed(cpus)]
+    series = dd.health_series(settings.database_url_resolved, 24)
+    assert list(series["redis_used_mib"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    # the period selector narrows the window: only the newest sample is within the last hour... and the one before
+    at.selectbox(key="health_period").set_value("last hour").run()
+    assert len(at.dataframe[1].value) == sum(600 * (len(cpus) - i) <= 3600 for i in range(len(cpus)))
+
+
+# --------------------------------------------------------------------------
+# Broken states
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+def test_unreachable_database_is_said_plainly(tmp_path: Path, section: str) -> None:
+    url = f"postgresql+psycopg://midas@127.0.0.1:{free_port()}/midas"
+    settings = make_settings(tmp_path, MIDAS_DATABASE_URL=url)
+    at = page(settings, section)
+    assert_no_traceback(at)
+    errors = " ".join(e.value for e in at.error)
+    assert "The database is not reachable" in errors
+    assert "database temporarily unavailable" in errors or "could not be reached" in errors
+    assert [h.value for h in at.header] == [section]
+
+
+def test_password_is_asked_first(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, MIDAS_DASHBOARD_PASSWORD="correct horse")
+    at = page(settings)
+    assert_no_traceback(at)
+    assert not at.header and not at.metric and not at.radio  # nothing but the sign-in form
+    at.text_input[0].input("wrong")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Wrong password."]
+    assert not at.header
+    at.text_input[0].input("correct horse")
+    at.button[0].click().run()
+    assert [h.value for h in at.header] == ["Overview"]
+    assert at.session_state["midas_authenticated"] is True
+
+
+# --------------------------------------------------------------------------
+# Queries use indexes
+# --------------------------------------------------------------------------
+
+
+def test_every_dashboard_query_is_served_by_an_index(seeded) -> None:
+    settings, _seed = seeded
+    seed_documents(settings)
+    seed_health(settings, time.time(), [10.0, 20.0])
+    url = settings.database_url_resolved
+    captured: list[tuple[str, Any]] = []
+
+    def capture(conn, cursor, statement, parameters, context, executemany) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "sqlite_master" not in statement:
+            captured.append((statement, parameters))
+
+    engine = get_engine(url)
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        for section in SECTIONS:
+            at = page(settings, section)
+            assert_no_traceback(at)
+        at = page(settings, "Task history")
+        at.multiselect(key="hist_states").set_value(["failure"]).run()
+        at.multiselect(key="hist_queues").set_value(["documents"]).run()
+        at.selectbox(key="hist_window").set_value("last 7 days").run()
+        at.text_input(key="hist_text").input("tree").run()
+        at = page(settings, "Documents")
+        at.text_input(key="doc_query").input("committee").run()
+        at.number_input(key="doc_id").set_value(1).run()
+        at.selectbox(key="doc_status").set_value("failed").run()
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+
+    assert len(captured) > 20
+    scans = []
+    with engine.connect() as conn:
+        for statement, parameters in captured:
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters).all()
+            for _id, _parent, _unused, detail in plan:
+                # "SCAN t" alone reads every row; "SCAN t USING (COVERING) INDEX" walks an index in order
+                table = re.fullmatch(r"SCAN (\w+)( AS \w+)?", detail)
+                if table and table.group(1) in ("task_history", "documents", "chunks", "health_samples"):
+                    scans.append((detail, statement))
+    assert not scans, scans
+
+
+# --------------------------------------------------------------------------
+# Live: a private Redis and a real worker
+# --------------------------------------------------------------------------
+
+
+def test_live_tasks_actions_upload_and_retry_with_a_real_worker(isolated_stack, tmp_path: Path) -> None:
+    stack = isolated_stack(MIDAS_WATCH_DIRS=str(tmp_path / "watch"), MIDAS_LOG_DIR=str(tmp_path / "logs"))
+    (tmp_path / "watch").mkdir()
+    settings = stack.settings
+    worker = stack.start_worker(queues=("default", "documents", "monitoring"), concurrency=2)
+
+    # Overview: one worker online, queues listed
+    at = page(settings, "Overview")
+    assert_no_traceback(at)
+    assert metric(at, "Workers online") == "1"
+    assert set(at.dataframe[0].value["queue"]) == {"default", "documents", "analysis", "monitoring"}
+
+    # Live tasks: a running task shows under its worker
+    running = stack.send(SLEEP, 6)
+    live = page(settings, "Live tasks")
+
+    def active_shown():
+        live.run()
+        tables = [d.value for d in live.dataframe if "running_s" in d.value.columns]
+        return any(running.id in set(t["id"]) for t in tables)
+
+    wait_until(active_shown, 15, interval=0.3, what="the sleeping task among the active tasks")
+    assert_no_traceback(live)
+    assert f"Worker {worker.hostname}" in [s.value for s in live.subheader]
+    assert live.slider(key="live_interval").min == 2 and live.slider(key="live_interval").max == 30
+    live.toggle(key="live_auto").set_value(False).run()
+    assert live.slider(key="live_interval").disabled
+
+    # Actions: upload two files (one breaks), then retry the broken one
+    at = page(settings, "Actions", timeout=60)
+    assert "No failed document." in visible_text(at)
+    at.file_uploader(key="uploads").set_value(
+        [("field notes.txt", AURORA.encode(), "text/plain"), ("../../broken.pdf", b"%PDF-1.4\n%%EOF garbage", "")]
+    ).run()
+    at.button(key="upload_go").click().run()
+    assert_no_traceback(at)
+    messages = [s.value for s in at.success]
+    assert len(messages) == 2 and all("queued (task" in m for m in messages)
+    inbox = sorted(p.name for p in settings.inbox_dir.iterdir())
+    assert inbox == ["broken.pdf", "field notes.txt"]  # no folder part survives
+    store = DocumentStore(settings.database_url_resolved)
+
+    def both_done():
+        docs = {Path(d["path"]).name: d for d in store.list_documents() if d["status"] != "processing"}
+        return docs if len(docs) == 2 else None
+
+    docs = wait_until(both_done, 30, interval=0.3, what="both uploads processed")
+    assert docs["field notes.txt"]["status"] == "success" and docs["broken.pdf"]["status"] == "failed"
+
+    at.run()
+    failed_id = docs["broken.pdf"]["id"]
+    assert at.selectbox(key="retry_doc").value == failed_id
+    at.button(key="retry_go").click().run()
+    assert any(f"Document {failed_id} sent again" in s.value for s in at.success)
+    wait_until(lambda: (store.get_document(failed_id) or {}).get("attempts") == 2, 30, what="the retry to run")
+
+    # Health check now: a worker runs it and a sample is stored
+    at.button(key="health_go").click().run()
+    assert_no_traceback(at)
+    shown = [a.value for a in (*at.success, *at.warning, *at.error) if "Health:" in a.value]
+    assert shown, visible_text(at)
+    latest = dd.latest_health(settings.database_url_resolved)
+    assert latest is not None and latest["workers"] == 1
+    assert latest["status"].upper() in shown[0]
+
+    # Report now: files written, Markdown shown
+    at.button(key="report_go").click().run()
+    assert_no_traceback(at)
+    assert any(s.value.startswith("Report written:") for s in at.success)
+    reports = sorted(settings.reports_dir.glob("task-report-*.md"))
+    assert reports and any("# MIDAS task report" in m.value for m in at.markdown)
+    assert running.get(timeout=30)["slept"] >= 6
+
+
+def test_workers_down_but_redis_up_is_said_plainly(isolated_stack, tmp_path: Path) -> None:
+    stack = isolated_stack()
+    settings = stack.settings
+    stack.send(PING)  # waits in the queue: nobody consumes it
+    at = page(settings, "Overview")
+    assert_no_traceback(at)
+    text = visible_text(at)
+    assert "No Celery worker answered" in text
+    assert metric(at, "Workers online") == "0"
+    assert metric(at, "Waiting in queues") == "1"
+    assert "no Celery worker answered a ping" in text  # the health reason
+
+
+# --------------------------------------------------------------------------
+# Plain functions
+# --------------------------------------------------------------------------
+
+
+def test_upload_names_are_made_safe_and_never_overwrite(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, MIDAS_MAX_FILE_MB="0.001")
+    assert dd.safe_upload_name("../../etc/passwd") == "passwd"
+    assert dd.safe_upload_name("C:\\Users\\x\\report.pdf") == "report.pdf"
+    assert dd.safe_upload_name("...") == "upload"
+    assert dd.safe_upload_name("a\x00b\nc.txt") == "a_b_c.txt"
+    first = dd.save_upload(settings, "notes.txt", b"one")
+    second = dd.save_upload(settings, "notes.txt", b"two")
+    assert (first.name, second.name) == ("notes.txt", "notes-1.txt")
+    assert first.read_bytes() == b"one" and second.read_bytes() == b"two"
+    from background_tasks.errors import FileTooLarge
+
+    with pytest.raises(FileTooLarge, match="MIDAS_MAX_FILE_MB"):
+        dd.save_upload(settings, "big.bin", b"x" * 2000)
+
+
+def test_history_count_is_capped(tmp_path: Path, monkeypatch) -> None:
+    settings = make_settings(tmp_path)
+    now = time.time()
+    seed = Seed([task_row(PING, "default", "success", 60 + i, now) for i in range(30)], now)
+    seed_history(settings, seed)
+    monkeypatch.setattr(dd, "COUNT_CAP", 25)
+    frame, total, capped = dd.history_page(settings.database_url_resolved, dd.HistoryFilter(), page=1, page_size=10)
+    assert (len(frame), total, capped) == (10, 25, True)
+    frame, total, capped = dd.history_page(
+        settings.database_url_resolved, dd.HistoryFilter(text="nothing like this"), page=1
+    )
+    assert (len(frame), total, capped) == (0, 0, False)
+    assert math.isclose(dd.success_rate({"success": 3, "failure": 1, "retry": 5}), 0.75)
+    assert dd.success_rate({"retry": 2}) is None
