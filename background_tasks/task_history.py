@@ -347,10 +347,18 @@ class Recorder:
         engine = get_engine(self.url)
         with engine.begin() as conn:
             for event in events:
-                conn.execute(_upsert_statement(conn.dialect.name, event))
+                conn.execute(_upsert_statement(conn.dialect.name, frozenset(event.fields)), _event_params(event))
 
 
-def _upsert_statement(dialect: str, event: _Event) -> Any:
+_statements: dict[tuple[str, frozenset[str]], Any] = {}
+
+
+def _upsert_statement(dialect: str, columns: frozenset[str]) -> Any:
+    """The upsert for events carrying ``columns``; built once per column set (building costs more than running)."""
+    key = (dialect, columns)
+    stmt = _statements.get(key)
+    if stmt is not None:
+        return stmt
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect == "sqlite":
@@ -358,19 +366,24 @@ def _upsert_statement(dialect: str, event: _Event) -> Any:
     else:  # pragma: no cover - MIDAS supports SQLite and PostgreSQL
         raise NotImplementedError(f"task history needs SQLite or PostgreSQL, not {dialect}")
     table = TaskRecord.__table__
-    values = {"task_id": event.task_id, "seq": event.seq, **event.fields}
-    values.setdefault("state", "pending")
-    stmt = insert(table).values(**values)
-    newer = stmt.excluded.seq >= table.c.seq
-    set_: dict[str, Any] = {"seq": case((newer, stmt.excluded.seq), else_=table.c.seq)}
-    for column in event.fields:
+    base = insert(table)
+    newer = base.excluded.seq >= table.c.seq
+    set_: dict[str, Any] = {"seq": case((newer, base.excluded.seq), else_=table.c.seq)}
+    for column in columns:
         if column in _FILL_WHEN_EMPTY:
-            set_[column] = case((newer | table.c[column].is_(None), stmt.excluded[column]), else_=table.c[column])
+            set_[column] = case((newer | table.c[column].is_(None), base.excluded[column]), else_=table.c[column])
         elif column in _GUARDED:
-            set_[column] = case((newer, stmt.excluded[column]), else_=table.c[column])
+            set_[column] = case((newer, base.excluded[column]), else_=table.c[column])
         elif column in _FILL:
-            set_[column] = func.coalesce(table.c[column], stmt.excluded[column])
-    return stmt.on_conflict_do_update(index_elements=[table.c.task_id], set_=set_)
+            set_[column] = func.coalesce(table.c[column], base.excluded[column])
+    stmt = base.on_conflict_do_update(index_elements=[table.c.task_id], set_=set_)
+    _statements[key] = stmt
+    return stmt
+
+
+def _event_params(event: _Event) -> dict[str, Any]:
+    # a row first created by an event without a state (a retry's receipt) starts as pending
+    return {"task_id": event.task_id, "seq": event.seq, "state": "pending", **event.fields}
 
 
 def _default_url() -> str:
