@@ -201,7 +201,7 @@ def _sniff_zip(path: Path) -> Detected:
                 info = zf.getinfo("[Content_Types].xml")
                 if info.file_size <= _CT_MAX_BYTES:
                     content_types = zf.read(info).decode("utf-8", "replace")
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+    except Exception as exc:  # zipfile raises BadZipFile, zlib.error, NotImplementedError... on damaged archives
         logger.debug("zip sniff failed for %s: %s", path, exc)
         return Detected("application/zip", "zip", "a damaged ZIP archive", damaged=True)
     if "word/document.xml" in names or "wordprocessingml.document.main" in content_types:

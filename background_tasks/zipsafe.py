@@ -12,6 +12,7 @@ parts MIDAS parses itself, in case a declared size lies.
 from __future__ import annotations
 
 import logging
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -41,8 +42,8 @@ def open_zip(path: Path | str) -> zipfile.ZipFile:
         return zipfile.ZipFile(path)
     except zipfile.BadZipFile as exc:
         raise CorruptDocument(f"{name}: not a valid ZIP container ({exc})") from exc
-    except (OSError, ValueError, EOFError) as exc:
-        raise CorruptDocument(f"{name}: cannot read ZIP container ({exc})") from exc
+    except (OSError, ValueError, EOFError, NotImplementedError, RuntimeError, zlib.error, struct.error) as exc:
+        raise CorruptDocument(f"{name}: cannot read ZIP container ({type(exc).__name__}: {exc})") from exc
 
 
 def check_zip(

@@ -9,6 +9,7 @@ no hang (each test has a timeout).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -86,6 +87,12 @@ def outcome(path: Path, limits: Limits | None = None) -> Extraction | MidasError
         return exc
 
 
+@functools.cache
+def corpus_outcome(path: Path) -> Extraction | MidasError:
+    """Corpus results are shared by the outcome and recall tests (GeoTopo alone takes seconds)."""
+    return outcome(path)
+
+
 def test_corpus_is_present() -> None:
     assert corpus_dir().is_dir()
     assert CORPUS, "no corpus files of the binary formats found"
@@ -96,7 +103,7 @@ def test_corpus_is_present() -> None:
 
 @pytest.mark.parametrize("path", CORPUS, ids=_rel)
 def test_corpus_file_ends_in_extraction_or_midas_error(path: Path) -> None:
-    result = outcome(path)
+    result = corpus_outcome(path)
     assert isinstance(result, (Extraction, MidasError)), type(result)
     if isinstance(result, MidasError):
         assert result.message.strip()
@@ -139,7 +146,8 @@ REFERENCES = [pair for pair in (expected_references() if CORPUS else []) if pair
 @pytest.mark.parametrize("pair", REFERENCES, ids=lambda pair: _rel(pair[0]))
 def test_reference_word_recall(pair: tuple[Path, Path]) -> None:
     source, reference = pair
-    extraction = run(source)
+    extraction = corpus_outcome(source)
+    assert isinstance(extraction, Extraction), extraction
     recall = word_recall(extraction.text, reference)
     minimum = _RECALL_EXCEPTIONS.get(source.name, 0.90)
     assert recall >= minimum, f"{_rel(source)}: word recall {recall:.3f} < {minimum}"

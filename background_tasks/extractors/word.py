@@ -25,7 +25,7 @@ import subprocess
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,7 @@ from background_tasks.zipsafe import check_zip, open_zip, read_member
 logger = logging.getLogger(__name__)
 
 #: seconds an external converter (antiword/catdoc) may run
-TOOL_TIMEOUT = 120
+TOOL_TIMEOUT = 30
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
 W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
@@ -595,88 +595,150 @@ def _codec(codepage: int | None) -> str:
     return name
 
 
+#: SummaryInformation property ids -> metadata keys (MS-OLEPS PIDSI_*)
+_PIDSI = {
+    2: "title",
+    3: "subject",
+    4: "authors",
+    5: "keywords",
+    8: "last_modified_by",
+    9: "revision",
+    12: "created",
+    13: "modified",
+    14: "page_count",
+    18: "application",
+}
+_VT_I2, _VT_I4, _VT_LPSTR, _VT_LPWSTR, _VT_FILETIME = 2, 3, 30, 31, 64
+_MAX_SUMMARY_BYTES = 1024 * 1024
+
+
 def _ole_metadata(ole: Any, path: Path) -> dict[str, Any]:
-    """Title, authors, subject, dates and page count from the OLE summary information streams."""
+    """Title, authors, subject, dates and page count from the OLE SummaryInformation stream.
+
+    Parsed here with bounds checks on every offset and length: olefile's own
+    property parser trusts vector counts and can loop for minutes on a damaged file.
+    """
     try:
-        meta = ole.get_metadata()
+        if not ole.exists("\x05SummaryInformation"):
+            return {}
+        stream = ole.openstream("\x05SummaryInformation").read(_MAX_SUMMARY_BYTES)
+        raw = _property_set(stream)
     except Exception as exc:
         logger.info("%s: summary information unreadable (%s)", path.name, exc)
         return {}
-    codec = _codec(getattr(meta, "codepage", None))
-
-    def text(value: Any) -> str | None:
+    codec = _codec(raw.pop(1, None) if isinstance(raw.get(1), int) else None)
+    metadata: dict[str, Any] = {}
+    for pid, key in _PIDSI.items():
+        value = raw.get(pid)
         if isinstance(value, bytes):
             value = value.decode(codec, errors="replace")
         if isinstance(value, str):
             value = value.replace("\x00", "").strip()
-            return value or None
-        return None
+            if not value:
+                continue
+            if key == "authors":
+                metadata[key] = _authors(value)
+            elif key not in ("created", "modified", "page_count"):
+                metadata[key] = value
+        elif isinstance(value, datetime) and key in ("created", "modified"):
+            metadata[key] = value.isoformat()
+        elif isinstance(value, int) and key == "page_count" and value > 0:
+            metadata[key] = value
+    return {k: v for k, v in metadata.items() if v}
 
-    metadata: dict[str, Any] = {}
-    for key, attr in (
-        ("title", "title"),
-        ("subject", "subject"),
-        ("keywords", "keywords"),
-        ("last_modified_by", "last_saved_by"),
-        ("application", "creating_application"),
-    ):
-        value = text(getattr(meta, attr, None))
-        if value:
-            metadata[key] = value
-    authors = _authors(text(meta.author))
-    if authors:
-        metadata["authors"] = authors
-    for key, attr in (("created", "create_time"), ("modified", "last_saved_time")):
-        value = _iso(getattr(meta, attr, None))
-        if value:
-            metadata[key] = value
-    pages = getattr(meta, "num_pages", None)
-    if isinstance(pages, int) and pages > 0:
-        metadata["page_count"] = pages
-    revision = text(getattr(meta, "revision_number", None))
-    if revision:
-        metadata["revision"] = revision
-    return metadata
+
+def _property_set(stream: bytes) -> dict[int, Any]:
+    """Property id -> value (bytes, str, int or datetime) of the first section of a property set stream."""
+    if len(stream) < 48 or stream[:2] != b"\xfe\xff":
+        return {}
+    (section,) = struct.unpack_from("<I", stream, 44)
+    if section + 8 > len(stream):
+        return {}
+    size, count = struct.unpack_from("<II", stream, section)
+    end = min(len(stream), section + size)
+    count = min(count, (end - section - 8) // 8)
+    values: dict[int, Any] = {}
+    for i in range(count):
+        pid, offset = struct.unpack_from("<II", stream, section + 8 + 8 * i)
+        at = section + offset
+        if at + 4 > end:
+            continue
+        vtype = struct.unpack_from("<H", stream, at)[0]
+        body = at + 4
+        try:
+            if vtype == _VT_I2:
+                values[pid] = struct.unpack_from("<h", stream, body)[0]
+            elif vtype == _VT_I4:
+                values[pid] = struct.unpack_from("<i", stream, body)[0]
+            elif vtype == _VT_LPSTR:
+                (length,) = struct.unpack_from("<I", stream, body)
+                values[pid] = stream[body + 4 : min(body + 4 + length, end)].split(b"\x00", 1)[0]
+            elif vtype == _VT_LPWSTR:
+                (length,) = struct.unpack_from("<I", stream, body)
+                data = stream[body + 4 : min(body + 4 + 2 * length, end)]
+                values[pid] = data.decode("utf-16-le", errors="replace").split("\x00", 1)[0]
+            elif vtype == _VT_FILETIME:
+                (ticks,) = struct.unpack_from("<Q", stream, body)
+                if ticks:
+                    values[pid] = datetime(1601, 1, 1) + timedelta(microseconds=ticks // 10)
+        except (struct.error, OverflowError, ValueError):
+            continue
+    return values
 
 
 def _run_tools(path: Path, limits: Limits, info: _DocInfo) -> tuple[str, list[str]]:
-    """antiword, then catdoc, then the built-in reader; MissingDependency when nothing can read the file."""
-    warnings: list[str] = []
+    """antiword, then the built-in reader (Word 97+), then catdoc; MissingDependency when nothing can read the file.
+
+    catdoc comes last because it loops forever on some damaged files (it is stopped after ``TOOL_TIMEOUT``).
+    """
     failures: list[str] = []
-    tools = [
-        ("antiword", ["-m", "UTF-8.txt", "-w", "0"]),  # -w 0: no wrapping; no -r: removed text stays hidden
-        ("catdoc", ["-d", "utf-8", "-w"]),
-    ]
-    available = False
-    for tool, args in tools:
-        exe = shutil.which(tool)
+    timed_out: list[str] = []
+    installed: list[str] = []
+
+    def tool(name: str, args: list[str]) -> str | None:
+        exe = shutil.which(name)
         if exe is None:
-            continue
-        available = True
-        ok, output = _run(exe, [*args, str(path)], path, limits)
-        if ok and output.strip():
-            if failures:
-                warnings.append(f"{'; '.join(failures)}; used {tool}")
-            return output, warnings
+            return None
+        installed.append(name)
+        status, output = _run(exe, [*args, str(path)], limits)
+        if status == "ok" and output.strip():
+            return output
         if re.search(r"encrypt", output, re.I):
-            raise EncryptedDocument(f"{path.name}: Word document is password-protected ({tool})")
-        failures.append(f"{tool} failed ({output.strip()[:120] or 'no output'})")
+            raise EncryptedDocument(f"{path.name}: Word document is password-protected ({name})")
+        if status == "timeout":
+            timed_out.append(name)
+        failures.append(f"{name} failed ({output.strip()[:120] or 'no output'})")
+        return None
+
+    def done(text: str, used: str) -> tuple[str, list[str]]:
+        return text, ([f"{'; '.join(failures)}; used {used}"] if failures else [])
+
+    # -w 0: no wrapping; no -r, so text marked as removed stays hidden
+    text = tool("antiword", ["-m", "UTF-8.txt", "-w", "0"])
+    if text is not None:
+        return done(text, "antiword")
     if info.reader is not None:
-        if not available:
-            warnings.append("antiword/catdoc not installed; used the built-in Word 97 reader")
-        else:
-            warnings.append(f"{'; '.join(failures)}; used the built-in Word 97 reader")
-        return info.reader.text(), warnings
-    if not available:
+        text = info.reader.text()
+        if text.strip():
+            if not installed:
+                return text, ["antiword not installed; used the built-in Word 97 reader"]
+            return done(text, "the built-in Word 97 reader")
+    text = tool("catdoc", ["-d", "utf-8", "-w"])
+    if text is not None:
+        return done(text, "catdoc")
+    if not installed and info.reader is None:
         raise MissingDependency(
             f"{path.name}: reading .doc needs 'antiword' or 'catdoc' (Debian packages: antiword, catdoc)"
         )
-    if failures and all("no output" in f for f in failures):
-        return "", warnings
+    if timed_out and info.reader is None:
+        raise ExtractionTimeout(f"{path.name}: {' and '.join(timed_out)} did not finish within {TOOL_TIMEOUT} s")
+    if info.reader is not None or all("no output" in f for f in failures):
+        return "", failures  # readable, but there is no text in it
     raise CorruptDocument(f"{path.name}: Word document could not be converted ({'; '.join(failures)})")
 
 
-def _run(exe: str, args: list[str], path: Path, limits: Limits) -> tuple[bool, str]:
+def _run(exe: str, args: list[str], limits: Limits) -> tuple[str, str]:
+    """("ok" | "error" | "timeout", output or error text) of one converter run; no shell, bounded time."""
     try:
         proc = subprocess.run(
             [exe, *args],
@@ -685,15 +747,15 @@ def _run(exe: str, args: list[str], path: Path, limits: Limits) -> tuple[bool, s
             check=False,
             stdin=subprocess.DEVNULL,
         )
-    except subprocess.TimeoutExpired as exc:
-        raise ExtractionTimeout(f"{path.name}: {Path(exe).name} did not finish within {TOOL_TIMEOUT} s") from exc
+    except subprocess.TimeoutExpired:
+        return "timeout", f"timed out after {TOOL_TIMEOUT} s"
     except OSError as exc:
-        return False, f"cannot run {exe}: {exc}"
+        return "error", f"cannot run {exe}: {exc}"
     out = proc.stdout[: limits.max_text_chars * 4].decode("utf-8", errors="replace")
     err = proc.stderr[:2000].decode("utf-8", errors="replace")
     if proc.returncode != 0:
-        return False, (err or out).strip()
-    return True, out
+        return "error", (err or out).strip()
+    return "ok", out
 
 
 # ---------------------------------------------------------------------- built-in Word 97 reader
