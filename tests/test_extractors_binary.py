@@ -769,6 +769,41 @@ def test_generated_odt_structure_and_tracked_deletions(tmp_path: Path) -> None:
     assert extraction.metadata["created"] == "2024-01-02T03:04:05"
 
 
+def _odt_with_doctype(path: Path, doctype: str, body: str) -> Path:
+    make_odt(path, body)
+    with zipfile.ZipFile(path) as zf:
+        members = {info.filename: zf.read(info) for info in zf.infolist()}
+    members["content.xml"] = members["content.xml"].replace(b"?>", b"?>" + doctype.encode(), 1)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def test_odt_external_entity_is_not_fetched(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT", encoding="utf-8")
+    doctype = f'<!DOCTYPE office:document-content [<!ENTITY xxe SYSTEM "file://{secret}">]>'
+    path = _odt_with_doctype(tmp_path / "xxe.odt", doctype, "<text:p>start &xxe; end</text:p>")
+    extraction = run(path)
+    assert "start" in extraction.text and "end" in extraction.text
+    assert "TOP-SECRET-CONTENT" not in extraction.text
+
+
+def test_odt_entity_expansion_bomb_is_refused(tmp_path: Path) -> None:
+    laughs = '<!ENTITY lol0 "lol">' + "".join(
+        f'<!ENTITY lol{i} "{("&lol" + str(i - 1) + ";") * 10}">' for i in range(1, 10)
+    )
+    path = _odt_with_doctype(
+        tmp_path / "laughs.odt", f"<!DOCTYPE office:document-content [{laughs}]>", "<text:p>&lol9;</text:p>"
+    )
+    result = outcome(path)
+    if isinstance(result, Extraction):
+        assert len(result.text) < 10_000  # the entity is left unexpanded
+    else:
+        assert isinstance(result, ResourceLimitExceeded), result
+
+
 def test_generated_rtf_code_page_and_surrogate_pairs(tmp_path: Path) -> None:
     path = tmp_path / "pl.rtf"
     raw = (

@@ -93,6 +93,8 @@ def _parse(data: bytes, what: str, path: Path) -> Any:
     try:
         return etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
+        if "amplification" in str(exc) or ("entity" in str(exc).lower() and "loop" in str(exc).lower()):
+            raise ResourceLimitExceeded(f"{path.name}: {what} uses entity expansion beyond limits ({exc})") from exc
         raise CorruptDocument(f"{path.name}: {what} is not well-formed XML ({exc})") from exc
 
 

@@ -245,6 +245,8 @@ def _open_docx(path: Path, limits: Limits, warnings: list[str]) -> Any:
     except (zipfile.BadZipFile, KeyError, ValueError, AttributeError, TypeError, OSError, EOFError) as exc:
         raise CorruptDocument(f"{path.name}: damaged Word package ({type(exc).__name__}: {exc})") from exc
     except Exception as exc:  # lxml.etree.XMLSyntaxError and friends
+        if "amplification" in str(exc):
+            raise ResourceLimitExceeded(f"{path.name}: entity expansion beyond limits ({exc})") from exc
         raise CorruptDocument(f"{path.name}: damaged Word package ({type(exc).__name__}: {exc})") from exc
 
 
