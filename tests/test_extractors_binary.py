@@ -572,6 +572,13 @@ def test_zip_bomb_docx_is_rejected_by_total_size(tmp_path: Path) -> None:
     assert "harmless" in run(path).text  # under the default limit the same file is fine
 
 
+def test_docx_declaring_a_gigabyte_member_is_refused_before_reading(tmp_path: Path) -> None:
+    path = make_docx(tmp_path / "declared.docx", ["tiny"])
+    lie_about_size(path, "word/document.xml", 1 << 30)  # claims 1 GiB uncompressed
+    with pytest.raises(ResourceLimitExceeded, match=r"word/document\.xml"):
+        run(path)
+
+
 def test_check_zip_reports_member_and_totals(tmp_path: Path) -> None:
     path = tmp_path / "plain.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
