@@ -89,7 +89,9 @@ def test_kill_9_of_the_whole_worker_then_a_new_worker_finishes_everything(isolat
 
 
 def test_redis_restart_mid_batch_loses_nothing(isolated_stack, docs_dir) -> None:
-    stack = isolated_stack()
+    # Tasks running when the connection drops cannot be acknowledged; Redis hands them out
+    # again after the visibility timeout, kept short here so the test need not wait an hour.
+    stack = isolated_stack(MIDAS_VISIBILITY_TIMEOUT="10", MIDAS_TASK_TIME_LIMIT="8", MIDAS_TASK_SOFT_TIME_LIMIT="6")
     worker = stack.start_worker(queues=["documents"], concurrency=2)
     paths = make_documents(docs_dir, 60, words=3000)
     results = [stack.send(PROCESS, p) for p in paths]
@@ -97,19 +99,21 @@ def test_redis_restart_mid_batch_loses_nothing(isolated_stack, docs_dir) -> None
     stack.redis.stop()  # graceful: the append-only file keeps the queue
     time.sleep(2)
     stack.redis.start()
-    statuses = [r.get(timeout=240)["status"] for r in results]
+    statuses = [r.get(timeout=120)["status"] for r in results]
     assert set(statuses) == {"success"}
     assert_exactly_once(stack, paths)
     assert worker.process.poll() is None, "the worker reconnected by itself"
+    wait_until(lambda: stack.redis.client().hlen("unacked") == 0, 60, what="no message left unacknowledged")
 
 
 def test_a_database_locked_by_another_writer_is_waited_out(isolated_stack, docs_dir) -> None:
     stack = isolated_stack()
     stack.start_worker(queues=["documents"], concurrency=2)
-    warm = make_documents(docs_dir / "warm" if (docs_dir / "warm").mkdir() is None else docs_dir, 1)
-    stack.send(PROCESS, warm[0]).get(timeout=60)  # the store exists
+    warm = docs_dir / "warm-up.txt"
+    warm.write_text("creates the store before the lock is taken")
+    assert stack.send(PROCESS, str(warm)).get(timeout=60)["status"] == "success"
     db_path = stack.settings.database_url_resolved.removeprefix("sqlite:///")
-    locker = sqlite3.connect(db_path, timeout=1, isolation_level=None)
+    locker = sqlite3.connect(db_path, timeout=1, isolation_level=None, check_same_thread=False)
     locker.execute("BEGIN EXCLUSIVE")
     released = threading.Event()
 
