@@ -35,7 +35,7 @@ log = logging.getLogger("midas.dashboard")
 SECTIONS = ("Overview", "Live tasks", "System health", "Task history", "Performance", "Documents", "Actions")
 WINDOWS = ("last hour", "last 24 hours", "last 7 days", "all", "custom")
 PERIOD_HOURS = {"last hour": 1, "last 6 hours": 6, "last 24 hours": 24, "last 7 days": 168}
-STATUS_ICON = {"ok": "✅", "warning": "⚠️", "critical": "🛑"}
+STATUS_ICON = {"ok": ":material/check_circle:", "warning": ":material/warning:", "critical": ":material/error:"}
 
 
 # --------------------------------------------------------------------------
@@ -116,12 +116,13 @@ def fmt_seconds(value: Any) -> str:
 
 
 def show_health(status: str, reasons: list[str], title: str = "Health") -> None:
-    text = f"{STATUS_ICON.get(status, '')} **{title}: {status.upper()}**"
+    text = f"**{title}: {status.upper()}**"
     if reasons:
         text += "\n" + "\n".join(f"- {reason}" for reason in reasons)
     else:
         text += " — every measure is within its thresholds."
-    {"ok": st.success, "warning": st.warning}.get(status, st.error)(text)
+    alert = {"ok": st.success, "warning": st.warning}.get(status, st.error)
+    alert(text, icon=STATUS_ICON.get(status, ":material/help:"))
 
 
 def service_notes(settings: Settings, snap: dict[str, Any]) -> None:
@@ -158,7 +159,7 @@ def section_overview(settings: Settings, app: Any) -> None:
     with guarded("The task and document figures"):
         figures = dd.overview(url)
 
-    cols = st.columns(6)
+    cols = [*st.columns(3), *st.columns(3)]
     redis_up = bool(snap and snap["redis"].get("ok"))
     cols[0].metric("Workers online", len(snap["workers"]) if redis_up and snap else "–")
     running = snap["active"] if redis_up and snap else (figures["running"] if figures else "–")
@@ -618,8 +619,9 @@ RENDER = {
 
 
 def main() -> None:
-    st.set_page_config(page_title="MIDAS monitoring", page_icon="📊", layout="wide")
+    st.set_page_config(page_title="MIDAS monitoring", page_icon=":material/monitoring:", layout="wide")
     st.set_option("client.showErrorDetails", "none")
+    st.set_option("client.toolbarMode", "viewer")
     settings = load_settings()
     require_password(settings)
     with st.sidebar:

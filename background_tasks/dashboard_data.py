@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psutil
 import redis
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy import exc as sa_exc
@@ -205,14 +207,52 @@ def worker_activity(
     return WorkerActivity(workers, stuck, None, True)
 
 
-def live_snapshot(settings: Settings, app: Any, timeout: float = LIVE_TIMEOUT, cpu_interval: float = 0.1) -> dict:
+_cpu_lock = threading.Lock()
+_cpu_state: dict[str, Any] = {"times": psutil.cpu_times(), "at": time.monotonic()}
+
+
+def _busy_and_total(times: Any) -> tuple[float, float]:
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)  # guest is in user
+    return total - times.idle - getattr(times, "iowait", 0.0), total
+
+
+def cpu_percent_now(min_window: float = 1.0, sample: float = 0.2) -> float:
+    """Host CPU use averaged since the previous reading when that is at least ``min_window`` s old.
+
+    The page is drawn every few seconds, so the time in between is the natural window and steadier
+    than a short sample taken while the page itself is being drawn; right after a reading, a
+    ``sample``-second one is taken instead. (psutil's own "since the last call" is kept per
+    thread, and every Streamlit run is a new thread, so it cannot be used here.)
+    """
+    with _cpu_lock:
+        start, started = _cpu_state["times"], _cpu_state["at"]
+    if time.monotonic() - started < min_window:
+        start = psutil.cpu_times()
+        time.sleep(sample)
+    end = psutil.cpu_times()
+    with _cpu_lock:
+        _cpu_state.update(times=end, at=time.monotonic())
+    busy1, total1 = _busy_and_total(start)
+    busy2, total2 = _busy_and_total(end)
+    if total2 <= total1:
+        return 0.0
+    return round(min(100.0, max(0.0, 100.0 * (busy2 - busy1) / (total2 - total1))), 1)
+
+
+def live_snapshot(
+    settings: Settings, app: Any, timeout: float = LIVE_TIMEOUT, cpu_interval: float | None = None
+) -> dict:
     """Redis, workers (active/reserved/scheduled), queue depths, host figures and the health verdict, now.
 
+    ``cpu_interval`` None: CPU use since the previous snapshot (see ``cpu_percent_now``).
     Never raises because a service is down: Redis unreachable gives ``redis.ok`` False and empty
     worker/queue sections; the verdict and its reasons say what is wrong.
     """
     now = time.time()
-    system = monitoring.system_figures(cpu_interval)
+    if cpu_interval is None:
+        system = {**monitoring.system_figures(None), "cpu_percent": cpu_percent_now()}
+    else:
+        system = monitoring.system_figures(cpu_interval)
     disks = monitoring.disk_figures(_disk_paths(settings))
     client = _redis_client(settings)
     try:

@@ -665,3 +665,16 @@ def test_history_count_is_capped(tmp_path: Path, monkeypatch) -> None:
     assert (len(frame), total, capped) == (0, 0, False)
     assert math.isclose(dd.success_rate({"success": 3, "failure": 1, "retry": 5}), 0.75)
     assert dd.success_rate({"retry": 2}) is None
+
+
+def test_cpu_use_is_measured_since_the_previous_reading() -> None:
+    dd.cpu_percent_now()  # starts a window
+    deadline = time.monotonic() + 1.3
+    spins = 0
+    while time.monotonic() < deadline:  # keep one core busy for the whole window
+        spins += 1
+    busy = dd.cpu_percent_now()
+    share = 100.0 / (os.cpu_count() or 1)
+    assert spins > 0 and 0.7 * share <= busy <= 100.0
+    quick = dd.cpu_percent_now()  # right after a reading: a short sample instead of an empty window
+    assert 0.0 <= quick <= 100.0
