@@ -38,7 +38,7 @@ from celery import signals
 from sqlalchemy import DateTime, Float, Index, Integer, String, Text, case, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from background_tasks.db import Base, create_all, get_engine
+from background_tasks.db import Base, create_all, get_engine, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -320,17 +320,30 @@ class Recorder:
             self._write_with_retries(events)
 
     def _write_with_retries(self, events: list[_Event], attempts: int = 3) -> None:
+        error: Exception | None = None
         for attempt in range(1, attempts + 1):
             try:
                 self.write(events)
                 self.written += len(events)
                 return
             except Exception as exc:
-                if attempt == attempts:
-                    self.failed_batches += 1
-                    log.warning("task history: %d events not recorded (%s: %s)", len(events), type(exc).__name__, exc)
-                    return
-                time.sleep(0.5 * attempt)
+                error = exc
+                if attempt < attempts:
+                    log.debug("task history: write failed (%s), retrying", exc)
+                    time.sleep(0.5 * attempt)
+        lost = len(events)
+        if len(events) > 1 and not is_transient(error):
+            # the database refuses some event (not a lock or a lost connection): keep the others
+            lost = 0
+            for event in events:
+                try:
+                    self.write([event])
+                    self.written += 1
+                except Exception as exc:
+                    lost, error = lost + 1, exc
+        if lost:
+            self.failed_batches += 1
+            log.warning("task history: %d events not recorded (%s: %s)", lost, type(error).__name__, error)
 
     def prepare(self) -> None:
         """Start the writer and create the tables now, so the first task does not race a slow first write."""
@@ -381,9 +394,17 @@ def _upsert_statement(dialect: str, columns: frozenset[str]) -> Any:
     return stmt
 
 
+_LENGTHS = {"name": 200, "queue": 100, "worker": 255, "error_type": 200, "parent_id": 155}
+
+
 def _event_params(event: _Event) -> dict[str, Any]:
     # a row first created by an event without a state (a retry's receipt) starts as pending
-    return {"task_id": event.task_id, "seq": event.seq, "state": "pending", **event.fields}
+    params = {"task_id": event.task_id, "seq": event.seq, "state": "pending", **event.fields}
+    for column, limit in _LENGTHS.items():
+        value = params.get(column)
+        if isinstance(value, str) and len(value) > limit:
+            params[column] = value[:limit]
+    return params
 
 
 def _default_url() -> str:

@@ -242,3 +242,20 @@ def test_events_arriving_out_of_order_end_in_the_right_state(database_url) -> No
     with session_scope(local.url) as session:
         row = session.scalar(select(TaskRecord).where(TaskRecord.task_id == "b"))
     assert row.state == "started" and epoch(row.received_at) == t
+
+
+def test_an_event_the_database_refuses_does_not_take_the_batch_with_it(database_url, caplog) -> None:
+    local = Recorder(database_url)
+    long_name = "n" * 300  # longer than the column: cut to fit, not refused
+    batch = [
+        task_history._Event("good-1", 2, {"state": "started", "name": long_name}),
+        task_history._Event("bad", 2, {"state": None}),  # NOT NULL
+        task_history._Event("good-2", 5, {"state": "success"}),
+    ]
+    with caplog.at_level(logging.WARNING, logger="background_tasks.task_history"):
+        local._write_with_retries(batch)
+    assert local.written == 2 and local.failed_batches == 1
+    assert any("1 events not recorded (IntegrityError" in r.getMessage() for r in caplog.records)
+    with session_scope(database_url) as session:
+        rows = {r.task_id: r for r in session.scalars(select(TaskRecord))}
+    assert set(rows) == {"good-1", "good-2"} and rows["good-1"].name == "n" * 200
