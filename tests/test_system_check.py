@@ -1,0 +1,69 @@
+"""`python test_background_processing.py` against a whole stack the test starts with the launcher."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import PROJECT_ROOT
+from tests.test_services import force_cleanup, launcher, make_env
+
+
+def run_check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "test_background_processing.py", *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture
+def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    watch = tmp_path / "watch"
+    watch.mkdir()
+    env = make_env(
+        tmp_path,
+        MIDAS_WATCH_DIRS=str(watch),
+        MIDAS_STABILITY_SECONDS="0.5",
+        MIDAS_WORKER_CONCURRENCY="2",
+        FLOWER_BASIC_AUTH="admin:check-pw",
+    )
+    started = launcher(env, "start", timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield env
+    force_cleanup(env, tmp_path)
+
+
+def test_the_system_check_passes_on_a_running_stack_and_explains_failures(stack_env, tmp_path) -> None:
+    done = run_check(stack_env, "--json")
+    report = json.loads(done.stdout)
+    failed = {c["name"]: c["detail"] for c in report["checks"] if not c["passed"]}
+    assert done.returncode == 0 and report["passed"], failed
+    names = [c["name"] for c in report["checks"]]
+    expected = ["redis", "workers", "documents", "batch", "monitoring", "cleanup", "watcher", "flower"]
+    if (PROJECT_ROOT / "Streamlit_Task_Monitoring.py").exists():
+        expected.insert(-1, "dashboard")
+    assert names == expected
+    assert all(c["seconds"] >= 0 for c in report["checks"])
+    assert list((tmp_path / "watch").iterdir()) == [], "the watcher check removes its file again"
+
+    table = run_check(stack_env)
+    assert table.returncode == 0
+    assert f"{len(expected)} passed, 0 failed" in table.stdout
+
+    stopped = launcher(stack_env, "stop", "redis")
+    assert stopped.returncode == 0, stopped.stderr
+    broken = run_check(stack_env, "--skip", "dashboard,flower")
+    assert broken.returncode == 1
+    assert "redis" in broken.stdout and "FAIL" in broken.stdout
+    assert "Is Redis running?" in broken.stdout
+    assert "Traceback" not in broken.stdout + broken.stderr
