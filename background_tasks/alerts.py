@@ -449,9 +449,10 @@ def health_alert(report: Mapping[str, Any], settings: Settings | None = None) ->
         f"Redis: {'ok' if redis_info.get('ok') else 'DOWN'} {redis_info.get('error') or ''}".rstrip(),
         f"Workers answering: {celery_info.get('responding', 0)}",
     ]
+    first = reasons[0].split(": ", 1)[-1] if reasons else "see details"  # without the "critical: " prefix
     alert = Alert(
         kind=HEALTH_CRITICAL,
-        subject=f"[MIDAS] health critical on {host}: {reasons[0] if reasons else 'see details'}"[:200],
+        subject=f"[MIDAS] health critical on {host}: {first}"[:200],
         text="\n".join(lines) + "\n",
         severity="critical",
         details={"status": report.get("status"), "reasons": reasons},

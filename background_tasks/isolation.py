@@ -115,13 +115,18 @@ def _wait(pid: int, timeout: float) -> int | None:
 
 
 def run_isolated(
-    func: Callable[..., dict[str, Any]], args: tuple[Any, ...], timeout: float, work_dir: Path, label: str = "file"
+    func: Callable[..., dict[str, Any]],
+    args: tuple[Any, ...],
+    timeout: float,
+    work_dir: Path,
+    label: str = "file",
+    isolate: bool = True,
 ) -> dict[str, Any]:
     """``func(*args)`` in a child process with a deadline; returns its JSON-able dict.
 
     Raises the child's MidasError, ExtractionTimeout, or ExtractorCrashed.
     """
-    if not hasattr(os, "fork"):
+    if not isolate or not hasattr(os, "fork"):
         return _run_in_process(func, args)
     work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, name = tempfile.mkstemp(prefix="result-", suffix=".json", dir=work_dir)

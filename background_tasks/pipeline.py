@@ -129,14 +129,20 @@ def _metadata_payload(path: str, extension: str, mime_type: str | None, limits: 
     return extractor_for(extension, mime_type).metadata(Path(path), limits)
 
 
+#: Files of formats whose extractor ``needs_isolation`` is False run in-process below this size.
+IN_PROCESS_MAX_BYTES = 1024 * 1024
+
+
 def extract(path: Path, extension: str, mime_type: str | None, settings: Settings, label: str) -> Extraction:
     """Run the registered extractor on ``path`` in an isolated child with the per-file time limit."""
+    extractor = extractor_for(extension, mime_type)
     payload = run_isolated(
         _extract_payload,
         (str(path), extension, mime_type, Limits.from_settings(settings)),
         timeout=settings.extract_timeout,
         work_dir=settings.work_dir,
         label=label,
+        isolate=extractor.needs_isolation or path.stat().st_size > IN_PROCESS_MAX_BYTES,
     )
     return Extraction(
         text=payload["text"],

@@ -438,6 +438,33 @@ VARIABLES: tuple[Var, ...] = (
         "If set, the dashboard asks for it.",
         "Dashboard",
     ),
+    # OCR (Tesseract)
+    Var("MIDAS_OCR_ENABLED", "ocr_enabled", _bool, "true", "Recognise text in scans and images with Tesseract.", "OCR"),
+    Var(
+        "MIDAS_TESSERACT_CMD",
+        "tesseract_cmd",
+        _str,
+        "tesseract",
+        "The tesseract program: a name on PATH or a full path (on Windows, the path of tesseract.exe).",
+        "OCR",
+    ),
+    Var("MIDAS_OCR_DPI", "ocr_dpi", _pos_int, "300", "Resolution PDF pages are rendered at for OCR.", "OCR"),
+    Var(
+        "MIDAS_OCR_PAGE_TIMEOUT",
+        "ocr_page_timeout",
+        _pos_float,
+        "60",
+        "OCR time limit per page (s); a page over it is skipped with a warning.",
+        "OCR",
+    ),
+    Var(
+        "MIDAS_OCR_MAX_PAGES_PER_TASK",
+        "ocr_max_pages_per_task",
+        _pos_int,
+        "10",
+        "Pages OCR'd within one task; longer scans continue on the analysis queue in ranges of this size.",
+        "OCR",
+    ),
 )
 
 _BY_ATTR = {v.attr: v for v in VARIABLES}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 _WORD = re.compile(r"\w+(?:[-']\w+)*", re.UNICODE)
-LANGUAGE_SAMPLE_CHARS = 20_000
+LANGUAGE_SAMPLE_CHARS = 5_000
+#: Below this many words langdetect guesses more than it detects (and costs as much as a whole small file).
+LANGUAGE_MIN_WORDS = 20
 
 
 def word_count(text: str) -> int:
@@ -18,7 +20,7 @@ def detect_language(text: str) -> str | None:
     langdetect is seeded so the same text always gives the same answer.
     """
     sample = text[:LANGUAGE_SAMPLE_CHARS]
-    if sum(1 for _ in _WORD.finditer(sample[:2000])) < 5:
+    if sum(1 for _ in _WORD.finditer(sample[:2000])) < LANGUAGE_MIN_WORDS:
         return None
     try:
         from langdetect import DetectorFactory, LangDetectException, detect_langs

@@ -94,6 +94,9 @@ class Extractor(ABC):
     extensions: ClassVar[frozenset[str]]
     #: MIME types this extractor handles (used with content detection)
     mime_types: ClassVar[frozenset[str]] = frozenset()
+    #: False for pure-Python parsers of plain text that cannot hang or crash the process; small
+    #: files of such formats skip the forked child (it costs more than the parse itself).
+    needs_isolation: ClassVar[bool] = True
 
     def accepts(self, extension: str, mime_type: str | None = None) -> bool:
         return extension.lower() in self.extensions or (mime_type is not None and mime_type in self.mime_types)

@@ -63,6 +63,7 @@ class PlainTextExtractor(Extractor):
 
     name = "text"
     extensions = frozenset({".txt"})
+    needs_isolation = False
     # No MIME types: "text/plain" is what sniffers say for CSV, Markdown and logs too,
     # and claiming it here would take those files from their own extractors.
 
@@ -80,6 +81,7 @@ class LogExtractor(Extractor):
 
     name = "log"
     extensions = frozenset({".log"})
+    needs_isolation = False
     mime_types = frozenset({"text/x-log"})
 
     def extract(self, path: Path, limits: Limits) -> Extraction:
@@ -160,6 +162,7 @@ class MarkdownExtractor(Extractor):
 
     name = "markdown"
     extensions = frozenset({".md", ".markdown"})
+    needs_isolation = False
     mime_types = frozenset({"text/markdown", "text/x-markdown"})
 
     def extract(self, path: Path, limits: Limits) -> Extraction:
