@@ -15,6 +15,7 @@ import os
 import re
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from streamlit.testing.v1 import AppTest
 
 from background_tasks import dashboard_data as dd
 from background_tasks import monitoring, pipeline
-from background_tasks.db import get_engine, session_scope
+from background_tasks.db import dispose_engine, get_engine, session_scope
 from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
 from background_tasks.store import DocumentStore
 from background_tasks.task_history import TaskRecord, utc
@@ -37,6 +38,7 @@ DOC_TASK = "background_tasks.document_tasks.process_document_file"
 PING = "background_tasks.system_tasks.ping"
 SLEEP = "background_tasks.system_tasks.sleep"
 HEALTH = "background_tasks.monitoring_tasks.system_health_check"
+PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
 SECTIONS = ("Overview", "Live tasks", "System health", "Task history", "Performance", "Documents", "Actions")
 
 
@@ -678,3 +680,71 @@ def test_cpu_use_is_measured_since_the_previous_reading() -> None:
     assert spins > 0 and 0.7 * share <= busy <= 100.0
     quick = dd.cpu_percent_now()  # right after a reading: a short sample instead of an empty window
     assert 0.0 <= quick <= 100.0
+
+
+# --------------------------------------------------------------------------
+# The same figures on PostgreSQL
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def any_db_settings(request, tmp_path: Path) -> Iterator[Settings]:
+    """Settings on a fresh SQLite file, or on a throwaway database of the local PostgreSQL server."""
+    if request.param == "sqlite":
+        yield make_settings(tmp_path)
+        return
+    import psycopg
+
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL at 127.0.0.1:5432 (user postgres, database test) is unreachable: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    name = f"midas_dash_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        yield make_settings(tmp_path, MIDAS_DATABASE_URL=url)
+    finally:
+        dispose_engine(url)
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def test_figures_agree_on_sqlite_and_postgresql(any_db_settings: Settings) -> None:
+    settings = any_db_settings
+    url = settings.database_url_resolved
+    seed = build_seed(time.time())
+    # a row whose client never wrote its send time: listed after every dated row, on both databases
+    undated = {**task_row(PING, "default", "success", 30, seed.now), "sent_at": None}
+    everything = Seed([*seed.rows, undated], seed.now)
+    seed_history(settings, everything)
+    seed_documents(settings)
+
+    frame, total, capped = dd.history_page(url, dd.HistoryFilter(), page=1, page_size=500)
+    assert (total, capped) == (len(seed.rows) + 1, False)
+    dated = sorted(seed.rows, key=newest_first, reverse=True)
+    assert list(frame["task_id"]) == [r["task_id"] for r in dated] + [undated["task_id"]]
+    found, total, _ = dd.history_page(url, dd.HistoryFilter(text="PAGE TREE"), page=1)
+    assert total == 2 and set(found["state"]) == {"failure"}  # case-insensitive on both
+
+    figures = dd.overview(url, now=seed.now + 1)
+    assert figures["success_rate_1h"] == pytest.approx(everything.rate(3600))
+    assert figures["success_rate_24h"] == pytest.approx(everything.rate(86400))
+    assert figures["documents"]["by_status"] == {"processing": 0, "success": 2, "failed": 1, "rejected": 1}
+
+    per_minute, unit = dd.throughput(url, 1, now=seed.now + 1)
+    hour_ok = [r for r in everything.finished_within(3600) if r["state"] == "success"]
+    assert unit == "minute" and per_minute["succeeded"].sum() == len(hour_ok)
+    assert all(ts.second == 0 for ts in per_minute.index)  # whole minutes
+
+    table = dd.performance_by_name(url, 24, now=seed.now + 1).set_index("task")
+    runs = [r["runtime_s"] for r in seed.finished_within(86400) if r["name"] == SLEEP]
+    assert table.loc[SLEEP, "run p95 (s)"] == pytest.approx(monitoring.percentile(runs, 95))
+
+    hits = dd.search_documents(url, "borealis")
+    assert hits and hits[0]["name"] == "aurora.txt" and "<mark>" in hits[0]["snippet_html"].lower()
+    for section in SECTIONS:
+        assert_no_traceback(page(settings, section))
