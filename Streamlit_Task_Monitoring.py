@@ -17,6 +17,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,7 +51,22 @@ def guarded(what: str) -> Iterator[None]:
         yield
     except Exception as exc:  # the user gets a sentence; the log gets the traceback
         log.warning("dashboard: %s failed: %s", what, exc, exc_info=True)
-        st.error(f"{what} could not be shown: {dd.plain_error(exc)}")
+        st.error(f"{what} could not be shown: {md(dd.plain_error(exc))}")
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~$])")
+
+
+def md(value: Any) -> str:
+    """Text from outside (errors, names, reasons) shown literally inside Markdown."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
+
+
+def code(value: Any) -> str:
+    """Inline code span for a path or id, whatever backticks it contains."""
+    text = str(value).replace("\n", " ")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
 
 
 def load_settings() -> Settings:
@@ -60,7 +76,7 @@ def load_settings() -> Settings:
     try:
         return get_settings()
     except SettingsError as exc:
-        st.error(f"MIDAS configuration error: {exc}")
+        st.error(f"MIDAS configuration error: {md(exc)}")
         st.stop()
         raise  # unreachable; st.stop() ends the run
 
@@ -118,7 +134,7 @@ def fmt_seconds(value: Any) -> str:
 def show_health(status: str, reasons: list[str], title: str = "Health") -> None:
     text = f"**{title}: {status.upper()}**"
     if reasons:
-        text += "\n" + "\n".join(f"- {reason}" for reason in reasons)
+        text += "\n" + "\n".join(f"- {md(reason)}" for reason in reasons)
     else:
         text += " — every measure is within its thresholds."
     alert = {"ok": st.success, "warning": st.warning}.get(status, st.error)
@@ -131,13 +147,13 @@ def service_notes(settings: Settings, snap: dict[str, Any]) -> None:
     if not redis_info.get("ok"):
         st.warning(
             f"Redis is not reachable at {settings.redis_host}:{settings.redis_port} "
-            f"({redis_info.get('error', 'no answer')}). Workers, queues and live tasks cannot be shown; "
+            f"({md(redis_info.get('error', 'no answer'))}). Workers, queues and live tasks cannot be shown; "
             "the task and document figures come from the database. "
             "Start it with: python -m background_tasks.services start redis"
         )
     elif not snap.get("workers"):
         st.warning(
-            f"No Celery worker answered within {dd.LIVE_TIMEOUT:g} s ({snap.get('workers_error') or 'no reply'}). "
+            f"No Celery worker answered within {dd.LIVE_TIMEOUT:g} s ({md(snap.get('workers_error') or 'no reply')}). "
             "Tasks wait in their queues until a worker runs. "
             "Start them with: python -m background_tasks.services start worker"
         )
@@ -209,7 +225,7 @@ def section_overview(settings: Settings, app: Any) -> None:
     left.link_button("Open Flower (Celery workers and tasks)", flower)
     left.caption(f"Flower: {flower}" + (" — asks for FLOWER_BASIC_AUTH" if settings.flower_basic_auth else ""))
     with right, guarded("The logs"):
-        st.markdown(f"**Logs** in `{settings.log_dir}`")
+        st.markdown(f"**Logs** in {code(settings.log_dir)}")
         files = dd.log_files(settings)
         if files.empty:
             st.caption("No log files yet.")
@@ -241,10 +257,10 @@ def section_live(settings: Settings, app: Any) -> None:
             st.subheader("Queues")
             st.dataframe(dd.queue_table(snap), hide_index=True)
             if snap["stuck"]:
-                names = ", ".join(f"{t['name']} on {t['worker']}" for t in snap["stuck"])
+                names = ", ".join(f"{md(t['name'])} on {md(t['worker'])}" for t in snap["stuck"])
                 st.warning(f"Running longer than {settings.stuck_task_seconds:g} s: {names}")
             for host, tables in dd.worker_tables(snap).items():
-                st.subheader(f"Worker {host}")
+                st.subheader(f"Worker {md(host)}")
                 for kind in ("active", "reserved", "scheduled"):
                     frame = tables[kind]
                     if frame.empty:
@@ -368,7 +384,7 @@ def dataclass_values(flt: dd.HistoryFilter) -> list[Any]:
 def show_task(settings: Settings, task_id: str) -> None:
     detail = dd.task_detail(settings.database_url_resolved, task_id)
     if detail is None:
-        st.warning(f"No task {task_id} in the history.")
+        st.warning(f"No task {code(task_id)} in the history.")
         return
     cols = st.columns(4)
     cols[0].metric("State", detail["state"])
@@ -378,8 +394,8 @@ def show_task(settings: Settings, task_id: str) -> None:
     st.markdown(
         "\n".join(
             [
-                f"- **Task**: `{detail['name']}` — id `{detail['task_id']}`",
-                f"- **Queue / worker**: {detail.get('queue') or '–'} / {detail.get('worker') or '–'}",
+                f"- **Task**: {code(detail['name'])} — id {code(detail['task_id'])}",
+                f"- **Queue / worker**: {md(detail.get('queue') or '–')} / {md(detail.get('worker') or '–')}",
                 f"- **Sent**: {fmt_time(detail.get('sent_at'))}",
                 f"- **Received**: {fmt_time(detail.get('received_at'))}",
                 f"- **Started**: {fmt_time(detail.get('started_at'))}",
@@ -393,7 +409,7 @@ def show_task(settings: Settings, task_id: str) -> None:
         st.markdown("**Result**")
         st.code(detail["result_summary"], language=None)
     if detail.get("error_type") or detail.get("error_message"):
-        st.markdown(f"**Error**: {detail.get('error_type') or ''}")
+        st.markdown(f"**Error**: {md(detail.get('error_type') or '')}")
         st.code(detail.get("error_message") or "", language=None)
     if detail.get("traceback"):
         with st.expander("Traceback (recorded by the worker)"):
@@ -471,7 +487,8 @@ def section_documents(settings: Settings, app: Any) -> None:
                 st.info("Nothing found.")
             for hit in hits:
                 where = f"page {hit['page']}, " if hit["page"] else ""
-                st.markdown(f"**{hit['name']}** (document {hit['document_id']}, {where}chunk {hit['chunk_index']})")
+                title = f"**{md(hit['name'])}** (document {hit['document_id']}, {where}chunk {hit['chunk_index']})"
+                st.markdown(title)
                 st.html(f"<div class='midas-snippet'>{hit['snippet_html']}</div>")
 
     st.subheader("One document")
@@ -491,11 +508,11 @@ def show_document(url: str, document_id: int) -> None:
     cols[1].metric("Type", doc.get("file_type") or "–")
     cols[2].metric("Size", dd.human_size(doc.get("size_bytes")) or "–")
     cols[3].metric("Chunks", doc.get("chunk_count") or 0)
-    st.markdown(f"**Path**: `{doc.get('path') or '–'}`")
+    st.markdown(f"**Path**: {code(doc.get('path') or '–')}")
     if doc.get("error"):
-        st.error(f"{doc.get('error_type') or 'error'}: {doc['error']}")
+        st.error(f"{md(doc.get('error_type') or 'error')}: {md(doc['error'])}")
     for warning in doc.get("warnings") or []:
-        st.warning(str(warning))
+        st.warning(md(warning))
     with st.expander("Metadata"):
         st.json(
             {
@@ -551,11 +568,11 @@ def section_actions(settings: Settings, app: Any) -> None:
                 try:
                     path = dd.save_upload(settings, upload.name, upload.getvalue())
                     task_id = dd.send_document(app, path)
-                    st.success(f"{upload.name}: saved as {path.name}, queued (task {task_id})")
+                    st.success(f"{md(upload.name)}: saved as {md(path.name)}, queued (task {task_id})")
                 except Exception as exc:
                     log.warning("upload of %s failed: %s", upload.name, exc)
-                    st.error(f"{upload.name}: {dd.plain_error(exc)}")
-        st.caption(f"Saved into {settings.inbox_dir}; at most {settings.max_file_mb:g} MB per file.")
+                    st.error(f"{md(upload.name)}: {md(dd.plain_error(exc))}")
+        st.caption(f"Saved into {code(settings.inbox_dir)}; at most {settings.max_file_mb:g} MB per file.")
 
     st.subheader("Retry a failed document")
     with guarded("The failed documents"):
@@ -568,9 +585,9 @@ def section_actions(settings: Settings, app: Any) -> None:
             if st.button("Process it again", disabled=blocked, key="retry_go"):
                 try:
                     task_id, path = dd.retry_document(url, app, int(chosen))
-                    st.success(f"Document {chosen} sent again ({path}, task {task_id})")
+                    st.success(f"Document {chosen} sent again ({code(path)}, task {task_id})")
                 except (LookupError, ValueError, OSError) as exc:
-                    st.error(str(exc))
+                    st.error(md(exc))
 
     left, right = st.columns(2)
     with left:
@@ -580,7 +597,7 @@ def section_actions(settings: Settings, app: Any) -> None:
                 with st.spinner("Waiting for a worker to run the check…"):
                     outcome = dd.run_health_check(app)
                 if outcome.error:
-                    st.error(f"Health check (task {outcome.task_id}): {outcome.error}")
+                    st.error(f"Health check (task {outcome.task_id}): {md(outcome.error)}")
                 else:
                     show_health(outcome.result.get("status", "unknown"), outcome.result.get("reasons", []))
                     st.caption(f"Stored as a sample; task {outcome.task_id}")
@@ -592,7 +609,7 @@ def section_actions(settings: Settings, app: Any) -> None:
                 with st.spinner("Waiting for a worker to write the report…"):
                     outcome = dd.generate_report(app, float(hours))
                 if outcome.error:
-                    st.error(f"Report (task {outcome.task_id}): {outcome.error}")
+                    st.error(f"Report (task {outcome.task_id}): {md(outcome.error)}")
                 else:
                     totals = outcome.result.get("totals") or {}
                     st.success(
@@ -600,7 +617,7 @@ def section_actions(settings: Settings, app: Any) -> None:
                         f"{fmt_rate(totals.get('success_rate'))}"
                     )
                     for kind, path in (outcome.result.get("files") or {}).items():
-                        st.caption(f"{kind}: {path}")
+                        st.caption(f"{kind}: {code(path)}")
                     markdown = dd.report_markdown(outcome.result)
                     if markdown:
                         with st.expander("Report", expanded=True):
@@ -635,7 +652,7 @@ def main() -> None:
             dd.ensure_schema(settings.database_url_resolved)
         except Exception as exc:
             st.error(
-                f"The database is not reachable: {dd.plain_error(exc)}. "
+                f"The database is not reachable: {md(dd.plain_error(exc))}. "
                 "Task history, documents and health history cannot be shown until it is back."
             )
     app = None

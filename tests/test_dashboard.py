@@ -441,6 +441,21 @@ def test_documents_list_search_with_escaped_highlights_and_chunks(tmp_path: Path
     assert "No document 9999." in visible_text(at)
 
 
+def test_names_from_outside_are_shown_literally_not_as_markdown(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    name = "*bold* [click](javascript:alert(1)) $x$.txt"
+    path = settings.watch_dirs[0] / name
+    path.write_text("The quokka smiled for the camera.", encoding="utf-8")
+    store = DocumentStore(settings.database_url_resolved)
+    store.create_schema()
+    assert pipeline.process_file(str(path), settings, store).status == "success"
+    at = page(settings, "Documents")
+    at.text_input(key="doc_query").input("quokka").run()
+    assert_no_traceback(at)
+    titles = [m.value for m in at.markdown if "(document " in m.value]
+    assert titles == [r"**\*bold\* \[click\](javascript:alert(1)) \$x\$.txt** (document 1, chunk 0)"]
+
+
 def test_system_health_charts_and_thresholds(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, MIDAS_CPU_WARN_PERCENT="70", MIDAS_CPU_CRIT_PERCENT="90")
     cpus = [10.0, 20.0, 75.0, 30.0, 40.0]
