@@ -36,7 +36,7 @@ class Detected:
     #: MIME type, e.g. "application/pdf"
     mime_type: str
     #: family, e.g. "pdf", "docx", "doc", "xlsx", "odt", "msg", "rtf", "html", "xml", "json", "email",
-    #: "text", "zip", "ole", "encrypted-ooxml", "binary", "empty"
+    #: "text", "zip", "ole", "encrypted-ooxml", "image", "binary", "empty"
     kind: str
     #: human-readable description used in error messages
     description: str
@@ -71,6 +71,13 @@ MIME_BY_EXTENSION: dict[str, str] = {
     ".ndjson": "application/x-ndjson",
     ".log": "text/x-log",
     ".txt": "text/plain",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".tif": "image/tiff",
+    ".tiff": "image/tiff",
+    ".bmp": "image/bmp",
+    ".gif": "image/gif",
 }
 
 # which detected kinds an extension accepts as "what it claims to be"
@@ -85,7 +92,9 @@ _EXPECTED_KINDS: dict[str, frozenset[str]] = {
     ".xls": frozenset({"xls"}),
     ".msg": frozenset({"msg"}),
     ".eml": frozenset({"email", "text"}),
+    **{ext: frozenset({"image"}) for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")},
 }
+_IMAGE_EXTENSIONS = frozenset(ext for ext, kinds in _EXPECTED_KINDS.items() if kinds == {"image"})
 _TEXT_KINDS = frozenset({"text", "html", "xml", "json", "email", "rtf"})
 TEXT_EXTENSIONS = frozenset(
     {".txt", ".log", ".md", ".markdown", ".csv", ".json", ".jsonl", ".ndjson", ".xml", ".html", ".htm"}
@@ -104,6 +113,13 @@ _WHAT: dict[str, str] = {
     ".xls": "an Excel 97-2003 (.xls) workbook",
     ".msg": "an Outlook message",
     ".eml": "an e-mail message",
+    ".png": "a PNG image",
+    ".jpg": "a JPEG image",
+    ".jpeg": "a JPEG image",
+    ".tif": "a TIFF image",
+    ".tiff": "a TIFF image",
+    ".bmp": "a BMP image",
+    ".gif": "a GIF image",
 }
 
 _ODF_MIMES: dict[str, tuple[str, str]] = {
@@ -157,6 +173,9 @@ def sniff(path: Path | str) -> Detected:
         more = bool(handle.read(1))
     if not head:
         return Detected("application/x-empty", "empty", "an empty file")
+    image = _sniff_image(head)
+    if image is not None:
+        return image
     pdf_at = head.find(b"%PDF-", 0, 1024)
     if pdf_at >= 0:
         return Detected("application/pdf", "pdf", "a PDF document", ".pdf")
@@ -167,6 +186,32 @@ def sniff(path: Path | str) -> Detected:
     if _is_biff(head):
         return Detected(MIME_BY_EXTENSION[".xls"], "xls", "an Excel 2.x-4.x (BIFF) worksheet", ".xls")
     return _sniff_text(head, truncated=more)
+
+
+# ------------------------------------------------------------------ images
+
+#: (magic at offset 0, MIME type, description, extension)
+_IMAGE_MAGICS = (
+    (b"\x89PNG\r\n\x1a\n", "image/png", "a PNG image", ".png"),
+    (b"\xff\xd8\xff", "image/jpeg", "a JPEG image", ".jpg"),
+    (b"II*\x00", "image/tiff", "a TIFF image", ".tif"),
+    (b"MM\x00*", "image/tiff", "a TIFF image", ".tif"),
+    (b"II+\x00", "image/tiff", "a BigTIFF image", ".tif"),
+    (b"MM\x00+", "image/tiff", "a BigTIFF image", ".tif"),
+    (b"GIF87a", "image/gif", "a GIF image", ".gif"),
+    (b"GIF89a", "image/gif", "a GIF image", ".gif"),
+)
+#: sizes of the BMP info headers (OS/2 v1, v1-v5): "BM" alone is too common a start for text
+_BMP_HEADER_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+
+
+def _sniff_image(head: bytes) -> Detected | None:
+    for magic, mime, description, extension in _IMAGE_MAGICS:
+        if head.startswith(magic):
+            return Detected(mime, "image", description, extension)
+    if head.startswith(b"BM") and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_HEADER_SIZES:
+        return Detected("image/bmp", "image", "a BMP image", ".bmp")
+    return None
 
 
 # ------------------------------------------------------------------ containers
@@ -387,6 +432,8 @@ def resolve_extension(path: Path | str, extension: str) -> tuple[str, str]:
         raise TypeMismatch(f"{name}: content is not text (looks like {detected.description})")
 
     expected = _EXPECTED_KINDS.get(ext)
+    if ext in _IMAGE_EXTENSIONS and detected.kind == "image":
+        return ext, detected.mime_type  # any image format under any image extension: the bytes say which
     if expected is not None and detected.kind in expected:
         return ext, MIME_BY_EXTENSION.get(ext, detected.mime_type)
     if detected.damaged and (

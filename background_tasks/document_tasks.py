@@ -15,7 +15,7 @@ from typing import Any
 
 from celery import signals, states
 
-from background_tasks import pipeline
+from background_tasks import analysis_tasks, pipeline
 from background_tasks.errors import MidasError, PermanentError, TransientError
 from background_tasks.settings import get_settings
 from background_tasks.store import DocumentStore
@@ -56,7 +56,9 @@ def process_document_file(self, file_path: str) -> dict[str, Any]:
     settings = get_settings()
     store = document_store()
     try:
-        return pipeline.process_file(file_path, settings, store, task_id=self.request.id).as_dict()
+        result = pipeline.process_file(file_path, settings, store, task_id=self.request.id).as_dict()
+        analysis_tasks.schedule_follow_ups(result)  # tables get profiled, long scans OCR'd, on the analysis queue
+        return result
     except TransientError as exc:
         if self.request.retries >= settings.max_retries:
             log.warning("%s: giving up after %d retries: %s", file_path, self.request.retries, exc)

@@ -4,8 +4,9 @@
 for the file to be complete, copy it privately (hashing on the way), claim its
 content in the store (so the same content is processed once, also when a task
 is redelivered), detect the real type, extract in an isolated child process,
-normalise, chunk, and record. Permanent errors are recorded and returned;
-``TransientError`` propagates so the task can retry it.
+OCR the pages that have no text layer (``ocr_pipeline``), normalise, chunk,
+and record. Permanent errors are recorded and returned; ``TransientError``
+propagates so the task can retry it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from background_tasks.chunking import chunk_text, normalize_with_pages
 from background_tasks.errors import EmptyDocument, MidasError, PermanentError, RejectedError, TransientError
 from background_tasks.extractors import Extraction, Limits, PageSpan, extractor_for
 from background_tasks.isolation import run_isolated
+from background_tasks.ocr_pipeline import apply_ocr
 from background_tasks.safety import check_path, check_size, ensure_complete, working_copy
 from background_tasks.settings import Settings
 from background_tasks.store import DocumentStore
@@ -205,6 +207,7 @@ def process_file(raw_path: str, settings: Settings, store: DocumentStore, task_i
                     duration_s=elapsed(),
                 )
             extraction = extract(copy.path, extension, mime_type, settings, label=original.name)
+            extraction = apply_ocr(extraction, copy.path, extension, settings, original.name, elapsed())
             facts = file_facts(copy.path, original, sha256, size, mime_type)
 
         text, pages = normalize_with_pages(extraction.text, extraction.pages)

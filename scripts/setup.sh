@@ -15,9 +15,9 @@ say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 # ---- system programs -------------------------------------------------------
 # command -> Debian package / Homebrew formula
-need_cmds=(redis-server antiword catdoc)
-deb_pkgs=(redis-server antiword catdoc)
-brew_pkgs=(redis antiword catdoc)
+need_cmds=(redis-server antiword catdoc tesseract tesseract tesseract)
+deb_pkgs=(redis-server antiword catdoc tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu)
+brew_pkgs=(redis antiword catdoc tesseract tesseract-lang tesseract)
 if [ "$DEV" = 1 ]; then
   need_cmds+=(chromium)
   deb_pkgs+=(chromium)

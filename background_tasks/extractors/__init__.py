@@ -12,6 +12,7 @@ from functools import lru_cache
 from background_tasks.errors import UnsupportedFileType
 from background_tasks.extractors.base import Extraction, Extractor, Limits, PageSpan, TextBuilder
 from background_tasks.extractors.html import HtmlExtractor
+from background_tasks.extractors.image import ImageExtractor
 from background_tasks.extractors.mail import EmlExtractor, MsgExtractor
 from background_tasks.extractors.opendocument import OdtExtractor
 from background_tasks.extractors.pdf import PdfExtractor
@@ -38,6 +39,7 @@ REGISTRY: tuple[type[Extractor], ...] = (
     MarkdownExtractor,
     LogExtractor,
     PlainTextExtractor,
+    ImageExtractor,
 )
 
 

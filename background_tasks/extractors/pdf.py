@@ -5,7 +5,9 @@ a page that fails becomes a warning, not an error. When even the document
 structure cannot be read (truncated file, broken cross-reference table) the
 raw content streams are scanned as a last resort and the result is flagged as
 partial. Scanned/image-only PDFs succeed with a warning, because "this file has
-no text layer" is the honest answer, not a failure.
+no text layer" is the honest answer, not a failure; the pages that need OCR
+(little or no text, but a picture) are listed in ``pages_without_text`` for
+the pipeline's OCR step.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class PdfExtractor(Extractor):
         metadata["page_count"] = len(pages)
         builder = TextBuilder()
         failed: list[int] = []
+        ocr_candidates: list[int] = []  # pages with (almost) no text but a picture: scans to OCR
         empty_pages = 0
         truncated = False
         for number, page in enumerate(pages, start=1):
@@ -66,6 +69,8 @@ class PdfExtractor(Extractor):
                 warnings.append(f"page {number}: text could not be extracted ({_short(exc)})")
                 continue
             text = _clean(text)
+            if sum(ch.isalnum() for ch in text) < _MIN_CHARS_PER_PAGE and _has_images(page):
+                ocr_candidates.append(number)
             if not text.strip():
                 empty_pages += 1
                 continue
@@ -77,6 +82,8 @@ class PdfExtractor(Extractor):
                 warnings.append(f"text truncated at {limits.max_text_chars} characters (page {number})")
                 break
         full = builder.text()
+        if ocr_candidates or failed:
+            metadata["pages_without_text"] = sorted({*ocr_candidates, *failed})
         if pages and len(failed) == len(pages):
             raise CorruptDocument(f"{path.name}: no page could be read ({warnings[-1]})")
         letters = sum(ch.isalnum() for ch in full)
@@ -102,6 +109,48 @@ class PdfExtractor(Extractor):
         except Exception:
             metadata["page_count"] = None
         return metadata
+
+
+def _has_images(page: Any, max_depth: int = 4) -> bool:
+    """Whether a page paints a raster image: an image XObject (also inside forms) or an inline image."""
+    try:
+        if _resources_have_images(page.get("/Resources"), max_depth, set()):
+            return True
+        contents = page.get_contents()
+        return contents is not None and re.search(rb"(?:^|\s)BI\s", contents.get_data()) is not None
+    except MidasError:
+        raise
+    except Exception:  # unreadable resources: let OCR look at the rendered page
+        return True
+
+
+def _resources_have_images(resources: Any, depth: int, seen: set[int]) -> bool:
+    if resources is None or depth < 0:
+        return False
+    xobjects = resources.get_object().get("/XObject")
+    if not xobjects:
+        return False
+    for ref in xobjects.get_object().values():
+        number = getattr(ref, "idnum", None)
+        if number is not None:
+            if number in seen:
+                continue
+            seen.add(number)
+        obj = ref.get_object()
+        subtype = obj.get("/Subtype")
+        if subtype == "/Image":
+            return True
+        if subtype == "/Form" and _resources_have_images(obj.get("/Resources"), depth - 1, seen):
+            return True
+    return False
+
+
+def is_text_layer_warning(warning: str) -> bool:
+    """The warnings this extractor gives for pages without text (OCR replaces them when it runs)."""
+    return warning == NO_TEXT_LAYER or bool(_PARTIAL_TEXT_LAYER.fullmatch(warning))
+
+
+_PARTIAL_TEXT_LAYER = re.compile(r"\d+ of \d+ pages have no text layer \(images only\?\)")
 
 
 def _short(exc: BaseException) -> str:

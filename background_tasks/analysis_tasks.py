@@ -1,0 +1,136 @@
+"""Analysis tasks (queue ``analysis``): data profiles, text analytics, and long OCR jobs.
+
+from background_tasks.analysis_tasks import analyze_data_file, analyze_document
+analyze_data_file.delay("path/to/table.csv").get(timeout=120)
+analyze_document.delay(document_id).get(timeout=60)
+
+``schedule_follow_ups`` is called by ``process_document_file`` with its
+result: a processed table gets its data profile, a scan with more pages to
+OCR gets its OCR continued here, both on this queue so document processing
+never waits for them. ``get_analysis(document_id)`` returns what is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from functools import lru_cache
+from typing import Any
+
+from celery import signals
+
+from background_tasks import analysis, ocr_pipeline
+from background_tasks.analysis import get_analysis
+from background_tasks.errors import TransientError
+from background_tasks.settings import get_settings
+from background_tasks.store import DocumentStore
+from celery_config import app
+
+log = logging.getLogger(__name__)
+
+#: processed file types whose data profile runs on its own after processing
+TABULAR_TYPES = frozenset({"csv", "xlsx", "xlsm", "xls", "jsonl", "ndjson"})
+#: JSON documents are profiled when the extractor saw records in them
+_JSON_RECORD_SHAPES = frozenset({"array", "json-lines"})
+
+__all__ = [
+    "analyze_data_file",
+    "analyze_document",
+    "get_analysis",
+    "ocr_document_pages",
+    "schedule_follow_ups",
+]
+
+
+@lru_cache(maxsize=1)
+def analysis_store() -> DocumentStore:
+    """One store per worker process; creating the schema also creates the analyses and ocr_pages tables."""
+    settings = get_settings()
+    store = DocumentStore(settings.database_url_resolved, stale_after_s=settings.visibility_timeout)
+    store.create_schema()
+    return store
+
+
+@signals.worker_init.connect
+def _preload(**_: Any) -> None:
+    """Load pandas and the page renderer once in the worker's main process, so forks inherit them."""
+    for name in ("pandas", "numpy", "PIL.Image", "pypdfium2"):
+        try:
+            __import__(name)
+        except ImportError:
+            log.info("optional module %s not available", name)
+
+
+def _retry(task: Any, exc: TransientError, what: str) -> Any:
+    from background_tasks.document_tasks import retry_delay
+
+    settings = get_settings()
+    if task.request.retries >= settings.max_retries:
+        raise exc
+    delay = retry_delay(task.request.retries, settings.retry_backoff_max)
+    log.info("%s: %s; retry %d in %.1f s", what, exc, task.request.retries + 1, delay)
+    return task.retry(exc=exc, countdown=delay, max_retries=settings.max_retries)
+
+
+@app.task(bind=True, name="background_tasks.analysis_tasks.analyze_data_file")
+def analyze_data_file(self, file_path: str, document_id: int | None = None) -> dict[str, Any]:
+    """Profile the tables of a CSV, XLSX, XLS or JSON-records file; stored with its document and returned."""
+    try:
+        return analysis.analyze_data_path(file_path, get_settings(), analysis_store(), document_id)
+    except TransientError as exc:
+        raise _retry(self, exc, str(file_path)) from None
+
+
+@app.task(bind=True, name="background_tasks.analysis_tasks.analyze_document")
+def analyze_document(self, document_id: int) -> dict[str, Any]:
+    """Language, counts, reading time, distinctive keywords and entities of a processed document."""
+    try:
+        return analysis.analyze_document_text(int(document_id), analysis_store())
+    except TransientError as exc:
+        raise _retry(self, exc, f"document {document_id}") from None
+
+
+@app.task(bind=True, name="background_tasks.analysis_tasks.ocr_document_pages")
+def ocr_document_pages(self, document_id: int, file_path: str, pages: list[int]) -> dict[str, Any]:
+    """OCR the next range of a long scan; queue the range after it behind the work already waiting."""
+    try:
+        result = ocr_pipeline.continue_ocr(int(document_id), file_path, [int(p) for p in pages], get_settings(),
+                                           analysis_store())  # fmt: skip
+    except TransientError as exc:
+        raise _retry(self, exc, f"OCR of {file_path}") from None
+    if result["status"] == "partial":
+        rest = result["pending"]
+        ocr_document_pages.apply_async(args=[document_id, file_path, rest], task_id=_ocr_task_id(document_id, rest))
+    return result
+
+
+def _ocr_task_id(document_id: int, pages: list[int]) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"midas-ocr:{document_id}:{pages[0]}:{len(pages)}"))
+
+
+def schedule_follow_ups(result: dict[str, Any]) -> list[str]:
+    """Queue the analysis-queue work a processing result calls for; returns the queued task ids.
+
+    Task ids are derived from the content, so a redelivered processing task
+    does not queue the same work twice. Never raises: a broker hiccup here
+    must not turn a processed document into a failed task.
+    """
+    if result.get("status") != "success" or not result.get("document_id"):
+        return []
+    document_id = int(result["document_id"])
+    metadata = result.get("metadata") or {}
+    file_type = (result.get("file_type") or "").lower()
+    queued: list[str] = []
+    try:
+        if file_type in TABULAR_TYPES or (file_type == "json" and metadata.get("json_type") in _JSON_RECORD_SHAPES):
+            task_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"midas-data-analysis:{result.get('sha256')}"))
+            analyze_data_file.apply_async(args=[result["path"]], kwargs={"document_id": document_id}, task_id=task_id)
+            queued.append(task_id)
+        pages = ocr_pipeline.deferred_pages(metadata)
+        if pages:
+            task_id = _ocr_task_id(document_id, pages)
+            ocr_document_pages.apply_async(args=[document_id, result["path"], pages], task_id=task_id)
+            queued.append(task_id)
+    except Exception as exc:  # the document is processed; a lost follow-up is logged, not fatal
+        log.warning("document %s: could not queue follow-up analysis: %s", document_id, exc)
+    return queued
