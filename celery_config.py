@@ -173,6 +173,7 @@ def create_app(settings: Settings) -> Celery:
         worker_deduplicate_successful_tasks=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_max_tasks_per_child=settings.max_tasks_per_child,
+        worker_max_memory_per_child=settings.max_memory_per_child_mb * 1024,  # in KiB
         worker_concurrency=settings.concurrency,
         worker_pool=settings.pool,
         task_soft_time_limit=settings.task_soft_time_limit,

@@ -210,27 +210,31 @@ def process_file(raw_path: str, settings: Settings, store: DocumentStore, task_i
             extraction = apply_ocr(extraction, copy.path, extension, settings, original.name, elapsed())
             facts = file_facts(copy.path, original, sha256, size, mime_type)
 
+        # Large documents: keep one copy of the text at a time (raw -> normalised -> chunks).
         text, pages = normalize_with_pages(extraction.text, extraction.pages)
         warnings = list(extraction.warnings)
+        metadata = {**facts, **extraction.metadata}
+        del extraction
         if not text.strip() and not warnings:
             warnings.append("no text found in the document")
-        chunks = chunk_text(text, settings.chunk_size, settings.chunk_overlap, pages)
-        metadata = {**facts, **extraction.metadata}
         metadata.setdefault("word_count", word_count(text))
         if "language" not in metadata or not metadata.get("language"):
             metadata["language"] = detect_language(text)
+        text_chars = len(text)
+        chunks = chunk_text(text, settings.chunk_size, settings.chunk_overlap, pages)
+        del text
         page_count = metadata.get("page_count") or (len(pages) if pages and file_type == "pdf" else None)
         duration = elapsed()
         store.record_success(
             document_id,
             metadata=metadata,
             chunks=chunks,
-            text_chars=len(text),
+            text_chars=text_chars,
             page_count=page_count,
             warnings=warnings,
             duration_s=duration,
         )
-        log.info("%s: %d chunks, %d characters in %.3f s", original.name, len(chunks), len(text), duration)
+        log.info("%s: %d chunks, %d characters in %.3f s", original.name, len(chunks), text_chars, duration)
         return ProcessResult(
             status="success",
             path=path_text,
@@ -239,7 +243,7 @@ def process_file(raw_path: str, settings: Settings, store: DocumentStore, task_i
             sha256=sha256,
             chunks_created=len(chunks),
             pages=page_count,
-            text_chars=len(text),
+            text_chars=text_chars,
             metadata=metadata,
             warnings=tuple(warnings),
             duration_s=duration,

@@ -290,6 +290,14 @@ VARIABLES: tuple[Var, ...] = (
         "Worker process replaced after N tasks.",
         "Tasks",
     ),
+    Var(
+        "MIDAS_MAX_MEMORY_PER_CHILD_MB",
+        "max_memory_per_child_mb",
+        _pos_int,
+        "300",
+        "A worker process that grew beyond this after a task is replaced, so memory returns to the OS.",
+        "Tasks",
+    ),
     Var("MIDAS_MAX_RETRIES", "max_retries", _nonneg_int, "5", "Retries for transient errors.", "Tasks"),
     Var("MIDAS_RETRY_BACKOFF_MAX", "retry_backoff_max", _pos_int, "300", "Longest retry delay (s).", "Tasks"),
     # Beat schedule

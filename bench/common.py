@@ -33,7 +33,7 @@ def bench_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "MIDAS_DATA_DIR": str(data_dir),
             "MIDAS_LOG_DIR": str(data_dir / "logs"),
             "MIDAS_ENV_FILE": os.devnull,
-            "MIDAS_ALLOWED_ROOTS": os.pathsep.join([str(corpus_dir()), str(data_dir)]),
+            "MIDAS_ALLOWED_ROOTS": os.pathsep.join([str(corpus_dir()), str(data_dir), str(PROJECT_ROOT / "samples")]),
             "MIDAS_WATCH_DIRS": str(data_dir / "watch"),
             "MIDAS_STABILITY_SECONDS": "0",
             "REDIS_HOST": "127.0.0.1",

@@ -284,13 +284,26 @@ def normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
+def _has_long_line(text: str, max_line_chars: int) -> bool:
+    """Cheap scan, so the common case (no long line) costs no copy of the text."""
+    pos, length = 0, len(text)
+    while pos < length:
+        end = text.find("\n", pos)
+        if end < 0:
+            end = length
+        if end - pos > max_line_chars:
+            return True
+        pos = end + 1
+    return False
+
+
 def split_long_lines(text: str, max_line_chars: int) -> tuple[str, int]:
     """Break lines longer than ``max_line_chars``, preferably at a space: (text, lines broken).
 
     A single multi-megabyte line (minified data, a log without newlines) would
     otherwise become one unsplittable chunk. Nothing is dropped.
     """
-    if max_line_chars <= 0 or len(text) <= max_line_chars:
+    if max_line_chars <= 0 or len(text) <= max_line_chars or not _has_long_line(text, max_line_chars):
         return text, 0
     pieces: list[str] = []
     broken = 0

@@ -108,12 +108,26 @@ def _is_header(cells: Sequence[str], width: int) -> bool:
     return len(filled) >= needed and not any(_looks_like_value(c) for c in filled)
 
 
+_BLOCK_LINES = 4096
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` with their endings, lazily (csv.reader needs no copy of the whole text)."""
+    pos, length = 0, len(text)
+    while pos < length:
+        end = text.find("\n", pos)
+        end = length if end < 0 else end + 1
+        yield text[pos:end]
+        pos = end
+
+
 class TableWriter:
     """Turns a stream of rows into ``header: value`` lines; counts rows and columns."""
 
     def __init__(self, max_chars: int) -> None:
         self._max_chars = max_chars
         self._lines: list[str] = []
+        self._blocks: list[str] = []
         self._chars = 0
         self.header: list[str] | None = None
         self.data_rows = 0
@@ -124,6 +138,10 @@ class TableWriter:
         if self._chars > self._max_chars:
             raise ResourceLimitExceeded(f"table text exceeds the limit of {self._max_chars} characters")
         self._lines.append(line)
+        if len(self._lines) >= _BLOCK_LINES:
+            # millions of small line objects cost more than their text: keep joined blocks instead
+            self._blocks.append("\n".join(self._lines))
+            self._lines.clear()
 
     def write(self, rows: Iterable[Sequence[str]]) -> None:
         """Consume rows of cell strings (empty rows allowed and skipped)."""
@@ -183,7 +201,12 @@ class TableWriter:
         return self._chars
 
     def text(self) -> str:
-        return "\n".join(self._lines)
+        if self._lines:
+            self._blocks.append("\n".join(self._lines))
+            self._lines.clear()
+        text = "\n".join(self._blocks)
+        self._blocks = [text]
+        return text
 
 
 # --------------------------------------------------------------------------
@@ -236,13 +259,14 @@ class CsvExtractor(Extractor):
         delimiter = sniff_delimiter(text[:65536])
         _ensure_field_limit(max(limits.max_line_chars, 131072) + 1)
         writer = TableWriter(limits.max_text_chars)
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        reader = csv.reader(iter_lines(text), delimiter=delimiter)
         try:
             writer.write([c.strip() if "\n" not in c else " ".join(c.split()) for c in row] for row in reader)
         except csv.Error as exc:
             if not writer.chars:
                 raise CorruptDocument(f"malformed CSV: {exc}") from exc
             warnings.append(f"CSV parsing stopped at line {reader.line_num}: {exc}")
+        del text, reader  # the decoded file is no longer needed; free it before building the body
         body = writer.text()
         if not body.strip():
             raise EmptyDocument("the CSV file has no values")
