@@ -340,7 +340,7 @@ def test_failed_task_and_critical_health_alert_through_a_worker(
         health = other.send_task(HEALTH).get(timeout=60)
         assert health["status"] == "critical" and health["alert"]["sent"]
         critical = [m for m in smtp_server.messages if m["headers"]["X-MIDAS-Alert"] == "health_critical"]
-        assert len(critical) == 1 and "disk of data_dir" in critical[0]["subject"]
+        assert len(critical) == 1 and ": disk of data_dir" in critical[0]["subject"]
         again = other.send_task(HEALTH).get(timeout=60)
         assert again["status"] == "critical" and again["alert"]["suppressed"]
         assert sum(m["headers"]["X-MIDAS-Alert"] == "health_critical" for m in smtp_server.messages) == 1
@@ -358,6 +358,9 @@ def test_redis_down_health_alert(tmp_path, smtp_server, webhook_server) -> None:
     delivery = alerts.health_alert(report.as_dict(), settings)
     assert delivery.sent
     (mail,) = smtp_server.messages
-    assert mail["subject"].startswith("[MIDAS] health critical on ") and "Redis unreachable" in mail["subject"]
+    assert (
+        mail["subject"].startswith("[MIDAS] health critical on ")
+        and ": Redis unreachable at 127.0.0.1:" in mail["subject"]
+    )
     assert "Redis: DOWN" in mail["body"] and "Workers answering: 0" in mail["body"]
     assert webhook_server.received[0]["body"]["severity"] == "critical"
