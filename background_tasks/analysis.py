@@ -345,6 +345,7 @@ def document_frequencies(url: str, terms: Iterable[str]) -> tuple[int, dict[str,
     without FTS5 it falls back to a substring scan.
     """
     terms = list(terms)
+    ensure_schema(url)
     with transient_db_errors(), session_scope(url) as s:
         total = int(s.execute(text("SELECT count(DISTINCT document_id) FROM chunks")).scalar_one())
         found: dict[str, int] = {}
