@@ -145,65 +145,18 @@ class WorkerActivity:
     asked: bool  # the broadcast itself worked (no worker answering is not an error of the asking)
 
 
-def _broadcast_timeout(timeout: float) -> float:
-    # inspect requests addressed to the workers that just answered return as soon as all replied;
-    # the longer limit only matters when one of them died in between
-    return max(1.0, timeout * 2)
-
-
 def worker_activity(
     settings: Settings, app: Any, timeout: float = LIVE_TIMEOUT, now: float | None = None
 ) -> WorkerActivity:
-    """Ping the workers, then ask those that answered for their active, reserved and scheduled tasks.
-
-    Each broadcast gets a fresh broker connection: a broadcast that ends by timing out (the ping
-    always does, it cannot know how many workers there are) leaves a pending read on its
-    connection, and the next request on that connection would wait for it (about half a second,
-    enough for a short ``inspect`` to miss every reply).
-    """
+    """Each worker's active, reserved and scheduled tasks, laid out as ``monitoring.check_queues`` does."""
     now = time.time() if now is None else now
     try:
-        with app.connection_for_read() as conn:
-            replies = app.control.ping(timeout=timeout, connection=conn) or []
-        hosts = sorted({host for reply in replies for host in reply})
-        if not hosts:
-            return WorkerActivity({}, [], "no Celery worker answered a ping", True)
-        with app.connection_for_read() as conn:
-            inspect = app.control.inspect(
-                destination=hosts, timeout=_broadcast_timeout(timeout), limit=len(hosts), connection=conn
-            )
-            active, reserved, scheduled = inspect.active() or {}, inspect.reserved() or {}, inspect.scheduled() or {}
+        hosts, active, reserved, scheduled = monitoring.ask_workers(app, timeout)
     except Exception as exc:  # broker trouble during a broadcast
         return WorkerActivity({}, [], f"could not ask the workers: {plain_error(exc)}", False)
-    workers: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    stuck: list[dict[str, Any]] = []
-    for host in hosts:
-        entry: dict[str, list[dict[str, Any]]] = {"active": [], "reserved": [], "scheduled": []}
-        for task in active.get(host) or ():
-            start = task.get("time_start")
-            running = round(now - start, 3) if start else None
-            item = {
-                "id": task.get("id"),
-                "name": task.get("name"),
-                "queue": (task.get("delivery_info") or {}).get("routing_key"),
-                "args": task.get("args"),
-                "worker_pid": task.get("worker_pid"),
-                "running_s": running,
-                "stuck": running is not None and running > settings.stuck_task_seconds,
-            }
-            entry["active"].append(item)
-            if item["stuck"]:
-                stuck.append({**item, "worker": host})
-        for task in reserved.get(host) or ():
-            entry["reserved"].append({"id": task.get("id"), "name": task.get("name"), "args": task.get("args")})
-        for item in scheduled.get(host) or ():
-            request = item.get("request") or {}
-            eta = pd.to_datetime(item.get("eta"), utc=True, errors="coerce") if item.get("eta") else None
-            due = None if eta is None or pd.isna(eta) else round(eta.timestamp() - now, 3)
-            entry["scheduled"].append(
-                {"id": request.get("id"), "name": request.get("name"), "eta": item.get("eta"), "due_in_s": due}
-            )
-        workers[host] = entry
+    if not hosts:
+        return WorkerActivity({}, [], "no Celery worker answered a ping", True)
+    workers, stuck = monitoring.lay_out_workers(hosts, active, reserved, scheduled, now, settings.stuck_task_seconds)
     return WorkerActivity(workers, stuck, None, True)
 
 

@@ -310,16 +310,40 @@ def redis_figures(client: redis.Redis) -> dict[str, Any]:
     }
 
 
+def ask_workers(app: Any, timeout: float = CONTROL_TIMEOUT) -> tuple[list[str], dict, dict, dict]:
+    """Ping the workers, then ask those that answered for their active, reserved and scheduled tasks.
+
+    Each broadcast gets a fresh broker connection: a ping always ends by timing out (it cannot
+    know how many workers there are) and leaves a pending read on its connection, which would
+    make the next request on it wait long enough to miss every reply.
+    """
+    with app.connection_for_read() as conn:
+        replies = app.control.ping(timeout=timeout, connection=conn) or []
+    hosts = sorted({host for reply in replies for host in reply})
+    if not hosts:
+        return [], {}, {}, {}
+    with app.connection_for_read() as conn:
+        # addressed to the workers that just answered: returns as soon as all replied
+        inspect = app.control.inspect(
+            destination=hosts, timeout=max(1.0, timeout * 2), limit=len(hosts), connection=conn
+        )
+        return hosts, inspect.active() or {}, inspect.reserved() or {}, inspect.scheduled() or {}
+
+
 def celery_figures(app: Any, timeout: float = CONTROL_TIMEOUT) -> dict[str, Any]:
     """Workers answering a ping, with their pool, concurrency and active tasks."""
     try:
-        replies = app.control.ping(timeout=timeout) or []
+        with app.connection_for_read() as conn:
+            replies = app.control.ping(timeout=timeout, connection=conn) or []
         hosts = sorted({host for reply in replies for host in reply})
         workers: dict[str, dict[str, Any]] = {}
         if hosts:
-            inspect = app.control.inspect(destination=hosts, timeout=timeout, limit=len(hosts))
-            stats = inspect.stats() or {}
-            active = inspect.active() or {}
+            with app.connection_for_read() as conn:
+                inspect = app.control.inspect(
+                    destination=hosts, timeout=max(1.0, timeout * 2), limit=len(hosts), connection=conn
+                )
+                stats = inspect.stats() or {}
+                active = inspect.active() or {}
             for host in hosts:
                 pool = (stats.get(host) or {}).get("pool") or {}
                 workers[host] = {
@@ -587,18 +611,30 @@ def check_queues(
     workers: dict[str, dict[str, list[dict[str, Any]]]] = {}
     error = None
     try:
-        replies = app.control.ping(timeout=timeout) or []
-        hosts = sorted({host for reply in replies for host in reply})
-        if hosts:
-            inspect = app.control.inspect(destination=hosts, timeout=timeout, limit=len(hosts))
-            active, reserved, scheduled = inspect.active() or {}, inspect.reserved() or {}, inspect.scheduled() or {}
-        else:
-            active = reserved = scheduled = {}
+        hosts, active, reserved, scheduled = ask_workers(app, timeout)
     except Exception as exc:
         return QueueCheck(now, False, f"could not ask the workers: {_err(exc)}", stuck_after, depths, {})
     ids = [t.get("id") for group in (active, reserved) for tasks in group.values() for t in tasks or ()]
     ids += [(s.get("request") or {}).get("id") for tasks in scheduled.values() for s in tasks or ()]
     known = _history_times(settings.database_url_resolved, [i for i in ids if i])
+    workers, stuck = lay_out_workers(hosts, active, reserved, scheduled, now, stuck_after, known)
+    if not hosts:
+        error = "no Celery worker answered a ping"
+    return QueueCheck(now, error is None, error, stuck_after, depths, workers, tuple(stuck))
+
+
+def lay_out_workers(
+    hosts: Sequence[str],
+    active: dict,
+    reserved: dict,
+    scheduled: dict,
+    now: float,
+    stuck_after: float,
+    known: dict[str, dict[str, float | None]] | None = None,
+) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], list[dict[str, Any]]]:
+    """Per worker: its active (with running time, flagged stuck), reserved and scheduled tasks."""
+    known = known or {}
+    workers: dict[str, dict[str, list[dict[str, Any]]]] = {}
     stuck: list[dict[str, Any]] = []
     for host in hosts:
         entry: dict[str, list[dict[str, Any]]] = {"active": [], "reserved": [], "scheduled": []}
@@ -609,6 +645,7 @@ def check_queues(
                 "id": task.get("id"),
                 "name": task.get("name"),
                 "queue": (task.get("delivery_info") or {}).get("routing_key"),
+                "args": task.get("args"),
                 "worker_pid": task.get("worker_pid"),
                 "running_s": running,
                 "stuck": running is not None and running > stuck_after,
@@ -619,7 +656,12 @@ def check_queues(
         for task in reserved.get(host) or ():
             sent = (known.get(task.get("id")) or {}).get("sent")
             entry["reserved"].append(
-                {"id": task.get("id"), "name": task.get("name"), "age_s": round(now - sent, 3) if sent else None}
+                {
+                    "id": task.get("id"),
+                    "name": task.get("name"),
+                    "args": task.get("args"),
+                    "age_s": round(now - sent, 3) if sent else None,
+                }
             )
         for item in scheduled.get(host) or ():
             request = item.get("request") or {}
@@ -635,9 +677,7 @@ def check_queues(
                 }
             )
         workers[host] = entry
-    if not hosts:
-        error = "no Celery worker answered a ping"
-    return QueueCheck(now, error is None, error, stuck_after, depths, workers, tuple(stuck))
+    return workers, stuck
 
 
 def _iso_epoch(value: Any) -> float | None:
