@@ -19,8 +19,11 @@ from background_tasks.chunking import normalize_text
 from background_tasks.extractors.base import Limits
 from background_tasks.settings import load_settings
 from background_tasks.store import DocumentStore
+from tests import db_fixtures
 from tests.corpus import corpus_dir
 from tests.support import wait_until
+
+database_url = db_fixtures.database_url  # the SQLite + PostgreSQL fixture
 
 
 @pytest.fixture
@@ -314,7 +317,12 @@ def test_text_of_chunks_gives_back_the_text(settings, store, docs_dir) -> None:
     assert analysis.text_of_chunks(store.get_chunks(result.document_id)) == normalize_text(text)
 
 
-def test_keywords_are_distinctive_against_the_whole_store(settings, store, docs_dir) -> None:
+def test_keywords_are_distinctive_against_the_whole_store(tmp_path, database_url, docs_dir) -> None:
+    env = {k: v for k, v in os.environ.items() if k.startswith(("MIDAS_", "REDIS_"))}
+    env.update({"MIDAS_DATA_DIR": str(tmp_path / "data"), "MIDAS_DATABASE_URL": database_url})
+    settings = load_settings(env, env_file=Path(os.devnull))
+    store = DocumentStore(database_url)
+    store.create_schema()
     common = "The quarterly budget report covers revenue, costs and the budget plan. "
     topics = {
         "wombats.txt": "Wombats dig burrows. Wombat burrows protect wombats from heat. ",
