@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import logging
 import math
@@ -506,6 +507,33 @@ def _row_frames(rows: Iterable[Sequence[Any]], table: TableProfile, batch: int =
         yield frame(block)
 
 
+def _csv_header(sample: str, delimiter: str) -> tuple[int | None, int]:
+    """(0 if there is a header row else None, physical lines above it): title lines may precede the header."""
+    sample = sample.lstrip("\ufeff")
+    cut = sample.rfind("\n")
+    reader = csv.reader(io.StringIO(sample[: cut + 1] if cut > 0 else sample, newline=""), delimiter=delimiter)
+    rows: list[tuple[int, list[str]]] = []
+    start = 0
+    try:
+        for cells in reader:
+            if any(c.strip() for c in cells):
+                rows.append((start, cells))
+                if len(rows) >= _HEADER_SCAN_ROWS:
+                    break
+            start = reader.line_num
+    except csv.Error:
+        pass
+    if not rows:
+        return 0, 0
+    width = max(len(cells) for _, cells in rows)
+    if len(rows) == 1:
+        return (0, rows[0][0]) if width <= 1 or _is_header(rows[0][1], width) else (None, rows[0][0])
+    for line, cells in rows[:-1]:
+        if _is_header(cells, width):
+            return 0, line
+    return None, rows[0][0]
+
+
 def _csv_tables(path: Path, limits: Limits, notes: list[str]) -> Iterator[tuple[str, Any]]:
     from background_tasks.extractors.encoding import decode_bytes
     from background_tasks.extractors.tabular import sniff_delimiter
@@ -521,11 +549,11 @@ def _csv_tables(path: Path, limits: Limits, notes: list[str]) -> Iterator[tuple[
     if confidence < 0.5:
         notes.append(f"text encoding uncertain: read as {encoding}")
     delimiter = sniff_delimiter(text[:65536])
-    first_line = text.lstrip("\ufeff").split("\n", 1)[0]
-    first = next(csv.reader([first_line], delimiter=delimiter), [])
-    header = 0 if _is_header(first, len(first)) or len(first) <= 1 else None
+    header, skip = _csv_header(text, delimiter)
     if header is None:
         notes.append("no header row: columns are named column_1, column_2, ...")
+    elif skip:
+        notes.append(f"{skip} line(s) above the header row skipped")
 
     def chunks() -> Iterator[Any]:
         with pywarnings.catch_warnings(record=True) as caught:
@@ -536,6 +564,7 @@ def _csv_tables(path: Path, limits: Limits, notes: list[str]) -> Iterator[tuple[
                     sep=delimiter,
                     dtype=str,
                     header=header,
+                    skiprows=skip,
                     chunksize=CHUNK_ROWS,
                     encoding=encoding,
                     encoding_errors="replace",
@@ -596,8 +625,6 @@ def _xls_tables(path: Path, limits: Limits, notes: list[str]) -> Iterator[tuple[
         import xlrd
     except ImportError as exc:  # pragma: no cover - pinned in requirements
         raise MissingDependency("xlrd is needed for .xls files") from exc
-    import io
-
     from xlrd.compdoc import CompDocError
 
     try:

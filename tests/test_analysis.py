@@ -101,6 +101,25 @@ def test_csv_profile_matches_pandas_across_many_chunks(tmp_path, monkeypatch) ->
     )
 
 
+def test_csv_with_title_lines_bad_lines_and_no_header(tmp_path) -> None:
+    path = tmp_path / "report.csv"
+    body = "region;amount;units\nNorth;10,5;3\nSouth;;4\nNorth;7;\nbroken;line;with;extra\nEast;1;1\n"
+    path.write_text("Sales report 2024\n\n" + body.replace("10,5", "10.5"), encoding="utf-8")
+    profile = data_profile.profile_file(str(path), ".csv", Limits())
+    reference = pd.read_csv(path, sep=";", skiprows=2, on_bad_lines="skip")
+    [table] = profile["tables"]
+    assert (table["row_count"], table["column_count"]) == reference.shape == (4, 3)
+    assert profile["warnings"] == ["2 line(s) above the header row skipped", "1 malformed line(s) skipped"]
+    assert {c["name"]: c["missing"] for c in table["columns"]} == reference.isna().sum().to_dict()
+    assert_numeric_matches(column(table, "amount"), reference["amount"])
+    bare = tmp_path / "bare.csv"
+    bare.write_text("1,2.5,x\n3,4.5,y\n5,,x\n")
+    profile = data_profile.profile_file(str(bare), ".csv", Limits())
+    [table] = profile["tables"]
+    assert table["column_types"] == {"column_1": "integer", "column_2": "float", "column_3": "text"}
+    assert table["row_count"] == len(pd.read_csv(bare, header=None)) == 3
+
+
 def test_quartiles_beyond_the_sample_are_close_and_flagged(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(data_profile, "QUANTILE_SAMPLE", 4000)
     monkeypatch.setattr(data_profile, "CHUNK_ROWS", 5000)
