@@ -206,3 +206,83 @@ class WorkerProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+# --------------------------------------------------------------------------
+# The launcher, run as users run it (python -m background_tasks.services)
+# --------------------------------------------------------------------------
+
+
+def launcher_env(tmp: Path, **overrides: str) -> dict[str, str]:
+    """A complete environment for a private stack: free ports, data and logs under ``tmp``."""
+    env = dict(os.environ)
+    for name in ("REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "MIDAS_DATABASE_URL", "POSTGRES_HOST"):
+        env.pop(name, None)
+    env.update(
+        {
+            "REDIS_HOST": "127.0.0.1",
+            "REDIS_PORT": str(free_port()),
+            "FLOWER_PORT": str(free_port()),
+            "STREAMLIT_PORT": str(free_port()),
+            "MIDAS_DATA_DIR": str(tmp / "data"),
+            "MIDAS_LOG_DIR": str(tmp / "logs"),
+            "MIDAS_ENV_FILE": os.devnull,
+            "MIDAS_WORKER_CONCURRENCY": "1",
+            "MIDAS_SERVICE_STOP_TIMEOUT": "15",
+        }
+    )
+    env.update(overrides)
+    return env
+
+
+def launcher(env: Mapping[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "background_tasks.services", *args],
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def recorded_processes(run_dir: Path) -> list[psutil.Process]:
+    """Every process in the launcher's PID files (service and log pump) plus the services' children."""
+    from background_tasks.services import read_record
+
+    procs: list[psutil.Process] = []
+    for pidfile in run_dir.glob("*.pid"):
+        record = read_record(pidfile) or {}
+        for key in ("pid", "pump_pid"):
+            try:
+                proc = psutil.Process(record[key])
+            except (KeyError, TypeError, psutil.NoSuchProcess):
+                continue
+            procs.append(proc)
+            if key == "pid":
+                procs.extend(proc.children(recursive=True))
+    return procs
+
+
+def processes_mentioning(*needles: str) -> list[psutil.Process]:
+    """Processes whose command line contains any needle (a tmp dir, a private port)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if proc.pid != os.getpid() and any(n in cmdline for n in needles):
+            found.append(proc)
+    return found
+
+
+def stop_stack(env: Mapping[str, str], tmp: Path) -> None:
+    """After a test: stop through the launcher, then kill whatever it started or that mentions our dirs/ports."""
+    run_dir = Path(env["MIDAS_DATA_DIR"]) / "run"
+    leftovers = recorded_processes(run_dir)
+    launcher(env, "stop", timeout=120)
+    needles = (str(tmp), f"127.0.0.1:{env['REDIS_PORT']}", f"--port={env['FLOWER_PORT']}")
+    for proc in [*recorded_processes(run_dir), *leftovers, *processes_mentioning(*needles)]:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass

@@ -16,18 +16,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from background_tasks.services import read_record
 from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
 from background_tasks.store import DocumentStore
-from tests.support import free_port, wait_until
+from tests.support import launcher, launcher_env, recorded_processes, stop_stack, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -54,34 +51,6 @@ def require_chromium() -> None:
     pytest.skip(message)
 
 
-def launcher(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "background_tasks.services", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def stack_processes(settings: Settings) -> list[psutil.Process]:
-    """Every process the launcher recorded (service and log pump) with the services' children."""
-    procs: list[psutil.Process] = []
-    for pidfile in settings.run_dir.glob("*.pid"):
-        record = read_record(pidfile) or {}
-        for key in ("pid", "pump_pid"):
-            try:
-                proc = psutil.Process(record[key])
-            except (KeyError, TypeError, psutil.NoSuchProcess):
-                continue
-            procs.append(proc)
-            if key == "pid":
-                procs.extend(proc.children(recursive=True))
-    return procs
-
-
 def log_tails(settings: Settings) -> str:
     out = []
     for path in sorted(settings.log_dir.glob("*.log")):
@@ -94,36 +63,16 @@ def log_tails(settings: Settings) -> str:
 def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """The environment of a private stack; whatever is left running at the end is stopped, then killed."""
     (tmp_path / "watch").mkdir()
-    env = dict(os.environ)
-    for name in ("REDIS_PASSWORD", "MIDAS_DATABASE_URL", "POSTGRES_HOST"):
-        env.pop(name, None)
-    env.update(
-        {
-            "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT": str(free_port()),
-            "FLOWER_PORT": str(free_port()),
-            "STREAMLIT_PORT": str(free_port()),
-            "MIDAS_DATA_DIR": str(tmp_path / "data"),
-            "MIDAS_LOG_DIR": str(tmp_path / "logs"),
-            "MIDAS_WATCH_DIRS": str(tmp_path / "watch"),
-            "MIDAS_ENV_FILE": os.devnull,
-            "MIDAS_WORKER_CONCURRENCY": "2",
-            "MIDAS_WORKER_GROUPS": "default,documents,analysis,monitoring",
-            "MIDAS_SERVICE_STOP_TIMEOUT": "15",
-            "MIDAS_DASHBOARD_PASSWORD": DASHBOARD_PASSWORD,
-            "FLOWER_BASIC_AUTH": ":".join(FLOWER_AUTH),
-        }
+    env = launcher_env(
+        tmp_path,
+        MIDAS_WATCH_DIRS=str(tmp_path / "watch"),
+        MIDAS_WORKER_CONCURRENCY="2",
+        MIDAS_WORKER_GROUPS="default,documents,analysis,monitoring",
+        MIDAS_DASHBOARD_PASSWORD=DASHBOARD_PASSWORD,
+        FLOWER_BASIC_AUTH=":".join(FLOWER_AUTH),
     )
     yield env
-    settings = load_settings(env, env_file=Path(os.devnull))
-    leftovers = stack_processes(settings)
-    if leftovers:
-        launcher(env, "stop", timeout=120)
-        for proc in stack_processes(settings) + leftovers:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
+    stop_stack(env, tmp_path)
 
 
 def save_screenshot(page, settings: Settings, name: str) -> Path:
@@ -176,7 +125,7 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
     assert started.returncode == 0, started.stdout + started.stderr + log_tails(settings)
     for name in ("redis", "worker-1", "beat", "flower", "watcher", "dashboard"):
         assert re.search(rf"^{name}\s+started \(pid \d+\)", started.stdout, re.M), started.stdout
-    running = stack_processes(settings)
+    running = recorded_processes(settings.run_dir)
     assert len(running) >= 12  # six services, six pumps (and the worker's pool)
 
     # A few documents through the worker: two succeed, one broken PDF fails.

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -34,94 +33,23 @@ from background_tasks.services import (
     uninstall_autostart,
 )
 from background_tasks.settings import load_settings
-from tests.support import free_port
+from tests.support import launcher, launcher_env, processes_mentioning, recorded_processes, stop_stack
 
 FLOWER_AUTH = "midas:s3cret-pw"
 REDIS_PASSWORD = 'redis pw "with" quotes'
 
 
-def _free_port() -> int:
-    port = free_port()
-    assert port != 6379
-    return port
-
-
 def make_env(tmp: Path, **overrides: str) -> dict[str, str]:
     """A complete environment for the launcher: private ports, dirs under ``tmp``."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "REDIS_HOST": "127.0.0.1",
-            "REDIS_PORT": str(_free_port()),
-            "MIDAS_DATA_DIR": str(tmp / "data"),
-            "MIDAS_LOG_DIR": str(tmp / "logs"),
-            "MIDAS_ENV_FILE": os.devnull,
-            "FLOWER_PORT": str(_free_port()),
-            "STREAMLIT_PORT": str(_free_port()),
-            "MIDAS_WORKER_CONCURRENCY": "1",
-            "MIDAS_SERVICE_STOP_TIMEOUT": "15",
-        }
-    )
-    env.pop("FLOWER_BASIC_AUTH", None)
-    env.pop("REDIS_PASSWORD", None)
-    env.update(overrides)
+    env = launcher_env(tmp, **overrides)
+    assert env["REDIS_PORT"] != "6379"
     return env
-
-
-def launcher(env: dict[str, str], *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "background_tasks.services", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def status_rows(env: dict[str, str]) -> dict[str, dict]:
     done = launcher(env, "status", "--json")
     assert done.returncode == 0, done.stderr
     return {row["service"]: row for row in json.loads(done.stdout)}
-
-
-def processes_mentioning(*needles: str) -> list[psutil.Process]:
-    """Processes whose command line contains any needle (our tmp dir, our private ports)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if proc.pid != os.getpid() and any(n in cmdline for n in needles):
-            found.append(proc)
-    return found
-
-
-def recorded_processes(run_dir: Path) -> list[psutil.Process]:
-    """Every process in the PID files (service and log pump) plus the service's children."""
-    procs = []
-    for pidfile in run_dir.glob("*.pid"):
-        record = read_record(pidfile)
-        assert record is not None
-        for pid_key in ("pid", "pump_pid"):
-            try:
-                proc = psutil.Process(record[pid_key])
-            except psutil.NoSuchProcess:
-                continue
-            procs.append(proc)
-            if pid_key == "pid":
-                procs.extend(proc.children(recursive=True))
-    return procs
-
-
-def force_cleanup(env: dict[str, str], tmp: Path) -> None:
-    """After a failed test: stop through the launcher, then kill whatever still mentions our dirs/ports."""
-    launcher(env, "stop", timeout=120)
-    needles = (str(tmp), f"127.0.0.1:{env['REDIS_PORT']}", f"--port={env['FLOWER_PORT']}")
-    for proc in processes_mentioning(*needles):
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
 
 
 @pytest.fixture
@@ -133,7 +61,7 @@ def lifecycle_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         MIDAS_WORKER_GROUPS="default,monitoring;documents,analysis",
     )
     yield env
-    force_cleanup(env, tmp_path)
+    stop_stack(env, tmp_path)
 
 
 def test_start_status_ping_no_duplicates_and_stop_leaves_nothing(lifecycle_env: dict[str, str], tmp_path: Path):
@@ -215,6 +143,7 @@ def test_start_status_ping_no_duplicates_and_stop_leaves_nothing(lifecycle_env: 
     assert len(pumps_before) == len(wanted)
 
     # Stop: everything recorded, children included, is gone.
+    assert all(read_record(p) is not None for p in run_dir.glob("*.pid")), "every PID file is readable"
     procs = recorded_processes(run_dir)
     assert len(procs) >= 2 * len(wanted) + 2  # services, pumps, and each prefork worker's pool child
     stopped = launcher(env, "stop")

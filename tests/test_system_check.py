@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import PROJECT_ROOT
-from tests.test_services import force_cleanup, launcher, make_env
+from tests.support import PROJECT_ROOT, launcher, launcher_env, stop_stack
 
 
 def run_check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -30,7 +29,7 @@ def run_check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     watch = tmp_path / "watch"
     watch.mkdir()
-    env = make_env(
+    env = launcher_env(
         tmp_path,
         MIDAS_WATCH_DIRS=str(watch),
         MIDAS_STABILITY_SECONDS="0.5",
@@ -40,7 +39,7 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     started = launcher(env, "start", timeout=180)
     assert started.returncode == 0, started.stdout + started.stderr
     yield env
-    force_cleanup(env, tmp_path)
+    stop_stack(env, tmp_path)
 
 
 def test_the_system_check_passes_on_a_running_stack_and_explains_failures(stack_env, tmp_path) -> None:
