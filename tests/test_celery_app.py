@@ -10,6 +10,8 @@ from kombu import Connection
 
 import celery_config
 from background_tasks.settings import PROJECT_ROOT, QUEUES, load_settings
+from background_tasks.store import DocumentStore
+from tests.db_fixtures import throwaway_postgres
 
 
 def test_routing_is_configuration_not_caller_choice(app) -> None:
@@ -146,3 +148,29 @@ def test_pickle_messages_are_refused(app, session_worker, redis_server) -> None:
     assert app.AsyncResult("pickle-test").state == "PENDING"
     # the worker is still alive and serving
     assert app.send_task("background_tasks.system_tasks.ping", args=["after"]).get(timeout=30)["message"] == "after"
+
+
+@pytest.mark.postgres
+def test_results_and_documents_live_in_postgresql_when_configured(isolated_stack, docs_dir) -> None:
+    import psycopg
+
+    with throwaway_postgres() as url:
+        stack = isolated_stack(MIDAS_DATABASE_URL=url)
+        try:
+            assert stack.app.conf.result_backend == "db+" + url
+            stack.start_worker(queues=["default", "documents"], concurrency=1)
+            ping = stack.send("background_tasks.system_tasks.ping", "on postgres")
+            assert ping.get(timeout=60)["message"] == "on postgres"
+            path = docs_dir / "pg.txt"
+            path.write_text("Stored in PostgreSQL, found with its full-text search.")
+            doc = stack.send("background_tasks.document_tasks.process_document_file", str(path)).get(timeout=60)
+            assert doc["status"] == "success"
+            with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
+                status = conn.execute("SELECT status FROM celery_taskmeta WHERE task_id = %s", (ping.id,)).fetchone()
+                assert status == ("SUCCESS",)
+                count = conn.execute("SELECT count(*) FROM documents WHERE status = 'success'").fetchone()
+                assert count == (1,)
+            hits = DocumentStore(url).search("postgresql full-text")
+            assert hits and hits[0].path == str(path)
+        finally:
+            stack.close()

@@ -27,10 +27,11 @@ from streamlit.testing.v1 import AppTest
 
 from background_tasks import dashboard_data as dd
 from background_tasks import monitoring, pipeline
-from background_tasks.db import dispose_engine, get_engine, session_scope
+from background_tasks.db import get_engine, session_scope
 from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
 from background_tasks.store import DocumentStore
 from background_tasks.task_history import TaskRecord, utc
+from tests.db_fixtures import throwaway_postgres
 from tests.support import free_port, wait_until
 
 PAGE = str(PROJECT_ROOT / "Streamlit_Task_Monitoring.py")
@@ -38,7 +39,6 @@ DOC_TASK = "background_tasks.document_tasks.process_document_file"
 PING = "background_tasks.system_tasks.ping"
 SLEEP = "background_tasks.system_tasks.sleep"
 HEALTH = "background_tasks.monitoring_tasks.system_health_check"
-PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
 SECTIONS = ("Overview", "Live tasks", "System health", "Task history", "Performance", "Documents", "Actions")
 
 
@@ -708,24 +708,8 @@ def any_db_settings(request, tmp_path: Path) -> Iterator[Settings]:
     if request.param == "sqlite":
         yield make_settings(tmp_path)
         return
-    import psycopg
-
-    try:
-        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL at 127.0.0.1:5432 (user postgres, database test) is unreachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    name = f"midas_dash_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    try:
+    with throwaway_postgres("midas_dash") as url:
         yield make_settings(tmp_path, MIDAS_DATABASE_URL=url)
-    finally:
-        dispose_engine(url)
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_figures_agree_on_sqlite_and_postgresql(any_db_settings: Settings) -> None:

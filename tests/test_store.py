@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import pytest
@@ -26,44 +25,20 @@ from background_tasks.db import dispose_engine, get_engine, transient_db_errors
 from background_tasks.errors import TransientError
 from background_tasks.extractors.base import PageSpan
 from background_tasks.store import DocumentStore, SearchHit, parse_query, websearch_query
+from tests import db_fixtures
+from tests.db_fixtures import pg_admin, throwaway_postgres
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
+database_url = db_fixtures.database_url  # the SQLite + PostgreSQL fixture
 
 
 def sha(label: str) -> str:
     return hashlib.sha256(label.encode()).hexdigest()
 
 
-def _pg_admin():
-    import psycopg
-
-    try:
-        return psycopg.connect(PG_ADMIN_DSN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL at 127.0.0.1:5432 (user postgres, database test) is unreachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db_url(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store' / 'midas.sqlite3'}"
-        yield url
-        dispose_engine(url)
-        return
-    admin = _pg_admin()
-    name = f"midas_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    try:
-        yield url
-    finally:
-        dispose_engine(url)
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+@pytest.fixture
+def db_url(database_url):
+    return database_url
 
 
 @pytest.fixture
@@ -620,30 +595,25 @@ def test_non_transient_errors_pass_through(store, db_url) -> None:
 
 
 def test_postgres_errors_are_transient() -> None:
-    _pg_admin().close()  # skip (or fail in CI) when the server is missing
+    pg_admin().close()  # skip (or fail in CI) when the server is missing
     # a server that is not there
     with pytest.raises(TransientError):
         DocumentStore("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=3").count_documents()
     dispose_engine("postgresql+psycopg://postgres@127.0.0.1:1/none?connect_timeout=3")
     # a real serialization failure: two repeatable-read transactions update the same row
-    admin = _pg_admin()
-    name = f"midas_test_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    engine = create_engine(url, isolation_level="REPEATABLE READ")
-    try:
-        with engine.begin() as conn:
-            conn.execute(text("CREATE TABLE t (id int PRIMARY KEY, v int)"))
-            conn.execute(text("INSERT INTO t VALUES (1, 0)"))
-        with engine.connect() as a, engine.connect() as b:
-            a.execute(text("SELECT v FROM t"))
-            b.execute(text("SELECT v FROM t"))
-            a.execute(text("UPDATE t SET v = 1"))
-            a.commit()
-            with pytest.raises(TransientError, match="serialize"), transient_db_errors():
-                b.execute(text("UPDATE t SET v = 2"))
-            b.rollback()
-    finally:
-        engine.dispose()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with throwaway_postgres() as url:
+        engine = create_engine(url, isolation_level="REPEATABLE READ")
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("CREATE TABLE t (id int PRIMARY KEY, v int)"))
+                conn.execute(text("INSERT INTO t VALUES (1, 0)"))
+            with engine.connect() as a, engine.connect() as b:
+                a.execute(text("SELECT v FROM t"))
+                b.execute(text("SELECT v FROM t"))
+                a.execute(text("UPDATE t SET v = 1"))
+                a.commit()
+                with pytest.raises(TransientError, match="serialize"), transient_db_errors():
+                    b.execute(text("UPDATE t SET v = 2"))
+                b.rollback()
+        finally:
+            engine.dispose()
