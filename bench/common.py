@@ -25,7 +25,7 @@ def corpus_files() -> list[Path]:
     return sorted(p for p in corpus_dir().glob("*/*") if p.is_file() and p.parent.name != "_expected")
 
 
-def bench_env(data_dir: Path, **extra: str) -> dict[str, str]:
+def bench_env(data_dir: Path, extra_roots: Sequence[Path] = (), **extra: str) -> dict[str, str]:
     """Environment for a benchmark run: private data dir, the corpus allowed, no stability wait."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MIDAS_", "REDIS_", "POSTGRES_"))}
     env.update(
@@ -33,7 +33,9 @@ def bench_env(data_dir: Path, **extra: str) -> dict[str, str]:
             "MIDAS_DATA_DIR": str(data_dir),
             "MIDAS_LOG_DIR": str(data_dir / "logs"),
             "MIDAS_ENV_FILE": os.devnull,
-            "MIDAS_ALLOWED_ROOTS": os.pathsep.join([str(corpus_dir()), str(data_dir), str(PROJECT_ROOT / "samples")]),
+            "MIDAS_ALLOWED_ROOTS": os.pathsep.join(
+                [str(corpus_dir()), str(data_dir), str(PROJECT_ROOT / "samples"), *map(str, extra_roots)]
+            ),
             "MIDAS_WATCH_DIRS": str(data_dir / "watch"),
             "MIDAS_STABILITY_SECONDS": "0",
             "REDIS_HOST": "127.0.0.1",
@@ -53,14 +55,16 @@ class Stack:
 
 
 @contextmanager
-def private_stack(root: Path, concurrency: int = 2, **extra_env: str) -> Iterator[Stack]:
+def private_stack(
+    root: Path, concurrency: int = 2, extra_roots: Sequence[Path] = (), **extra_env: str
+) -> Iterator[Stack]:
     """A private redis-server and one real worker on all queues."""
     import celery_config
     from background_tasks.settings import load_settings
 
     redis = RedisServer(root / "redis")
     redis.start()
-    env = bench_env(root / "data", REDIS_PORT=str(redis.port), **extra_env)
+    env = bench_env(root / "data", extra_roots, REDIS_PORT=str(redis.port), **extra_env)
     app = celery_config.create_app(load_settings(env, env_file=Path(os.devnull)))
     worker = WorkerProcess(env=env, log_dir=root / "logs", concurrency=concurrency)
     try:
