@@ -169,3 +169,18 @@ def isolated_stack(tmp_path) -> Iterator:
     yield make
     for stack in stacks:
         stack.close()
+
+
+@pytest.fixture(scope="module")
+def module_isolated_stack(tmp_path_factory) -> Iterator:
+    """Like ``isolated_stack``, but shared by the tests of a module (one Redis and its workers per module)."""
+    stacks: list[IsolatedStack] = []
+
+    def make(**env: str) -> IsolatedStack:
+        stack = IsolatedStack(tmp_path_factory.mktemp("module-stack"), env)
+        stacks.append(stack)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.close()

@@ -1,4 +1,9 @@
-"""The file watcher end to end: a real watchdog observer in a real watcher process, the private Redis, a real worker.
+"""The file watcher end to end: a real watchdog observer in a real watcher process, a Redis of its own, a real worker.
+
+The watcher and its worker run on a stack of their own (a module-wide
+IsolatedStack: its own redis-server and data dir), so the session worker, which
+also consumes the ``documents`` queue, cannot take the watcher's tasks, and the
+watcher's worker cannot take other tests' tasks.
 
 What was processed is read from the worker's own records: the Celery result
 table (one row per task, with the task's arguments and its JSON result) and
@@ -20,12 +25,15 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from background_tasks.file_watcher import HEARTBEAT_KEY
 from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, wait_until
+
+if TYPE_CHECKING:
+    from tests.conftest import IsolatedStack
 
 FILE_TASK = "background_tasks.document_tasks.process_document_file"
 BATCH_TASK = "background_tasks.document_tasks.process_document_batch"
@@ -38,24 +46,33 @@ def base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(base: Path) -> dict[str, str]:
-    """Watcher and worker share a data dir of their own; the worker allows everything under watch/."""
+def stack(module_isolated_stack, base: Path) -> IsolatedStack:
+    """Watcher and worker share a Redis and a data dir of their own; the worker allows everything under watch/."""
     (base / "watch").mkdir(exist_ok=True)
-    return {
-        **os.environ,
-        "MIDAS_DATA_DIR": str(base / "data"),
-        "MIDAS_LOG_DIR": str(base / "logs"),
-        "MIDAS_WATCH_DIRS": str(base / "watch"),
-        "MIDAS_STABILITY_SECONDS": STABILITY,
-    }
+    return module_isolated_stack(
+        MIDAS_DATA_DIR=str(base / "data"),
+        MIDAS_LOG_DIR=str(base / "logs"),
+        MIDAS_WATCH_DIRS=str(base / "watch"),
+        MIDAS_STABILITY_SECONDS=STABILITY,
+    )
 
 
 @pytest.fixture(scope="module")
-def worker(app, env: dict[str, str], base: Path) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(env=env, log_dir=base / "logs", queues=("documents",), concurrency=2, name="watcher-e2e")
-    process.wait_ready(app)
-    yield process
-    process.stop()
+def env(stack: IsolatedStack) -> dict[str, str]:
+    """The stack's environment: the watcher sends to the stack's Redis and records in its data dir."""
+    return stack.env
+
+
+@pytest.fixture(scope="module")
+def broker(stack: IsolatedStack) -> RedisServer:
+    """The stack's Redis (not the session's): the one the watcher sends to and the outage test stops."""
+    return stack.redis
+
+
+@pytest.fixture(scope="module")
+def worker(stack: IsolatedStack) -> WorkerProcess:
+    """The only consumer of the stack's ``documents`` queue (stopped with the stack after the module)."""
+    return stack.start_worker(queues=("documents",), concurrency=2, name="watcher-e2e")
 
 
 @pytest.fixture
@@ -111,14 +128,14 @@ class WatcherProcess:
 
 
 @pytest.fixture
-def start_watcher(env, redis_server, worker, folder) -> Iterator:
+def start_watcher(env, broker, worker, folder) -> Iterator:
     started: list[WatcherProcess] = []
 
     def start(*args: str, directory: Path | None = None, **extra_env: str) -> WatcherProcess:
         target = directory or folder
         log_path = folder.parent.parent / "logs" / f"watcher-{folder.name}-{len(started)}.out"
         log_path.parent.mkdir(exist_ok=True)
-        watcher = WatcherProcess(env, redis_server, log_path, "--only", "-d", str(target), *args, **extra_env)
+        watcher = WatcherProcess(env, broker, log_path, "--only", "-d", str(target), *args, **extra_env)
         started.append(watcher)
         return watcher
 
@@ -359,10 +376,10 @@ def test_ignored_names_never_reach_the_queue(start_watcher, folder, results, bas
     assert watcher.stop() == 0
 
 
-def test_a_broker_stopped_for_a_few_seconds_loses_nothing(start_watcher, folder, results, redis_server) -> None:
+def test_a_broker_stopped_for_a_few_seconds_loses_nothing(start_watcher, folder, results, broker) -> None:
     watcher = start_watcher()
     paths = [folder / f"offline {i}.json" for i in range(10)]
-    redis_server.stop()
+    broker.stop()
     try:
         for i, path in enumerate(paths):
             path.write_text(json.dumps({"n": i, "id": uuid.uuid4().hex, "text": "while the broker was down"}))
@@ -370,8 +387,8 @@ def test_a_broker_stopped_for_a_few_seconds_loses_nothing(start_watcher, folder,
         time.sleep(2.0)
         assert watcher.process.poll() is None, watcher.output()[-2000:]
     finally:
-        if redis_server.process is None or redis_server.process.poll() is not None:
-            redis_server.start()
+        if broker.process is None or broker.process.poll() is not None:
+            broker.start()
     found = results.wait_done(paths, timeout=60)
     assert_once_and_complete(found)
     hb = watcher.wait_for(lambda hb: hb["enqueued"] == 10 and not hb["broker_down"], "sent after the outage")
@@ -409,7 +426,7 @@ def test_batch_mode_full_batches_timeout_and_the_open_batch_on_sigterm(start_wat
     assert "stopped: 4 seen, 4 enqueued" in watcher.output()
 
 
-def test_cli_warns_about_folders_the_workers_do_not_allow(start_watcher, base, tmp_path) -> None:
+def test_cli_warns_about_folders_the_workers_do_not_allow(start_watcher, env, base, tmp_path) -> None:
     outside = tmp_path / "not-allowed"
     outside.mkdir()
     watcher = start_watcher(directory=outside)
@@ -419,7 +436,7 @@ def test_cli_warns_about_folders_the_workers_do_not_allow(start_watcher, base, t
     bad = subprocess.run(
         [sys.executable, "-m", "background_tasks.file_watcher", "--only", "-d", str(tmp_path / "missing")],
         cwd=PROJECT_ROOT,
-        env={**os.environ, "MIDAS_LOG_DIR": str(base / "logs")},
+        env={**env, "MIDAS_LOG_DIR": str(base / "logs")},
         capture_output=True,
         text=True,
         timeout=60,
