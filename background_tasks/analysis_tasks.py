@@ -52,9 +52,16 @@ def analysis_store() -> DocumentStore:
 
 
 @signals.worker_init.connect
-def _preload(**_: Any) -> None:
-    """Load pandas and the page renderer once in the worker's main process, so forks inherit them."""
-    for name in ("pandas", "numpy", "PIL.Image", "pypdfium2"):
+def _preload(sender: Any = None, **_: Any) -> None:
+    """Load the page renderer (and, for workers on the analysis queue, pandas) once, so forks inherit them."""
+    names = ["PIL.Image", "pypdfium2"]  # OCR also runs inside document tasks
+    try:
+        consumed = set(sender.app.amqp.queues.consume_from)
+    except AttributeError:
+        consumed = {"analysis"}
+    if "analysis" in consumed:
+        names = ["numpy", "pandas", *names]
+    for name in names:
         try:
             __import__(name)
         except ImportError:
