@@ -268,7 +268,16 @@ def ocr_image(
         cmd += ["--dpi", str(int(dpi))]
     cmd.append("tsv")
     try:
-        done = subprocess.run(cmd, input=buffer.getvalue(), capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            cmd,
+            input=buffer.getvalue(),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            # one thread per page: parallelism comes from the worker processes, and OpenMP threads of
+            # several Tesseracts fighting over the same cores are slower than one each
+            env={**os.environ, "OMP_THREAD_LIMIT": "1"},
+        )
     except subprocess.TimeoutExpired:  # run() has killed and reaped tesseract
         raise ExtractionTimeout(f"{label}: OCR took longer than {timeout:g} s (MIDAS_OCR_PAGE_TIMEOUT)") from None
     except OSError as exc:

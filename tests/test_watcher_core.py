@@ -81,7 +81,7 @@ def test_filter_accepts_every_supported_extension_in_any_case(tmp_path: Path) ->
     for ext in SUPPORTED_EXTENSIONS:
         assert f.accepts(tmp_path / f"report{ext}"), ext
         assert f.accepts(tmp_path / "sub" / f"REPORT{ext.upper()}"), ext
-    for name in ("setup.exe", "archive.zip", "README", "photo.jpg"):
+    for name in ("setup.exe", "archive.zip", "README", "clip.mp4"):
         assert f.reason(tmp_path / name).startswith("unsupported type"), name
 
 
