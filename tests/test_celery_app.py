@@ -91,6 +91,16 @@ QUEUE_PROBES = {
         [str(PROJECT_ROOT / "samples" / "notes.txt")],
         lambda r: r["status"] == "success" and r["file_type"] == "txt",
     ),
+    "analysis": (
+        "background_tasks.analysis_tasks.analyze_data_file",
+        [str(PROJECT_ROOT / "samples" / "sales.csv")],
+        lambda r: r["status"] == "success" and r["tables"][0]["row_count"] == 4,
+    ),
+    "monitoring": (
+        "background_tasks.monitoring_tasks.check_task_queue",
+        [],
+        lambda r: set(r["queues"]) == set(QUEUES),
+    ),
 }
 
 
