@@ -77,7 +77,9 @@ def test_kill_9_of_a_pool_process_mid_batch_loses_and_duplicates_nothing(isolate
 def test_kill_9_of_the_whole_worker_then_a_new_worker_finishes_everything(isolated_stack, docs_dir) -> None:
     stack = isolated_stack(MIDAS_VISIBILITY_TIMEOUT="8", MIDAS_TASK_TIME_LIMIT="6", MIDAS_TASK_SOFT_TIME_LIMIT="5")
     first = stack.start_worker(queues=["documents"], concurrency=2)
-    paths = make_documents(docs_dir, 40, words=3000)
+    # Documents that take a while each, so the kill lands while tasks run, not in the instant a
+    # message travels from the queue to the unacknowledged set (see README, Reliability).
+    paths = make_documents(docs_dir, 40, words=40000)
     results = [stack.send(PROCESS, p) for p in paths]
     wait_until(lambda: sum(r.ready() for r in results) >= 5, 60, what="some progress")
     first.kill()  # main process and pool, no warm shutdown: unacked messages stay in Redis
