@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from functools import lru_cache
 from typing import Any
 
 from celery import signals
@@ -42,13 +41,11 @@ __all__ = [
 ]
 
 
-@lru_cache(maxsize=1)
 def analysis_store() -> DocumentStore:
-    """One store per worker process; creating the schema also creates the analyses and ocr_pages tables."""
-    settings = get_settings()
-    store = DocumentStore(settings.database_url_resolved, stale_after_s=settings.visibility_timeout)
-    store.create_schema()
-    return store
+    """The worker process's store (shared with the document tasks); its schema includes the analyses tables."""
+    from background_tasks.document_tasks import document_store
+
+    return document_store()
 
 
 @signals.worker_init.connect

@@ -67,6 +67,35 @@ def docs_dir(unique) -> Path:
     return path
 
 
+@pytest.fixture
+def settings_for(tmp_path):
+    """Factory: settings of this test run with a private data dir and any overrides (plain-function tests)."""
+    from background_tasks.settings import load_settings
+
+    def make(**overrides: str):
+        env = {k: v for k, v in os.environ.items() if k.startswith(("MIDAS_", "REDIS_"))}
+        env.update({"MIDAS_DATA_DIR": str(tmp_path / "data"), "MIDAS_STABILITY_SECONDS": "0"})
+        env.update(overrides)
+        return load_settings(env, env_file=Path(os.devnull))
+
+    return make
+
+
+@pytest.fixture
+def settings(settings_for):
+    return settings_for()
+
+
+@pytest.fixture
+def store(settings):
+    """A document store on a fresh SQLite file of this test."""
+    from background_tasks.store import DocumentStore
+
+    store = DocumentStore(settings.database_url_resolved)
+    store.create_schema()
+    return store
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """The private Redis every worker of the session uses."""

@@ -4,7 +4,6 @@ page time limits, no Tesseract at all, and long scans continued on the analysis 
 from __future__ import annotations
 
 import io
-import os
 import re
 import struct
 import time
@@ -17,7 +16,6 @@ from PIL import Image, ImageDraw, ImageFont
 from background_tasks import ocr, ocr_pipeline, pipeline
 from background_tasks.errors import ExtractionTimeout, MissingDependency
 from background_tasks.extractors import SUPPORTED_EXTENSIONS
-from background_tasks.settings import load_settings
 from background_tasks.store import DocumentStore
 from tests.corpus import corpus_dir
 from tests.support import wait_until
@@ -123,29 +121,6 @@ def make_pdf(pages: list[tuple[str, object]]) -> bytes:
         out.write(f"{offset:010d} 00000 n \n".encode())
     out.write(f"trailer\n<< /Size {len(objects) + 1} /Root {catalog} 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode())
     return out.getvalue()
-
-
-@pytest.fixture
-def settings_for(tmp_path):
-    def make(**overrides: str):
-        env = {k: v for k, v in os.environ.items() if k.startswith(("MIDAS_", "REDIS_"))}
-        env.update({"MIDAS_DATA_DIR": str(tmp_path / "data"), "MIDAS_STABILITY_SECONDS": "0"})
-        env.update(overrides)
-        return load_settings(env, env_file=Path(os.devnull))
-
-    return make
-
-
-@pytest.fixture
-def settings(settings_for):
-    return settings_for()
-
-
-@pytest.fixture
-def store(settings) -> DocumentStore:
-    store = DocumentStore(settings.database_url_resolved)
-    store.create_schema()
-    return store
 
 
 def document_text(store: DocumentStore, document_id: int) -> str:

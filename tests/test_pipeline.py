@@ -14,33 +14,9 @@ import pytest
 from background_tasks import pipeline
 from background_tasks.errors import ExtractionTimeout, ExtractorCrashed, FileNotReady
 from background_tasks.isolation import run_isolated
-from background_tasks.settings import PROJECT_ROOT, load_settings
-from background_tasks.store import DocumentStore
+from background_tasks.settings import PROJECT_ROOT
 
 SAMPLES = PROJECT_ROOT / "samples"
-
-
-@pytest.fixture
-def settings_for(tmp_path, docs_dir):
-    def make(**overrides: str):
-        env = {k: v for k, v in os.environ.items() if k.startswith(("MIDAS_", "REDIS_"))}
-        env.update({"MIDAS_DATA_DIR": str(tmp_path / "data"), "MIDAS_STABILITY_SECONDS": "0"})
-        env.update(overrides)
-        return load_settings(env, env_file=Path(os.devnull))
-
-    return make
-
-
-@pytest.fixture
-def settings(settings_for):
-    return settings_for()
-
-
-@pytest.fixture
-def store(settings) -> DocumentStore:
-    store = DocumentStore(settings.database_url_resolved)
-    store.create_schema()
-    return store
 
 
 def write(folder: Path, name: str, data: bytes | str) -> Path:
