@@ -103,6 +103,41 @@ def _prepare_sqlite(url: str) -> None:
         conn.execute("PRAGMA journal_mode=WAL")
 
 
+def _survive_restore_on_a_dead_connection() -> None:
+    """Keep a worker alive when Redis drops the connection while it holds unacknowledged messages.
+
+    On connection loss kombu closes the channel, and closing tries to put the worker's
+    unacknowledged messages back on the queue through that very connection. When it is already
+    gone this raises AttributeError, which Celery treats as unrecoverable: the whole worker exits
+    instead of reconnecting (celery/celery#7185, celery/kombu#970). Nothing could be restored over
+    a dead connection anyway; the messages stay in Redis's unacknowledged set and are handed out
+    again once the visibility timeout has passed, so the error is logged and the worker goes on.
+    """
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.QoS.restore_unacked
+    if getattr(original, "midas_safe", False):
+        return
+
+    def restore_unacked(self: Any, client: Any = None) -> Any:
+        try:
+            return original(self, client)
+        except AttributeError as exc:
+            log.warning(
+                "could not give back %d unacknowledged message(s) over the lost broker connection (%s); "
+                "Redis hands them out again after the visibility timeout",
+                len(getattr(self, "_delivered", ()) or ()),
+                exc,
+            )
+            return None
+
+    restore_unacked.midas_safe = True  # type: ignore[attr-defined]
+    kombu_redis.QoS.restore_unacked = restore_unacked
+
+
+_survive_restore_on_a_dead_connection()
+
+
 class MidasTask(Task):
     """Base task: caps redeliveries of a message whose worker process died.
 

@@ -160,3 +160,20 @@ def test_sigterm_is_a_warm_shutdown_and_nothing_is_lost(isolated_stack) -> None:
     for r in results:
         r.get(timeout=60)
     assert int(stack.redis.client().get("done")) == 8, "every task ran exactly once"
+
+
+def test_giving_back_messages_over_a_lost_connection_does_not_kill_the_worker(app, redis_server) -> None:
+    """The path that made whole workers exit on a Redis restart (celery/celery#7185)."""
+    from kombu import Connection
+
+    with Connection(app.conf.broker_url) as conn:
+        channel = conn.default_channel
+        live_connection = channel.connection
+        channel.qos._delivered["lost-tag"] = object()
+        channel._pool = None
+        channel.connection = None  # what kombu leaves behind when the broker dropped the socket
+        try:
+            assert channel.qos.restore_unacked() is None
+        finally:
+            channel.qos._delivered.clear()
+            channel.connection = live_connection
