@@ -67,6 +67,18 @@ def docs_dir(unique) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _keep_main_module():
+    """Streamlit's AppTest runs the page as ``__main__`` and leaves it there; a later test that
+    spawns processes would then re-run the dashboard in each child. Put the real one back."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None and sys.modules.get("__main__") is not main:
+        sys.modules["__main__"] = main
+
+
 @pytest.fixture
 def settings_for(tmp_path):
     """Factory: settings of this test run with a private data dir and any overrides (plain-function tests)."""
