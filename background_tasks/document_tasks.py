@@ -92,7 +92,9 @@ def process_document_file(self, file_path: str) -> dict[str, Any]:
         raise self.retry(exc=exc, countdown=delay, max_retries=settings.max_retries) from None
 
 
-@app.task(bind=True, name="background_tasks.document_tasks.process_document_batch")
+# max_retries=None on the task itself: its retries are polls, and retry(max_retries=None) would
+# mean "the task's default" (3), failing every batch that takes longer than a few seconds.
+@app.task(bind=True, name="background_tasks.document_tasks.process_document_batch", max_retries=None)
 def process_document_batch(
     self, file_paths: list[str], _children: list[str] | None = None, _started: float | None = None
 ) -> dict[str, Any]:
@@ -121,7 +123,6 @@ def process_document_batch(
             args=[file_paths],
             kwargs={"_children": _children, "_started": _started},
             countdown=delay,
-            max_retries=None,
         )
     return summarize_batch(file_paths, results, _started or time.time())
 
