@@ -128,11 +128,13 @@ _ODF_MIMES: dict[str, tuple[str, str]] = {
     "application/vnd.oasis.opendocument.presentation": ("odp", ""),
 }
 
-_MAIL_HEADERS = frozenset(
+#: Header names that mark a text as an e-mail message (also used by the mail extractor).
+MAIL_HEADERS = frozenset(
     {
         "from",
         "to",
         "cc",
+        "bcc",
         "subject",
         "date",
         "message-id",
@@ -361,7 +363,7 @@ def _looks_like_email(text: str) -> bool:
         match = _HEADER_LINE.match(line)
         if not match:
             return False
-        if match.group(1).lower() in _MAIL_HEADERS:
+        if match.group(1).lower() in MAIL_HEADERS:
             known += 1
     return known >= 2
 

@@ -30,6 +30,7 @@ from email.utils import format_datetime, getaddresses, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from background_tasks.detect import MAIL_HEADERS
 from background_tasks.errors import CorruptDocument, EmptyDocument, MidasError, MissingDependency
 from background_tasks.extractors.base import Extraction, Extractor, Limits
 
@@ -39,27 +40,6 @@ logger = logging.getLogger(__name__)
 MAX_ATTACHMENT_DEPTH = 3
 ENCRYPTED_WARNING = "message body is encrypted (S/MIME or PGP); only the headers were extracted"
 
-_KNOWN_HEADERS = frozenset(
-    {
-        "from",
-        "to",
-        "cc",
-        "bcc",
-        "subject",
-        "date",
-        "message-id",
-        "mime-version",
-        "received",
-        "return-path",
-        "reply-to",
-        "sender",
-        "content-type",
-        "delivered-to",
-        "x-mailer",
-        "in-reply-to",
-        "references",
-    }
-)
 _ENCRYPTED_TYPES = frozenset(
     {"application/pkcs7-mime", "application/x-pkcs7-mime", "application/pgp-encrypted", "multipart/encrypted"}
 )
@@ -355,7 +335,7 @@ class EmlExtractor(_MailExtractor):
         if not raw.strip(b" \t\r\n\x00\xef\xbb\xbf\xff\xfe"):
             raise EmptyDocument(f"{path.name}: file has no content")
         msg = _parse_eml(raw)
-        if not any(key.lower() in _KNOWN_HEADERS for key in msg):
+        if not any(key.lower() in MAIL_HEADERS for key in msg):
             raise CorruptDocument(f"{path.name}: not an e-mail message (no mail headers found)")
         message = _Message()
         with tempfile.TemporaryDirectory(prefix="midas-mail-") as work:
