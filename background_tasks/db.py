@@ -76,6 +76,17 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
+def _begin_immediate(connection: Any) -> None:
+    """Take SQLite's write lock when a transaction starts, not at its first write.
+
+    A deferred transaction that reads and then writes cannot wait for another writer: SQLite
+    answers "database is locked" at once, whatever the busy timeout, because its snapshot may be
+    stale. Starting every transaction with BEGIN IMMEDIATE makes writers queue on the busy
+    timeout instead; readers outside transactions are unaffected (WAL).
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def get_engine(url: str) -> Engine:
     """The process-wide engine for ``url`` (created once, then cached)."""
     with _lock:
@@ -86,8 +97,11 @@ def get_engine(url: str) -> Engine:
             path = sqlite_path(url)
             if path is not None:
                 _prepare_sqlite_file(path)
-            engine = create_engine(url, connect_args={"timeout": 30})
+            # isolation_level=None: the sqlite3 driver leaves transactions to us, so "begin" can
+            # issue BEGIN IMMEDIATE (SQLAlchemy's documented recipe for pysqlite).
+            engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
             event.listen(engine, "connect", _on_sqlite_connect)
+            event.listen(engine, "begin", _begin_immediate)
         else:
             engine = create_engine(url, pool_pre_ping=True)
         _engines[url] = engine
