@@ -84,6 +84,8 @@ def _begin_immediate(connection: Any) -> None:
     stale. Starting every transaction with BEGIN IMMEDIATE makes writers queue on the busy
     timeout instead; readers outside transactions are unaffected (WAL).
     """
+    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+        return  # e.g. VACUUM, which must run outside any transaction
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
