@@ -88,6 +88,7 @@ def file_facts(path: Path, original: Path, sha256: str, size: int, mime_type: st
 #: pool process and parser child inherits them instead of importing per file.
 PRELOAD_MODULES = (
     "pypdf",
+    "pypdfium2",  # PDF page text (and OCR rendering): importing it costs a forked child ~50 ms per PDF
     "docx",
     "openpyxl",
     "xlrd",

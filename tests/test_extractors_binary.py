@@ -14,6 +14,7 @@ import io
 import json
 import os
 import struct
+import sys
 import zipfile
 import zlib
 from email.message import EmailMessage
@@ -176,11 +177,23 @@ def test_image_only_pdf_succeeds_with_no_text_layer_warning(name: str) -> None:
 
 
 def test_pdf_with_broken_pages_keeps_the_readable_ones() -> None:
+    # pypdf fails on pages 2, 12 and 13; PDFium reads what is left of them
+    extraction = run(_corpus("pdf/testPDF_bad_page_303226.pdf"))
+    assert extraction.metadata["page_count"] == 19
+    assert [span.number for span in extraction.pages] == list(range(1, 20))
+    per_page = {span.number: extraction.text[span.start : span.end] for span in extraction.pages}
+    assert "brown plastic belt" in per_page[13]
+    assert len(extraction.text) > 10_000
+
+
+def test_pdf_with_broken_pages_without_pdfium_warns_per_page(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pypdfium2", None)  # import fails: pypdf alone, as before PDFium
     extraction = run(_corpus("pdf/testPDF_bad_page_303226.pdf"))
     failed = [w for w in extraction.warnings if w.startswith("page ")]
-    assert failed, extraction.warnings
+    assert [w.split(":")[0] for w in failed] == ["page 2", "page 12", "page 13"], extraction.warnings
+    assert extraction.metadata["pages_without_text"] == [2, 12, 13]
     assert extraction.metadata["page_count"] == 19
-    assert len(extraction.pages) >= 10
+    assert len(extraction.pages) == 16
     assert len(extraction.text) > 10_000
 
 
@@ -424,14 +437,15 @@ def test_sniff_detects_corpus_file_type(path: Path) -> None:
 
 
 def make_pdf(pages: list[str], title: str = "Generated", compress: bool = True) -> bytes:
-    """A small valid PDF with one line of Helvetica text per page (byte offsets computed, not guessed)."""
+    """A small valid PDF of Helvetica text, lines split at "\\n", one string per page (byte offsets computed)."""
     objects: list[bytes] = []
     kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(len(pages)))
     objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
     objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode())
     objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
     for i, text in enumerate(pages):
-        content = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode("latin-1")
+        lines = " 0 -14 Td ".join(f"({line}) Tj" for line in text.split("\n"))
+        content = f"BT /F1 12 Tf 72 720 Td {lines} ET".encode("latin-1")
         page = "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /Font << /F1 3 0 R >> >> "
         page += f"/Contents {5 + 2 * i} 0 R >>"
         objects.append(page.encode())
@@ -533,6 +547,102 @@ def test_generated_pdf_encryption(tmp_path: Path) -> None:
     assert "Secret page" in extraction.text
     assert extraction.metadata["encrypted"] is True
     assert any("empty password" in w for w in extraction.warnings)
+
+
+THREE_PAGES = [
+    "First page talks about apples",
+    "Second page ends in a hyphen-\nated word, then more",
+    "Third page closes the document",
+]
+
+
+def _spans(extraction: Extraction) -> dict[int, str]:
+    return {span.number: extraction.text[span.start : span.end] for span in extraction.pages}
+
+
+def _no_pypdf_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pypdf import PageObject
+
+    def refuse(*_args: object, **_kwargs: object) -> str:
+        raise RuntimeError("pypdf text extraction is switched off in this test")
+
+    monkeypatch.setattr(PageObject, "extract_text", refuse)
+
+
+def test_pdf_page_text_comes_from_pdfium_on_its_page(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "three.pdf"
+    path.write_bytes(make_pdf(THREE_PAGES))
+    _no_pypdf_text(monkeypatch)  # every page's text must come from PDFium
+    extraction = run(path)
+    pages = _spans(extraction)
+    assert sorted(pages) == [1, 2, 3]
+    assert pages[1] == "First page talks about apples"
+    # PDFium marks the line-end hyphen (U+FFFE); the word is joined, CRLF and markers are gone
+    assert pages[2] == "Second page ends in a hyphenated word, then more"
+    assert pages[3] == "Third page closes the document"
+    assert extraction.metadata["page_count"] == 3
+    assert extraction.metadata["text_layer"] is True
+    assert "pages_without_text" not in extraction.metadata
+    assert not extraction.warnings
+
+
+def test_pdf_encrypted_with_empty_password_reads_through_pdfium(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pypdf import PdfReader, PdfWriter
+
+    source = tmp_path / "plain.pdf"
+    source.write_bytes(make_pdf(THREE_PAGES))
+    target = tmp_path / "owner-only.pdf"
+    writer = PdfWriter()
+    writer.append(PdfReader(source))
+    writer.encrypt(user_password="", owner_password="owner", algorithm="AES-128")
+    with target.open("wb") as handle:
+        writer.write(handle)
+    _no_pypdf_text(monkeypatch)
+    extraction = run(target)
+    assert _spans(extraction)[3] == "Third page closes the document"
+    assert extraction.metadata["encrypted"] is True
+
+
+def test_pdf_text_without_pdfium_comes_from_pypdf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "three.pdf"
+    path.write_bytes(make_pdf(THREE_PAGES))
+    monkeypatch.setitem(sys.modules, "pypdfium2", None)  # not installed
+    pages = _spans(run(path))
+    assert sorted(pages) == [1, 2, 3]
+    assert pages[2] == "Second page ends in a hyphen-\nated word, then more"  # pypdf's rendering
+
+
+def test_pdf_pdfium_failures_fall_back_to_pypdf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pypdfium2
+
+    path = tmp_path / "three.pdf"
+    path.write_bytes(make_pdf(THREE_PAGES))
+    original = pypdfium2.PdfPage.get_textpage
+    calls: list[int] = []
+
+    def fail_on_second_page(self: pypdfium2.PdfPage) -> pypdfium2.PdfTextPage:
+        calls.append(1)
+        if len(calls) == 2:  # pages are read in order, once each
+            raise pypdfium2.PdfiumError("simulated failure on page 2")
+        return original(self)
+
+    # PDFium fails on one page: that page from pypdf, the others from PDFium, all on their page
+    monkeypatch.setattr(pypdfium2.PdfPage, "get_textpage", fail_on_second_page)
+    extraction = run(path)
+    pages = _spans(extraction)
+    assert pages == {1: THREE_PAGES[0], 2: THREE_PAGES[1], 3: THREE_PAGES[2]}
+    assert len(calls) == 3
+    assert not extraction.warnings
+    monkeypatch.undo()
+
+    # PDFium cannot open the file at all: pypdf's text for every page
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise pypdfium2.PdfiumError("Failed to load document (simulated)")
+
+    monkeypatch.setattr(pypdfium2, "PdfDocument", refuse)
+    assert _spans(run(path)) == {1: THREE_PAGES[0], 2: THREE_PAGES[1], 3: THREE_PAGES[2]}
 
 
 @pytest.mark.parametrize("compress", [True, False], ids=["flate", "unfiltered"])
