@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery, Task, signals
 from kombu import Exchange, Queue
 
+from background_tasks.db import SQLITE_CONNECT_ARGS, configure_sqlite_engine
 from background_tasks.errors import RedeliveryLimitExceeded
 from background_tasks.logging_setup import install_task_context
 from background_tasks.settings import QUEUES, Settings, settings_or_exit
@@ -181,12 +182,16 @@ def create_app(settings: Settings) -> Celery:
     """A Celery app configured from ``settings``."""
     app = Celery("midas", task_cls=MidasTask, include=available_task_modules(settings.extra_task_modules))
     backend = settings.result_backend_url
+    sqlite = backend.startswith("db+sqlite:")
     _prepare_sqlite(backend)
     default_exchange = Exchange("midas", type="direct")
     app.conf.update(
         broker_url=settings.broker_url,
         result_backend=backend,
-        database_engine_options={"connect_args": {"timeout": 30}} if "sqlite" in backend else {"pool_pre_ping": True},
+        # On SQLite the results file gets the store's tuning: WAL, busy timeout, synchronous=NORMAL
+        # (a commit no longer waits for fsync) and BEGIN IMMEDIATE so concurrent writers queue.
+        database_engine_options={"connect_args": dict(SQLITE_CONNECT_ARGS)} if sqlite else {"pool_pre_ping": True},
+        database_engine_callback=configure_sqlite_engine if sqlite else None,
         database_create_tables_at_setup=True,
         # JSON only: a pickled message is refused by the worker.
         task_serializer="json",

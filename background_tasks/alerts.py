@@ -38,7 +38,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import DateTime, Integer, String, select, update
 from sqlalchemy.orm import Mapped, mapped_column
 
-from background_tasks.db import Base, get_engine, session_scope
+from background_tasks.db import Base, get_engine, read_scope, session_scope
 from background_tasks.settings import Settings, get_settings
 from background_tasks.task_history import TaskRecord, epoch, utc
 
@@ -285,7 +285,7 @@ def _iso(ts: float | None) -> str:
 def _failures_since(settings: Settings, since: float, until: float) -> list[dict[str, Any]]:
     url = settings.database_url_resolved
     _ensure_schema(url)
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         rows = session.scalars(
             select(TaskRecord)
             .where(
@@ -412,7 +412,7 @@ def _unreported(settings: Settings, now: float, quiet: float) -> bool:
     """Failures after the last failure alert, with that alert's quiet period over."""
     url = settings.database_url_resolved
     _ensure_schema(url)
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         last = epoch(session.scalar(select(AlertState.last_sent_at).where(AlertState.kind == TASK_FAILURE)))
         if last is not None and now - last < quiet:
             return False

@@ -29,7 +29,7 @@ from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Uniqu
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Mapped, mapped_column
 
-from background_tasks.db import Base, create_all, is_sqlite, session_scope, transient_db_errors
+from background_tasks.db import Base, create_all, is_sqlite, read_scope, session_scope, transient_db_errors
 from background_tasks.errors import PermanentError, UnsupportedFileType
 from background_tasks.textstats import detect_language, word_count
 
@@ -134,7 +134,7 @@ def get_analysis(document_id: int, url: str | None = None) -> dict[str, Any] | N
 
         url = get_settings().database_url_resolved
     ensure_schema(url)
-    with transient_db_errors(), session_scope(url) as s:
+    with transient_db_errors(), read_scope(url) as s:
         sha256 = s.execute(select(DocumentRow.sha256).where(DocumentRow.id == document_id)).scalar_one_or_none()
         condition = AnalysisRow.document_id == document_id
         if sha256:
@@ -153,7 +153,7 @@ def get_analysis(document_id: int, url: str | None = None) -> dict[str, Any] | N
 def _document_by_sha(url: str, sha256: str) -> int | None:
     from background_tasks.store import DocumentRow
 
-    with transient_db_errors(), session_scope(url) as s:
+    with transient_db_errors(), read_scope(url) as s:
         return s.execute(select(DocumentRow.id).where(DocumentRow.sha256 == sha256)).scalar_one_or_none()
 
 
@@ -346,7 +346,7 @@ def document_frequencies(url: str, terms: Iterable[str]) -> tuple[int, dict[str,
     """
     terms = list(terms)
     ensure_schema(url)
-    with transient_db_errors(), session_scope(url) as s:
+    with transient_db_errors(), read_scope(url) as s:
         total = int(s.execute(text("SELECT count(DISTINCT document_id) FROM chunks")).scalar_one())
         found: dict[str, int] = {}
         if not terms:

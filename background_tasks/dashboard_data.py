@@ -34,7 +34,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy import exc as sa_exc
 
 from background_tasks import monitoring
-from background_tasks.db import get_engine, session_scope
+from background_tasks.db import get_engine, read_scope
 from background_tasks.errors import FileTooLarge, MidasError
 from background_tasks.monitoring import HealthSample
 from background_tasks.settings import Settings
@@ -382,7 +382,7 @@ def health_series(url: str, hours: float = 24.0, now: float | None = None) -> pd
         .order_by(HealthSample.taken_at.desc())
         .limit(HEALTH_POINTS_MAX)
     )
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         rows = session.execute(stmt).all()
     frame = pd.DataFrame([tuple(r) for r in reversed(rows)], columns=list(_HEALTH_COLUMNS))
     frame["taken_at"] = _utc_series(frame["taken_at"])
@@ -394,7 +394,7 @@ def latest_health(url: str) -> dict[str, Any] | None:
     """The newest stored health sample, or None."""
     ensure_schema(url)
     cols = [getattr(HealthSample, c) for c in _HEALTH_COLUMNS]
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         row = session.execute(select(*cols).order_by(HealthSample.taken_at.desc()).limit(1)).first()
     if row is None:
         return None
@@ -490,7 +490,7 @@ def history_page(url: str, flt: HistoryFilter, page: int = 1, page_size: int = 5
     stmt = _filtered(select(*cols), flt).order_by(*_history_order(url))
     stmt = stmt.limit(page_size).offset((page - 1) * page_size)
     capped = _filtered(select(TaskRecord.task_id), flt).limit(COUNT_CAP + 1).subquery()
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         rows = session.execute(stmt).all()
         total = int(session.execute(select(func.count()).select_from(capped)).scalar_one())
     frame = pd.DataFrame([tuple(r) for r in rows], columns=list(HISTORY_COLUMNS))
@@ -502,7 +502,7 @@ def history_page(url: str, flt: HistoryFilter, page: int = 1, page_size: int = 5
 def task_detail(url: str, task_id: str) -> dict[str, Any] | None:
     """Everything recorded about one task (arguments summary, result, error, traceback, timings)."""
     ensure_schema(url)
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         row = session.get(TaskRecord, task_id)
         if row is None:
             return None
@@ -519,7 +519,7 @@ def distinct_values(url: str, column: str) -> list[str]:
         raise ValueError(f"not a filterable column: {column!r}")
     ensure_schema(url)
     col = getattr(TaskRecord, column)
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return [v for (v,) in session.execute(select(col).distinct().where(col.is_not(None)).order_by(col)) if v]
 
 
@@ -532,7 +532,7 @@ def state_counts(url: str, since: float, now: float | None = None) -> dict[str, 
         .where(TaskRecord.finished_at >= utc(since), TaskRecord.finished_at <= utc(now))
         .group_by(TaskRecord.state)
     )
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return {state: int(n) for state, n in session.execute(stmt)}
 
 
@@ -545,7 +545,7 @@ def success_rate(counts: dict[str, int]) -> float | None:
 def running_in_history(url: str) -> int:
     """Tasks the history says are running right now (state 'started', index on ``state``)."""
     ensure_schema(url)
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         return int(session.execute(select(func.count()).where(TaskRecord.state == "started")).scalar_one())
 
 
@@ -585,7 +585,7 @@ def throughput(url: str, hours: float = 24.0, now: float | None = None) -> tuple
         .where(TaskRecord.finished_at >= utc(now - hours * 3600), TaskRecord.finished_at <= utc(now))
         .group_by(bucket, TaskRecord.state)
     )
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         rows = session.execute(stmt).all()
     frame = pd.DataFrame([tuple(r) for r in rows], columns=["bucket", "state", "count"])
     if frame.empty:
@@ -624,7 +624,7 @@ def performance_by_name(url: str, hours: float = 24.0, now: float | None = None)
         .where(TaskRecord.finished_at >= utc(now - hours * 3600), TaskRecord.finished_at <= utc(now))
         .limit(PERFORMANCE_ROWS_MAX)
     )
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         rows = session.execute(stmt).all()
     if not rows:
         return pd.DataFrame(columns=list(PERFORMANCE_COLUMNS))
@@ -748,7 +748,7 @@ def document_chunks(url: str, document_id: int, offset: int = 0, limit: int = 50
         .limit(max(1, min(int(limit), 500)))
         .offset(max(0, int(offset)))
     )
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         rows = session.execute(stmt).all()
     return pd.DataFrame([tuple(r) for r in rows], columns=["chunk", "page", "start", "end", "text"])
 

@@ -38,6 +38,9 @@ class Base(DeclarativeBase):
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _sessionmakers: dict[str, sessionmaker[Session]] = {}
+_readers: dict[str, sessionmaker[Session]] = {}
+#: execution option that marks a connection as read-only (see ``read_scope``)
+_READ_ONLY = "midas_read_only"
 
 
 def is_sqlite(url: str) -> bool:
@@ -76,17 +79,36 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _begin_immediate(connection: Any) -> None:
-    """Take SQLite's write lock when a transaction starts, not at its first write.
+def _begin(connection: Any) -> None:
+    """Start SQLite transactions the way their use needs.
 
     A deferred transaction that reads and then writes cannot wait for another writer: SQLite
     answers "database is locked" at once, whatever the busy timeout, because its snapshot may be
-    stale. Starting every transaction with BEGIN IMMEDIATE makes writers queue on the busy
-    timeout instead; readers outside transactions are unaffected (WAL).
+    stale. So writing sessions start with BEGIN IMMEDIATE and queue on the busy timeout instead.
+    Read-only sessions (``read_scope``) start a plain deferred transaction: under WAL it is a
+    consistent snapshot that neither waits for writers nor makes them wait, so the dashboard and
+    reports never hold up a worker.
     """
-    if connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+    options = connection.get_execution_options()
+    if options.get("isolation_level") == "AUTOCOMMIT":
         return  # e.g. VACUUM, which must run outside any transaction
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    connection.exec_driver_sql("BEGIN" if options.get(_READ_ONLY) else "BEGIN IMMEDIATE")
+
+
+def configure_sqlite_engine(engine: Engine) -> None:
+    """Pragmas and transaction start of a SQLite engine (also used for Celery's result backend).
+
+    The engine must be created with ``isolation_level=None`` in ``connect_args`` so the sqlite3
+    driver leaves transactions to us (SQLAlchemy's documented recipe for pysqlite).
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "begin", _begin)
+
+
+#: SQLite connect arguments that go with ``configure_sqlite_engine``
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 30, "isolation_level": None}
 
 
 def get_engine(url: str) -> Engine:
@@ -99,15 +121,13 @@ def get_engine(url: str) -> Engine:
             path = sqlite_path(url)
             if path is not None:
                 _prepare_sqlite_file(path)
-            # isolation_level=None: the sqlite3 driver leaves transactions to us, so "begin" can
-            # issue BEGIN IMMEDIATE (SQLAlchemy's documented recipe for pysqlite).
-            engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
-            event.listen(engine, "connect", _on_sqlite_connect)
-            event.listen(engine, "begin", _begin_immediate)
+            engine = create_engine(url, connect_args=dict(SQLITE_CONNECT_ARGS))
+            configure_sqlite_engine(engine)
         else:
             engine = create_engine(url, pool_pre_ping=True)
         _engines[url] = engine
         _sessionmakers[url] = sessionmaker(bind=engine, expire_on_commit=False)
+        _readers[url] = sessionmaker(bind=engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False)
         return engine
 
 
@@ -116,6 +136,7 @@ def dispose_engine(url: str) -> None:
     with _lock:
         engine = _engines.pop(url, None)
         _sessionmakers.pop(url, None)
+        _readers.pop(url, None)
     if engine is not None:
         engine.dispose()
 
@@ -135,7 +156,21 @@ if hasattr(os, "register_at_fork"):
 def session_scope(url: str) -> Iterator[Session]:
     """A session that commits when the block succeeds and rolls back when it raises."""
     get_engine(url)
-    session = _sessionmakers[url]()
+    with _scope(_sessionmakers[url]) as session:
+        yield session
+
+
+@contextmanager
+def read_scope(url: str) -> Iterator[Session]:
+    """A session for reading only: on SQLite it never takes the write lock (see ``_begin``)."""
+    get_engine(url)
+    with _scope(_readers[url]) as session:
+        yield session
+
+
+@contextmanager
+def _scope(maker: sessionmaker[Session]) -> Iterator[Session]:
+    session = maker()
     try:
         yield session
         session.commit()

@@ -52,7 +52,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapped, mapped_column
 
-from background_tasks.db import Base, create_all, get_engine, is_sqlite, session_scope, sqlite_path
+from background_tasks.db import Base, create_all, get_engine, is_sqlite, read_scope, session_scope, sqlite_path
 from background_tasks.settings import QUEUES, Settings
 from background_tasks.task_history import SENT_HEADER, TaskRecord, epoch, utc
 
@@ -577,7 +577,7 @@ def _history_times(url: str, task_ids: Sequence[str]) -> dict[str, dict[str, flo
         return {}
     try:
         ensure_schema(url)
-        with session_scope(url) as session:
+        with read_scope(url) as session:
             rows = session.execute(
                 select(TaskRecord.task_id, TaskRecord.sent_at, TaskRecord.started_at).where(
                     TaskRecord.task_id.in_(list(task_ids))
@@ -766,7 +766,7 @@ def _document_figures(url: str, since: datetime) -> dict[str, Any] | None:
     try:
         if not sa_inspect(get_engine(url)).has_table(DocumentRow.__tablename__):
             return empty  # the store was never used on this database
-        with session_scope(url) as session:
+        with read_scope(url) as session:
             rows = session.execute(
                 select(
                     DocumentRow.file_type,
@@ -1047,7 +1047,7 @@ def recent_health(settings: Settings, hours: float = 24.0) -> list[dict[str, Any
     url = settings.database_url_resolved
     ensure_schema(url)
     since = utc(time.time() - hours * 3600)
-    with session_scope(url) as session:
+    with read_scope(url) as session:
         rows = session.scalars(
             select(HealthSample).where(HealthSample.taken_at >= since).order_by(HealthSample.taken_at)
         ).all()

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from background_tasks.chunking import Chunk, chunk_text, normalize_with_pages
-from background_tasks.db import Base, session_scope, transient_db_errors
+from background_tasks.db import Base, read_scope, session_scope, transient_db_errors
 from background_tasks.errors import MidasError, MissingDependency, PermanentError
 from background_tasks.extractors.base import Extraction, TextBuilder
 from background_tasks.extractors.pdf import is_text_layer_warning
@@ -246,7 +246,7 @@ def _save_pages(url: str, document_id: int, results: list[dict[str, Any]]) -> No
 
 
 def _load_pages(url: str, document_id: int) -> list[dict[str, Any]]:
-    with transient_db_errors(), session_scope(url) as s:
+    with transient_db_errors(), read_scope(url) as s:
         rows = s.execute(
             select(OcrPageRow).where(OcrPageRow.document_id == document_id).order_by(OcrPageRow.page)
         ).scalars()

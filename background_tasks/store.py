@@ -46,7 +46,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from background_tasks.chunking import Chunk, normalize_text
-from background_tasks.db import Base, create_all, get_engine, is_sqlite, session_scope, transient_db_errors
+from background_tasks.db import Base, create_all, get_engine, is_sqlite, read_scope, session_scope, transient_db_errors
 from background_tasks.errors import TransientError
 
 logger = logging.getLogger(__name__)
@@ -769,7 +769,7 @@ class DocumentStore:
             return []
         limit = min(int(limit), 1000)
         ftype = _file_type(file_type)
-        with session_scope(self.url) as s:
+        with read_scope(self.url) as s:
             if not self._sqlite:
                 rows = self._search_postgres(s, websearch_query(parsed), limit, ftype)
             elif self._has_fts(s):
@@ -949,7 +949,7 @@ class DocumentStore:
     @_db_call
     def get_document(self, document_id: int) -> dict[str, Any] | None:
         """Everything known about one document, with all its paths (most recent first)."""
-        with session_scope(self.url) as s:
+        with read_scope(self.url) as s:
             doc = s.get(DocumentRow, document_id)
             return self._with_paths(s, [doc])[0] if doc else None
 
@@ -964,7 +964,7 @@ class DocumentStore:
         if file_type:
             stmt = stmt.where(DocumentRow.file_type == _file_type(file_type))
         stmt = stmt.limit(max(0, int(limit))).offset(max(0, int(offset)))
-        with session_scope(self.url) as s:
+        with read_scope(self.url) as s:
             return self._with_paths(s, list(s.execute(stmt).scalars()))
 
     @_db_call
@@ -974,13 +974,13 @@ class DocumentStore:
             stmt = stmt.where(DocumentRow.status == status)
         if file_type:
             stmt = stmt.where(DocumentRow.file_type == _file_type(file_type))
-        with session_scope(self.url) as s:
+        with read_scope(self.url) as s:
             return int(s.execute(stmt).scalar_one())
 
     @_db_call
     def get_chunks(self, document_id: int) -> list[dict[str, Any]]:
         """The chunks of one document, in order."""
-        with session_scope(self.url) as s:
+        with read_scope(self.url) as s:
             rows = s.execute(
                 select(ChunkRow).where(ChunkRow.document_id == document_id).order_by(ChunkRow.chunk_index)
             ).scalars()
@@ -999,7 +999,7 @@ class DocumentStore:
     def find_by_path(self, path: Any) -> list[dict[str, Any]]:
         """Documents seen at ``path``, most recently seen first (a file edited over time has several)."""
         stored = clean_path(path)
-        with session_scope(self.url) as s:
+        with read_scope(self.url) as s:
             docs = list(
                 s.execute(
                     select(DocumentRow)
@@ -1013,7 +1013,7 @@ class DocumentStore:
     @_db_call
     def stats(self) -> dict[str, Any]:
         """Counts per status and per file type, with chunk totals."""
-        with session_scope(self.url) as s:
+        with read_scope(self.url) as s:
             by_status = {
                 status: int(n)
                 for status, n in s.execute(select(DocumentRow.status, func.count()).group_by(DocumentRow.status))

@@ -37,7 +37,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import BigInteger, DateTime, Integer, String, Text, select
 from sqlalchemy.orm import Mapped, mapped_column
 
-from background_tasks.db import Base, create_all, session_scope
+from background_tasks.db import Base, create_all, read_scope, session_scope
 from background_tasks.errors import TransientError
 from background_tasks.extractors import SUPPORTED_EXTENSIONS
 
@@ -465,7 +465,7 @@ class History:
         self.load()
 
     def load(self) -> None:
-        with session_scope(self.url) as session:
+        with read_scope(self.url) as session:
             rows = session.execute(select(WatchedFile)).scalars().all()
             for row in rows:
                 entry = HistoryEntry(

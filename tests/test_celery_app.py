@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from datetime import timedelta
 
@@ -81,6 +82,22 @@ def test_result_backend_file_is_private_and_in_wal_mode(app) -> None:
     assert os.stat(path).st_mode & 0o077 == 0
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_result_backend_connections_get_the_store_tuning(app) -> None:
+    """Celery's own engine for the results file: busy timeout, no fsync per commit, writers queue."""
+    backend = app.backend
+    session = backend.ResultSession()
+    try:
+        connection = session.connection()
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar_one() == 30000
+        assert connection.exec_driver_sql("PRAGMA synchronous").scalar_one() == 1  # NORMAL
+        # the transaction was opened with BEGIN IMMEDIATE: it already holds the write lock
+        path = app.conf.result_backend.removeprefix("db+sqlite:///")
+        with sqlite3.connect(path, timeout=0) as other, pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+    finally:
+        session.close()
 
 
 #: One real task per queue, with arguments that make it cheap, and a check of its result.

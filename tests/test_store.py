@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
 from background_tasks.chunking import Chunk, chunk_text, normalize_text
-from background_tasks.db import dispose_engine, get_engine, transient_db_errors
+from background_tasks.db import dispose_engine, get_engine, session_scope, transient_db_errors
 from background_tasks.errors import TransientError
 from background_tasks.extractors.base import PageSpan
 from background_tasks.store import DocumentStore, SearchHit, parse_query, websearch_query
@@ -579,6 +580,40 @@ def test_sqlite_locked_database_is_transient(tmp_path) -> None:
         holder.rollback()
         holder.close()
         impatient.dispose()
+        dispose_engine(url)
+
+
+def test_sqlite_readers_never_wait_for_a_writer_and_writers_queue(tmp_path) -> None:
+    """A read scope reads its snapshot while another process holds the write lock; a write scope waits for it."""
+    url = f"sqlite:///{tmp_path / 'busy.sqlite3'}"
+    store = DocumentStore(url)
+    store.create_schema()
+    add_document(store, "r", "readable while locked", "/in/r.txt")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            f"c = sqlite3.connect({str(tmp_path / 'busy.sqlite3')!r}, isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE'); c.execute(\"UPDATE documents SET error = 'held'\")\n"
+            "print('locked', flush=True); time.sleep(1.5); c.execute('COMMIT')\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        hits = store.search("readable")  # read_scope: no lock, the snapshot before the writer's change
+        assert [h.path for h in hits] == ["/in/r.txt"]
+        assert store.count_documents() == 1
+        assert time.monotonic() - started < 1.0
+        with session_scope(url) as session:  # BEGIN IMMEDIATE: waits on the busy timeout, then sees the commit
+            error = session.execute(text("SELECT error FROM documents")).scalar_one()
+        assert error == "held"
+        assert time.monotonic() - started >= 1.0
+    finally:
+        holder.wait(10)
         dispose_engine(url)
 
 
