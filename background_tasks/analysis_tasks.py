@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from celery import signals
@@ -35,6 +36,7 @@ _JSON_RECORD_SHAPES = frozenset({"array", "json-lines"})
 __all__ = [
     "analyze_data_file",
     "analyze_document",
+    "follow_ups",
     "get_analysis",
     "ocr_document_pages",
     "schedule_follow_ups",
@@ -50,13 +52,20 @@ def analysis_store() -> DocumentStore:
 
 @signals.worker_init.connect
 def _preload(sender: Any = None, **_: Any) -> None:
-    """Load the page renderer (and, for workers on the analysis queue, pandas) once, so forks inherit them."""
-    names = ["PIL.Image", "pypdfium2"]  # OCR also runs inside document tasks
     try:
         consumed = set(sender.app.amqp.queues.consume_from)
     except AttributeError:
         consumed = {"analysis"}
-    if "analysis" in consumed:
+    preload_modules(with_pandas="analysis" in consumed)
+
+
+def preload_modules(with_pandas: bool = True) -> None:
+    """Import the page renderer (and pandas, for the analysis queue) once, so forked children inherit them.
+
+    Data profiles and OCR run in forked children; without this each child would import pandas again.
+    """
+    names = ["PIL.Image", "pypdfium2"]  # OCR also runs inside document tasks
+    if with_pandas:
         names = ["numpy", "pandas", *names]
     for name in names:
         try:
@@ -112,29 +121,46 @@ def _ocr_task_id(document_id: int, pages: list[int]) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"midas-ocr:{document_id}:{pages[0]}:{len(pages)}"))
 
 
-def schedule_follow_ups(result: dict[str, Any]) -> list[str]:
-    """Queue the analysis-queue work a processing result calls for; returns the queued task ids.
+@dataclass(frozen=True)
+class FollowUp:
+    """One piece of analysis-queue work a processing result calls for."""
 
-    Task ids are derived from the content, so a redelivered processing task
-    does not queue the same work twice. Never raises: a broker hiccup here
-    must not turn a processed document into a failed task.
-    """
+    task: str  # name of a task of this module
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    task_id: str  # derived from the content, so a redelivered processing task does not queue it twice
+
+
+def follow_ups(result: dict[str, Any]) -> list[FollowUp]:
+    """The follow-up work for a ``process_document_file`` result: tables get profiled, long scans OCR'd."""
     if result.get("status") != "success" or not result.get("document_id"):
         return []
     document_id = int(result["document_id"])
     metadata = result.get("metadata") or {}
     file_type = (result.get("file_type") or "").lower()
+    work: list[FollowUp] = []
+    if file_type in TABULAR_TYPES or (file_type == "json" and metadata.get("json_type") in _JSON_RECORD_SHAPES):
+        task_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"midas-data-analysis:{result.get('sha256')}"))
+        work.append(FollowUp("analyze_data_file", (result["path"],), {"document_id": document_id}, task_id))
+    pages = ocr_pipeline.deferred_pages(metadata)
+    if pages:
+        work.append(
+            FollowUp("ocr_document_pages", (document_id, result["path"], pages), {}, _ocr_task_id(document_id, pages))
+        )
+    return work
+
+
+def schedule_follow_ups(result: dict[str, Any]) -> list[str]:
+    """Queue the follow-up work of a processing result on the analysis queue; returns the task ids.
+
+    Never raises: a broker hiccup here must not turn a processed document into a failed task.
+    """
     queued: list[str] = []
     try:
-        if file_type in TABULAR_TYPES or (file_type == "json" and metadata.get("json_type") in _JSON_RECORD_SHAPES):
-            task_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"midas-data-analysis:{result.get('sha256')}"))
-            analyze_data_file.apply_async(args=[result["path"]], kwargs={"document_id": document_id}, task_id=task_id)
-            queued.append(task_id)
-        pages = ocr_pipeline.deferred_pages(metadata)
-        if pages:
-            task_id = _ocr_task_id(document_id, pages)
-            ocr_document_pages.apply_async(args=[document_id, result["path"], pages], task_id=task_id)
-            queued.append(task_id)
+        for work in follow_ups(result):
+            task = {"analyze_data_file": analyze_data_file, "ocr_document_pages": ocr_document_pages}[work.task]
+            task.apply_async(args=list(work.args), kwargs=work.kwargs, task_id=work.task_id)
+            queued.append(work.task_id)
     except Exception as exc:  # the document is processed; a lost follow-up is logged, not fatal
-        log.warning("document %s: could not queue follow-up analysis: %s", document_id, exc)
+        log.warning("document %s: could not queue follow-up analysis: %s", result.get("document_id"), exc)
     return queued

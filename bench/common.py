@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +54,39 @@ class Stack:
 
     def send(self, name: str, *args):
         return self.app.send_task(name, args=list(args))
+
+    def wait_idle(self, timeout: float = 1800) -> None:
+        """Until nothing waits in a queue and the worker runs or holds nothing (follow-up work included)."""
+        from background_tasks.settings import QUEUES
+
+        client = self.redis.client()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            inspect = self.app.control.inspect(timeout=1.0, destination=[self.worker.hostname])
+            busy = [*(inspect.active() or {}).values(), *(inspect.reserved() or {}).values()]
+            if not any(busy) and not any(client.llen(q) for q in QUEUES):
+                return
+            time.sleep(0.3)
+        raise TimeoutError("the worker did not become idle")
+
+    def last_finished(self) -> float:
+        """Wall-clock time (epoch s) at which the last task's result was stored."""
+        import sqlite3
+
+        from background_tasks.settings import load_settings
+
+        url = load_settings(self.env, env_file=Path(os.devnull)).result_backend_url
+        with closing(sqlite3.connect(url.removeprefix("db+sqlite:///"))) as db:
+            (done,) = db.execute("SELECT max(date_done) FROM celery_taskmeta").fetchone()
+        return datetime.fromisoformat(done).replace(tzinfo=UTC).timestamp()
+
+    def makespan(self, results: Sequence, started: float) -> float:
+        """Seconds from ``started`` (time.time()) until every task, follow-ups included, had finished."""
+        for result in results:
+            if not isinstance(result.get(timeout=1800), dict):
+                raise RuntimeError(f"task {result.id} returned {result.result!r}")
+        self.wait_idle()
+        return self.last_finished() - started
 
 
 @contextmanager
