@@ -962,7 +962,7 @@ def cleanup(
     result_tables: Mapping[str, str] | None = None,
     compact: bool = True,
 ) -> CleanupResult:
-    """Delete task history, result-backend rows and health samples older than ``days``; compact SQLite."""
+    """Delete history, result rows, health samples and orphan analyses older than ``days``; compact SQLite."""
     days = settings.retention_days if days is None else float(days)
     if days < 0 or not math.isfinite(days):
         raise ValueError(f"days must be zero or a positive number, got {days!r}")
@@ -981,6 +981,10 @@ def cleanup(
             )
     except sa_exc.SQLAlchemyError as exc:
         errors.append(f"history: {_err(exc)}")
+    try:
+        removed["orphan_analyses"] = _delete_orphan_analyses(url, cutoff)
+    except sa_exc.SQLAlchemyError as exc:
+        errors.append(f"analyses: {_err(exc)}")
     backend_url = settings.result_backend_url.removeprefix("db+")
     for kind, table_name in (result_tables or RESULT_TABLES).items():
         try:
@@ -994,6 +998,23 @@ def cleanup(
             if outcome is not None:
                 compacted.append(outcome)
     return CleanupResult(cutoff, days, removed, tuple(compacted), tuple(errors))
+
+
+def _delete_orphan_analyses(url: str, cutoff: float) -> int:
+    """Analyses older than the cutoff of content that is not (or no longer) a stored document.
+
+    A file analysed directly (``analyze_data_file`` without processing it) has no document, so
+    removing documents never removed its analysis; one whose document exists is kept with it.
+    """
+    from background_tasks.analysis import AnalysisRow
+    from background_tasks.store import DocumentRow
+
+    if not sa_inspect(get_engine(url)).has_table(AnalysisRow.__tablename__):
+        return 0  # nothing was ever analysed here
+    known = select(DocumentRow.id).where(DocumentRow.sha256 == AnalysisRow.sha256).exists()
+    orphan = AnalysisRow.document_id.is_(None) & (AnalysisRow.updated_at < utc(cutoff)) & ~known
+    with session_scope(url) as session:
+        return int(session.execute(delete(AnalysisRow).where(orphan)).rowcount)
 
 
 def _delete_results(url: str, table_name: str, cutoff: float) -> int:

@@ -402,6 +402,32 @@ def test_cleanup_compacts_sqlite_only_when_worthwhile(tmp_path) -> None:
         monitoring.cleanup(settings, days=-1)
 
 
+def test_cleanup_removes_old_analyses_only_of_content_that_is_no_document(tmp_path) -> None:
+    from background_tasks.analysis import AnalysisRow, save_analysis
+    from background_tasks.store import DocumentStore
+
+    settings = settings_with(MIDAS_DATA_DIR=str(tmp_path / "data"))
+    url = settings.database_url_resolved
+    store = DocumentStore(url)
+    store.create_schema()
+    kept_doc = store.claim("d" * 64, "/in/kept.csv", "csv", task_id="t").document_id
+    save_analysis(url, "a" * 64, "data", {"tables": []}, None)  # old, analysed directly: removed
+    save_analysis(url, "b" * 64, "data", {"tables": []}, None)  # recent, analysed directly: kept
+    save_analysis(url, "c" * 64, "data", {"tables": []}, kept_doc)  # old, linked to a document: kept
+    save_analysis(url, "d" * 64, "text", {"words": 1}, None)  # old, its content is a document: kept
+    old = datetime.now(UTC) - timedelta(days=100)
+    with session_scope(url) as session:
+        session.execute(
+            text("UPDATE analyses SET updated_at = :old WHERE sha256 != :recent"), {"old": old, "recent": "b" * 64}
+        )
+    result = monitoring.cleanup(settings, days=30, compact=False)
+    assert result.removed["orphan_analyses"] == 1 and not result.errors
+    with session_scope(url) as session:
+        left = sorted(s[0] for s in session.scalars(select(AnalysisRow.sha256)).all())
+    assert left == ["b", "c", "d"]
+    assert monitoring.cleanup(settings, days=30, compact=False).removed["orphan_analyses"] == 0
+
+
 def test_report_cleanup_and_samples_on_each_database(database_url, tmp_path) -> None:
     """The same figures from SQLite and PostgreSQL, with rows written the way workers write them."""
     settings = settings_with(
@@ -453,7 +479,13 @@ def test_report_cleanup_and_samples_on_each_database(database_url, tmp_path) -> 
     assert sample["reasons"] == list(health.reasons)
 
     result = monitoring.cleanup(settings, days=30, now=now)
-    assert result.removed == {"task_history": 1, "health_samples": 0, "results": 0, "result_groups": 0}
+    assert result.removed == {
+        "task_history": 1,
+        "health_samples": 0,
+        "orphan_analyses": 0,
+        "results": 0,
+        "result_groups": 0,
+    }
     assert result.errors == () and result.compacted == ()
     with session_scope(database_url) as session:
         assert sorted(session.scalars(select(TaskRecord.task_id))) == ["f1", "s1", "s2"]
