@@ -60,11 +60,12 @@ def _preload(sender: Any = None, **_: Any) -> None:
 
 
 def preload_modules(with_pandas: bool = True) -> None:
-    """Import the page renderer (and pandas, for the analysis queue) once, so forked children inherit them.
+    """Import the image library (and pandas, for the analysis queue) once, so forked children inherit them.
 
     Data profiles and OCR run in forked children; without this each child would import pandas again.
+    The PDF renderer (pypdfium2) is among the parsers ``pipeline.preload_parsers`` loads.
     """
-    names = ["PIL.Image", "pypdfium2"]  # OCR also runs inside document tasks
+    names = ["PIL.Image"]  # OCR also runs inside document tasks
     if with_pandas:
         names = ["numpy", "pandas", *names]
     for name in names:
@@ -150,6 +151,9 @@ def follow_ups(result: dict[str, Any]) -> list[FollowUp]:
     return work
 
 
+_FOLLOW_UP_TASKS = {"analyze_data_file": analyze_data_file, "ocr_document_pages": ocr_document_pages}
+
+
 def schedule_follow_ups(result: dict[str, Any]) -> list[str]:
     """Queue the follow-up work of a processing result on the analysis queue; returns the task ids.
 
@@ -158,7 +162,7 @@ def schedule_follow_ups(result: dict[str, Any]) -> list[str]:
     queued: list[str] = []
     try:
         for work in follow_ups(result):
-            task = {"analyze_data_file": analyze_data_file, "ocr_document_pages": ocr_document_pages}[work.task]
+            task = _FOLLOW_UP_TASKS[work.task]
             task.apply_async(args=list(work.args), kwargs=work.kwargs, task_id=work.task_id)
             queued.append(work.task_id)
     except Exception as exc:  # the document is processed; a lost follow-up is logged, not fatal
