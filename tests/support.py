@@ -286,3 +286,31 @@ def stop_stack(env: Mapping[str, str], tmp: Path) -> None:
             proc.kill()
         except psutil.Error:
             pass
+
+
+def fire_task_signals(task_id: str, task_name: str, args: tuple = (), retval: object = None) -> None:
+    """Send the publish, prerun and postrun signals a real task's life sends, in this process.
+
+    Lets the history hooks be exercised (and timed by bench_history) without a
+    broker; the task object is the registered one so the hooks see real names.
+    """
+    import importlib
+
+    from celery import signals
+
+    module, _, name = task_name.rpartition(".")
+    task = getattr(importlib.import_module(module), name)
+    headers = {"id": task_id, "task": task_name, "retries": 0}
+    signals.before_task_publish.send(
+        sender=task_name, body=(args, {}, {}), exchange="midas", routing_key="default", headers=headers
+    )
+    task.push_request(
+        id=task_id, hostname="bench@host", delivery_info={"routing_key": "default"}, retries=0, called_directly=False
+    )
+    try:
+        signals.task_prerun.send(sender=task, task_id=task_id, task=task, args=args, kwargs={})
+        signals.task_postrun.send(
+            sender=task, task_id=task_id, task=task, args=args, kwargs={}, retval=retval, state="SUCCESS"
+        )
+    finally:
+        task.pop_request()

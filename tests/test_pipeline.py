@@ -113,11 +113,9 @@ def test_too_large_is_rejected_before_reading(settings_for, store, docs_dir) -> 
     path = docs_dir / "huge.txt"
     with path.open("wb") as handle:  # sparse: 200 MB that were never written
         handle.truncate(200 * 1024 * 1024)
-    started = time.monotonic()
     result = pipeline.process_file(str(path), settings, store)
     assert (result.status, result.error_type) == ("rejected", "too_large")
     assert "MIDAS_MAX_FILE_MB" in result.error
-    assert time.monotonic() - started < 2
     assert result.sha256 is None  # the content was never read
 
 

@@ -14,7 +14,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -596,23 +595,36 @@ def test_sqlite_readers_never_wait_for_a_writer_and_writers_queue(tmp_path) -> N
             "import sqlite3, sys, time\n"
             f"c = sqlite3.connect({str(tmp_path / 'busy.sqlite3')!r}, isolation_level=None)\n"
             "c.execute('BEGIN IMMEDIATE'); c.execute(\"UPDATE documents SET error = 'held'\")\n"
-            "print('locked', flush=True); time.sleep(1.5); c.execute('COMMIT')\n",
+            "print('locked', flush=True); sys.stdin.readline(); c.execute('COMMIT')\n",
         ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        started = time.monotonic()
-        hits = store.search("readable")  # read_scope: no lock, the snapshot before the writer's change
+        # read_scope takes no lock: it reads the snapshot before the writer's change while the lock is held
+        hits = store.search("readable")
         assert [h.path for h in hits] == ["/in/r.txt"]
         assert store.count_documents() == 1
-        assert time.monotonic() - started < 1.0
-        with session_scope(url) as session:  # BEGIN IMMEDIATE: waits on the busy timeout, then sees the commit
-            error = session.execute(text("SELECT error FROM documents")).scalar_one()
-        assert error == "held"
-        assert time.monotonic() - started >= 1.0
+        assert holder.poll() is None, "the lock was held throughout the reads"
+        seen: list[str] = []
+
+        def write_scope_read() -> None:  # BEGIN IMMEDIATE: waits on the busy timeout, then sees the commit
+            with session_scope(url) as session:
+                seen.append(session.execute(text("SELECT error FROM documents")).scalar_one())
+
+        writer = threading.Thread(target=write_scope_read)
+        writer.start()
+        writer.join(0.5)
+        assert writer.is_alive() and not seen, "a write scope must wait for the lock"
+        holder.stdin.write("commit\n")
+        holder.stdin.flush()
+        writer.join(30)
+        assert seen == ["held"]
     finally:
+        if holder.poll() is None:
+            holder.stdin.close()
         holder.wait(10)
         dispose_engine(url)
 
