@@ -28,7 +28,7 @@ from background_tasks.ocr_pipeline import apply_ocr
 from background_tasks.safety import check_path, check_size, ensure_complete, working_copy
 from background_tasks.settings import Settings
 from background_tasks.store import DocumentStore
-from background_tasks.textstats import detect_language, word_count
+from background_tasks.textstats import detect_language, load_language_profiles, word_count
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ def preload_parsers() -> list[str]:
             importlib.import_module(name)
         except Exception:  # an optional library: its files fail with a clear error when used
             missing.append(name)
-    detect_language("This sentence warms up the language detector so no task pays for it.")
+    if not load_language_profiles():
+        missing.append("langdetect")
     return missing
 
 

@@ -286,8 +286,8 @@ VARIABLES: tuple[Var, ...] = (
         "MIDAS_MAX_TASKS_PER_CHILD",
         "max_tasks_per_child",
         _pos_int,
-        "50",
-        "Worker process replaced after N tasks.",
+        "1000",
+        "Worker process replaced after N tasks (a safety net: parsers run in short-lived child processes).",
         "Tasks",
     ),
     Var(

@@ -36,7 +36,7 @@ def test_safety_defaults(app) -> None:
     assert conf.worker_prefetch_multiplier == 1
     assert conf.task_soft_time_limit < conf.task_time_limit < conf.broker_transport_options["visibility_timeout"]
     assert conf.result_expires == timedelta(hours=24)
-    assert conf.worker_max_tasks_per_child == 50
+    assert conf.worker_max_tasks_per_child == 1000
     assert conf.worker_cancel_long_running_tasks_on_connection_loss
     assert conf.worker_send_task_events and conf.task_send_sent_event
     assert conf.midas_max_redeliveries >= 1

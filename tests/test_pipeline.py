@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import threading
 import time
 import zipfile
@@ -220,3 +222,19 @@ def test_stale_working_copies_are_cleaned_but_originals_kept(settings, docs_dir)
     removed = pipeline.remove_stale_work(settings, older_than_s=86400)
     assert removed == [str(stale)]
     assert fresh.exists() and original.read_text() == "keep me"
+
+
+def test_preloading_leaves_nothing_for_the_first_document_to_load() -> None:
+    """The worker preloads before forking; pool processes must find parsers and language profiles ready."""
+    code = (
+        "import sys\n"
+        "from background_tasks import pipeline\n"
+        "missing = pipeline.preload_parsers()\n"
+        "from langdetect import detector_factory\n"
+        "assert detector_factory._factory is not None, 'langdetect profiles not loaded'\n"
+        "assert not [m for m in pipeline.PRELOAD_MODULES if m not in sys.modules and m not in missing]\n"
+        "print(len(detector_factory._factory.langlist))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 50  # langdetect ships 55 language profiles
