@@ -69,22 +69,52 @@ class Stack:
             time.sleep(0.3)
         raise TimeoutError("the worker did not become idle")
 
+    def _results_db(self) -> str:
+        from background_tasks.settings import load_settings
+
+        url = load_settings(self.env, env_file=Path(os.devnull)).result_backend_url
+        return url.removeprefix("db+sqlite:///")
+
     def last_finished(self) -> float:
         """Wall-clock time (epoch s) at which the last task's result was stored."""
         import sqlite3
 
-        from background_tasks.settings import load_settings
-
-        url = load_settings(self.env, env_file=Path(os.devnull)).result_backend_url
-        with closing(sqlite3.connect(url.removeprefix("db+sqlite:///"))) as db:
+        with closing(sqlite3.connect(self._results_db())) as db:
             (done,) = db.execute("SELECT max(date_done) FROM celery_taskmeta").fetchone()
         return datetime.fromisoformat(done).replace(tzinfo=UTC).timestamp()
 
+    def wait_results(self, results: Sequence, timeout: float = 1800) -> None:
+        """Until every result is stored; raises unless each is a SUCCESS with a dict.
+
+        One connection and one query per half second: polling each AsyncResult
+        (a new engine per call) would take CPU from the worker being measured.
+        """
+        import json
+        import sqlite3
+
+        ids = [r.id for r in results]
+        deadline = time.monotonic() + timeout
+        with closing(sqlite3.connect(self._results_db(), timeout=30)) as db:
+            while True:
+                rows: dict[str, tuple[str, bytes]] = {}
+                for start in range(0, len(ids), 500):
+                    part = ids[start : start + 500]
+                    marks = ",".join("?" * len(part))
+                    query = f"SELECT task_id, status, result FROM celery_taskmeta WHERE task_id IN ({marks})"
+                    rows.update({t: (st, r) for t, st, r in db.execute(query, part)})
+                if sum(1 for st, _ in rows.values() if st in ("SUCCESS", "FAILURE")) == len(ids):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(ids) - len(rows)} results missing after {timeout} s")
+                time.sleep(0.5)
+        for task_id, (status, blob) in rows.items():
+            value = json.loads(blob) if blob else None
+            if status != "SUCCESS" or not isinstance(value, dict):
+                raise RuntimeError(f"task {task_id} ended {status}: {value!r}")
+
     def makespan(self, results: Sequence, started: float) -> float:
         """Seconds from ``started`` (time.time()) until every task, follow-ups included, had finished."""
-        for result in results:
-            if not isinstance(result.get(timeout=1800), dict):
-                raise RuntimeError(f"task {result.id} returned {result.result!r}")
+        self.wait_results(results)
         self.wait_idle()
         return self.last_finished() - started
 
