@@ -25,7 +25,6 @@ import io
 import json
 import logging
 import math
-import re
 import warnings as pywarnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -43,6 +42,7 @@ from background_tasks.errors import (
     UnsupportedFileType,
 )
 from background_tasks.extractors.base import Limits
+from background_tasks.extractors.tabular import HEADER_SCAN_ROWS, find_header_row, is_header_row
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,8 @@ TOP_VALUES = 10
 MAX_COLUMNS = 5_000
 #: a column whose values are dates in at least this share is a possible date column
 DATE_SHARE = 0.8
-_HEADER_SCAN_ROWS = 10
 _JSON_READ = 1024 * 1024
 _BOOL_WORDS = frozenset({"true", "false"})
-_NUMBER_LIKE = re.compile(r"^[-+]?(\d[\d,. ]*)?(\.\d+)?([eE][-+]?\d+)?%?$")
 
 
 def _pd() -> Any:
@@ -431,21 +429,6 @@ class TableProfile:
 # --------------------------------------------------------------------------
 
 
-def _looks_like_value(cell: Any) -> bool:
-    if cell is None:
-        return False
-    if not isinstance(cell, str):
-        return True  # numbers, dates, booleans are data
-    text = cell.strip()
-    return bool(text) and any(ch.isdigit() for ch in text) and bool(_NUMBER_LIKE.match(text))
-
-
-def _is_header(cells: Sequence[Any], width: int) -> bool:
-    filled = [c for c in cells if c is not None and str(c).strip()]
-    needed = 1 if width <= 1 else max(2, (width + 1) // 2)
-    return len(filled) >= needed and not any(_looks_like_value(c) for c in filled)
-
-
 def _column_names(header: Sequence[Any] | None, width: int) -> list[str]:
     names: list[str] = []
     seen: set[str] = set()
@@ -477,12 +460,12 @@ def _row_frames(rows: Iterable[Sequence[Any]], table: TableProfile, batch: int =
         cells = filled(row)
         if cells:
             head.append(cells)
-            if len(head) >= _HEADER_SCAN_ROWS:
+            if len(head) >= HEADER_SCAN_ROWS:
                 break
     if not head:
         return
     width = max(len(r) for r in head)
-    header_index = next((i for i, r in enumerate(head[:-1]) if _is_header(r, width)), None) if len(head) > 1 else None
+    header_index = find_header_row(head)
     if header_index:
         table.notes.append(f"{header_index} line(s) above the header row skipped")
     names = _column_names(head[header_index] if header_index is not None else None, width)
@@ -518,7 +501,7 @@ def _csv_header(sample: str, delimiter: str) -> tuple[int | None, int]:
         for cells in reader:
             if any(c.strip() for c in cells):
                 rows.append((start, cells))
-                if len(rows) >= _HEADER_SCAN_ROWS:
+                if len(rows) >= HEADER_SCAN_ROWS:
                     break
             start = reader.line_num
     except csv.Error:
@@ -527,9 +510,9 @@ def _csv_header(sample: str, delimiter: str) -> tuple[int | None, int]:
         return 0, 0
     width = max(len(cells) for _, cells in rows)
     if len(rows) == 1:
-        return (0, rows[0][0]) if width <= 1 or _is_header(rows[0][1], width) else (None, rows[0][0])
+        return (0, rows[0][0]) if width <= 1 or is_header_row(rows[0][1], width) else (None, rows[0][0])
     for line, cells in rows[:-1]:
-        if _is_header(cells, width):
+        if is_header_row(cells, width):
             return 0, line
     return None, rows[0][0]
 

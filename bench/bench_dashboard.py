@@ -241,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="timed runs per item (median)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
-    logging.getLogger("streamlit").setLevel(logging.ERROR)
+    # Every call outside a running page logs "missing ScriptRunContext", which is expected here;
+    # Streamlit resets its loggers' levels when a page runs, so the message is filtered instead.
+    logging.getLogger("streamlit.runtime.scriptrunner_utils.script_run_context").addFilter(
+        lambda record: "missing ScriptRunContext" not in record.getMessage()
+    )
 
     with tempfile.TemporaryDirectory(prefix="midas-bench-dashboard-") as tmp:
         empty_settings = bench_settings(Path(tmp) / "empty")

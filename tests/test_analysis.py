@@ -408,3 +408,32 @@ def test_tables_are_analysed_on_their_own_on_the_analysis_queue(isolated_stack, 
     direct = stack.send("background_tasks.analysis_tasks.analyze_data_file", str(records)).get(timeout=60)
     assert direct["status"] == "success" and column(direct["tables"][0], "age")["numeric"]["mean"] == 38
     assert analyst.log_text().count("analyze_data_file[") >= 2
+
+
+@pytest.mark.parametrize(
+    ("lines", "header"),
+    [
+        # a title above the header
+        (["Quarterly figures", "region,amount,units", "North,10,3", "South,7,4"], ["region", "amount", "units"]),
+        # dates and times in the first row are data, not column names
+        (["2024-01-05,2024-02-01,12:30", "2024-03-05,2024-04-01,13:45"], None),
+        # numbers with thousands separators and percentages too
+        (["1,234.5;12%;7", "2,000.0;15%;8"], None),
+    ],
+)
+def test_the_text_and_the_profile_agree_on_the_header_row(tmp_path, lines, header) -> None:
+    """Search results and the analysis must name a table's columns the same way."""
+    from background_tasks.extractors.tabular import CsvExtractor
+
+    path = tmp_path / "table.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    extraction = CsvExtractor().extract(path, Limits())
+    [table] = data_profile.profile_file(str(path), ".csv", Limits())["tables"]
+    info = extraction.metadata
+    assert info["has_header"] is (header is not None)
+    if header is None:
+        assert [c["name"] for c in table["columns"]][:2] == ["column_1", "column_2"]
+        assert table["row_count"] == info["row_count"] == len(lines)
+    else:
+        assert [c["name"] for c in table["columns"]] == header == info["columns"]
+        assert table["row_count"] == info["row_count"] == len(lines) - 2

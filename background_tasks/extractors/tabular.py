@@ -51,7 +51,7 @@ _ZIP_MAGIC = b"PK"
 #: Excel's own limit; a sheet claiming more rows than this is lying.
 _EXCEL_MAX_ROWS = 1_048_576
 #: Rows looked at to find the header row (title lines may sit above it).
-_HEADER_SCAN_ROWS = 10
+HEADER_SCAN_ROWS = 10
 #: Charts and pictures described per sheet at most.
 _MAX_DRAWINGS = 200
 #: Column names kept in metadata at most (the text has them all).
@@ -94,18 +94,35 @@ def _trim(cells: Sequence[str]) -> list[str]:
     return list(cells[:end])
 
 
-def _looks_like_value(cell: str) -> bool:
-    """Numbers, dates and times are data, never column names."""
-    if not cell or not any(ch.isdigit() for ch in cell):
+def looks_like_value(cell: Any) -> bool:
+    """Numbers, dates, times and booleans are data, never column names (typed cells or their text)."""
+    if cell is None:
         return False
-    return bool(_NUMBER.match(cell) or _DATE_OR_TIME.match(cell))
+    if not isinstance(cell, str):
+        return True
+    text = cell.strip()
+    if not text or not any(ch.isdigit() for ch in text):
+        return False
+    return bool(_NUMBER.match(text) or _DATE_OR_TIME.match(text))
 
 
-def _is_header(cells: Sequence[str], width: int) -> bool:
+def is_header_row(cells: Sequence[Any], width: int) -> bool:
     """A header row names columns: text (no numbers or dates) in at least half of the table's width."""
-    filled = [c for c in cells if c]
+    filled = [c for c in cells if c is not None and (not isinstance(c, str) or c.strip())]
     needed = 1 if width <= 1 else max(2, (width + 1) // 2)
-    return len(filled) >= needed and not any(_looks_like_value(c) for c in filled)
+    return len(filled) >= needed and not any(looks_like_value(c) for c in filled)
+
+
+def find_header_row(head: Sequence[Sequence[Any]]) -> int | None:
+    """Index of the header among a table's first non-empty rows (titles may sit above it), or None.
+
+    The extracted text and the data profile both decide with this, so a table
+    has the same columns in search results and in its analysis.
+    """
+    if len(head) < 2:
+        return None
+    width = max(len(row) for row in head)
+    return next((i for i, row in enumerate(head[:-1]) if is_header_row(row, width)), None)
 
 
 _BLOCK_LINES = 4096
@@ -151,17 +168,11 @@ class TableWriter:
             cells = _trim(row)
             if cells:
                 head.append(cells)
-                if len(head) >= _HEADER_SCAN_ROWS:
+                if len(head) >= HEADER_SCAN_ROWS:
                     break
         if not head:
             return
-        width = max(len(r) for r in head)
-        header_index = None
-        if len(head) > 1:
-            for index, cells in enumerate(head[:-1]):
-                if _is_header(cells, width):
-                    header_index = index
-                    break
+        header_index = find_header_row(head)
         if header_index is not None:
             for cells in head[:header_index]:
                 self._plain(cells)
