@@ -52,6 +52,8 @@ from background_tasks.errors import TransientError
 logger = logging.getLogger(__name__)
 
 STATUSES = ("processing", "success", "failed", "rejected")
+#: Chunks written per transaction: keeps SQLite's write lock short for documents with thousands of chunks.
+CHUNK_WRITE_BATCH = 500
 FAILURE_STATUSES = ("failed", "rejected")
 CLAIM_STATES = ("new", "duplicate", "resume", "busy")
 MAX_QUERY_TERMS = 32
@@ -597,9 +599,15 @@ class DocumentStore:
         warnings: Iterable[str] = (),
         duration_s: float | None = None,
     ) -> None:
-        """Store the result in one transaction: old chunks replaced, status ``success``.
+        """Store the result: old chunks replaced, then status ``success``.
 
-        Replacing (not appending) makes a redelivered task harmless.
+        Replacing (not appending) makes a redelivered task harmless. The chunks
+        go in in transactions of ``CHUNK_WRITE_BATCH`` rows, so a long document
+        (thousands of chunks, each indexed for search) does not hold SQLite's
+        one write lock for a third of a second while other workers wait. The
+        status changes with the last batch: until then search does not see the
+        document, and a task that dies half-way leaves it ``processing`` for
+        the redelivered task, which starts by deleting what was written.
         """
         now = _now()
         rows = [
@@ -613,29 +621,35 @@ class DocumentStore:
             }
             for c in chunks
         ]
-        with session_scope(self.url) as s:
-            s.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
-            result = s.execute(
-                update(DocumentRow)
-                .where(DocumentRow.id == document_id)
-                .values(
-                    status="success",
-                    metadata_json=_jsonable(dict(metadata or {})),
-                    warnings_json=[_clean(str(w), _MAX_META_STRING) for w in warnings],
-                    text_chars=text_chars,
-                    page_count=page_count,
-                    chunk_count=len(rows),
-                    error_type=None,
-                    error=None,
-                    finished_at=now,
-                    updated_at=now,
-                    duration_s=duration_s,
-                )
-            )
-            if result.rowcount != 1:
-                raise LookupError(f"no document with id {document_id}")
-            if rows:
-                s.execute(insert(ChunkRow), rows)
+        batches = [rows[i : i + CHUNK_WRITE_BATCH] for i in range(0, len(rows), CHUNK_WRITE_BATCH)] or [[]]
+        for number, batch in enumerate(batches):
+            with session_scope(self.url) as s:
+                if number == 0:
+                    if s.scalar(select(DocumentRow.id).where(DocumentRow.id == document_id)) is None:
+                        raise LookupError(f"no document with id {document_id}")
+                    s.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
+                if batch:
+                    s.execute(insert(ChunkRow), batch)
+                if number == len(batches) - 1:
+                    result = s.execute(
+                        update(DocumentRow)
+                        .where(DocumentRow.id == document_id)
+                        .values(
+                            status="success",
+                            metadata_json=_jsonable(dict(metadata or {})),
+                            warnings_json=[_clean(str(w), _MAX_META_STRING) for w in warnings],
+                            text_chars=text_chars,
+                            page_count=page_count,
+                            chunk_count=len(rows),
+                            error_type=None,
+                            error=None,
+                            finished_at=now,
+                            updated_at=now,
+                            duration_s=duration_s,
+                        )
+                    )
+                    if result.rowcount != 1:
+                        raise LookupError(f"no document with id {document_id}")
 
     @_db_call
     def record_failure(

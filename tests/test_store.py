@@ -664,3 +664,37 @@ def test_postgres_errors_are_transient() -> None:
                 b.rollback()
         finally:
             engine.dispose()
+
+
+def test_a_long_document_is_written_in_batches_and_searchable_only_when_complete(store, monkeypatch) -> None:
+    """Chunks go in in several short transactions; a failure half-way leaves nothing searchable."""
+    from background_tasks import store as store_module
+
+    monkeypatch.setattr(store_module, "CHUNK_WRITE_BATCH", 4)
+    body = normalize_text(" ".join(f"Sentence {i} about the batched lighthouse keeper." for i in range(60)))
+    chunks = chunk_text(body, size=200, overlap=40)
+    assert len(chunks) > 2 * 4
+    claim = store.claim(sha("batched"), "/in/batched.txt", "txt", "text/plain", len(body), task_id="t-batch")
+    real_scope, calls = store_module.session_scope, []
+
+    def failing_third_transaction(url):
+        calls.append(url)
+        if len(calls) == 3:
+            raise TransientError("simulated: the worker lost the database half-way")
+        return real_scope(url)
+
+    monkeypatch.setattr(store_module, "session_scope", failing_third_transaction)
+    with pytest.raises(TransientError):
+        store.record_success(claim.document_id, {}, chunks, len(body))
+    monkeypatch.setattr(store_module, "session_scope", real_scope)
+    assert store.get_document(claim.document_id)["status"] == "processing"
+    assert store.search("lighthouse keeper") == []  # two batches are in, but the document is not done
+
+    store.record_success(claim.document_id, {}, chunks, len(body))  # the redelivered task
+    assert store.get_document(claim.document_id)["status"] == "success"
+    with session_scope(store.url) as s:
+        indexes = [
+            i for (i,) in s.execute(text(f"SELECT chunk_index FROM chunks WHERE document_id = {claim.document_id}"))
+        ]
+    assert sorted(indexes) == list(range(len(chunks)))
+    assert store.search("lighthouse keeper")
