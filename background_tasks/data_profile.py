@@ -508,13 +508,11 @@ def _csv_header(sample: str, delimiter: str) -> tuple[int | None, int]:
         pass
     if not rows:
         return 0, 0
-    width = max(len(cells) for _, cells in rows)
-    if len(rows) == 1:
+    if len(rows) == 1:  # a lone row of names is a header with no data yet
+        width = len(rows[0][1])
         return (0, rows[0][0]) if width <= 1 or is_header_row(rows[0][1], width) else (None, rows[0][0])
-    for line, cells in rows[:-1]:
-        if is_header_row(cells, width):
-            return 0, line
-    return None, rows[0][0]
+    index = find_header_row([cells for _, cells in rows])
+    return (0, rows[index][0]) if index is not None else (None, rows[0][0])
 
 
 def _csv_tables(path: Path, limits: Limits, notes: list[str]) -> Iterator[tuple[str, Any]]:
