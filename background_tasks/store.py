@@ -625,11 +625,11 @@ class DocumentStore:
         for number, batch in enumerate(batches):
             with session_scope(self.url) as s:
                 if number == 0:
-                    if s.scalar(select(DocumentRow.id).where(DocumentRow.id == document_id)) is None:
+                    # with one batch the status update below checks this in the same transaction
+                    exists = select(DocumentRow.id).where(DocumentRow.id == document_id)
+                    if len(batches) > 1 and s.scalar(exists) is None:
                         raise LookupError(f"no document with id {document_id}")
                     s.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
-                if batch:
-                    s.execute(insert(ChunkRow), batch)
                 if number == len(batches) - 1:
                     result = s.execute(
                         update(DocumentRow)
@@ -650,6 +650,8 @@ class DocumentStore:
                     )
                     if result.rowcount != 1:
                         raise LookupError(f"no document with id {document_id}")
+                if batch:
+                    s.execute(insert(ChunkRow), batch)
 
     @_db_call
     def record_failure(

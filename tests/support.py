@@ -288,11 +288,12 @@ def stop_stack(env: Mapping[str, str], tmp: Path) -> None:
             pass
 
 
-def fire_task_signals(task_id: str, task_name: str, args: tuple = (), retval: object = None) -> None:
+def fire_task_signals(task_id: str, task_name: str, args: tuple = (), retval: object = None) -> dict:
     """Send the publish, prerun and postrun signals a real task's life sends, in this process.
 
     Lets the history hooks be exercised (and timed by bench_history) without a
     broker; the task object is the registered one so the hooks see real names.
+    Returns the message headers as the publish hooks left them.
     """
     import importlib
 
@@ -314,3 +315,4 @@ def fire_task_signals(task_id: str, task_name: str, args: tuple = (), retval: ob
         )
     finally:
         task.pop_request()
+    return headers

@@ -163,7 +163,7 @@ def test_summaries_never_carry_contents() -> None:
 
 
 def test_signal_hooks_only_queue_and_the_writer_stores_every_row(app, tmp_path) -> None:
-    """Publish, prerun and postrun hooks queue events; one flush stores complete rows.
+    """Publish, prerun and postrun hooks record every task; one flush stores complete rows.
 
     Their cost per task is measured by `python -m bench bench_history`, not here.
     """
@@ -175,7 +175,8 @@ def test_signal_hooks_only_queue_and_the_writer_stores_every_row(app, tmp_path) 
     ids = [f"hooks-{uuid.uuid4().hex}" for _ in range(n)]
     try:
         for task_id in ids:
-            fire_task_signals(task_id, PING, args=("x",), retval={"ok": 1})
+            headers = fire_task_signals(task_id, PING, args=("x",), retval={"ok": 1})
+            assert task_history.SENT_HEADER in headers
         assert local.flush(60)
     finally:
         task_history.recorder = original
