@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from background_tasks.errors import TransientError
+from background_tasks.errors import InvalidQuery, TransientError
 from background_tasks.settings import settings_or_exit
 from background_tasks.store import DocumentStore
 
@@ -38,7 +38,11 @@ def _cmd_search(args: argparse.Namespace, out: TextIO) -> int:
     store = _open_store()
     tty = out.isatty()
     # Private-use markers survive sanitizing; they become bold (tty) or **x** afterwards.
-    hits = store.search(args.query, limit=args.limit, file_type=args.type, marks=("\ue000", "\ue001"))
+    try:
+        hits = store.search(args.query, limit=args.limit, file_type=args.type, marks=("\ue000", "\ue001"))
+    except InvalidQuery as exc:
+        print(f"Search refused: {exc.message}", file=sys.stderr)
+        return 2
     if not hits:
         print("No matches.", file=out)
         return 0

@@ -175,19 +175,17 @@ def analyze_data_path(raw_path: str, settings: Any, store: Any, document_id: int
     from background_tasks.extractors.base import Limits
     from background_tasks.isolation import run_isolated
     from background_tasks.pipeline import status_for
-    from background_tasks.safety import check_path, check_size, ensure_complete, working_copy
+    from background_tasks.safety import take_in
 
     started = time.monotonic()
     result: dict[str, Any] = {"kind": "data", "path": str(raw_path), "document_id": document_id}
     sha256 = None
     try:
-        original = check_path(raw_path, settings)
-        result["path"] = str(original)
-        check_size(original, settings)
-        ensure_complete(original, settings.stability_seconds)
-        with working_copy(original, settings, int(settings.max_file_mb * 1024 * 1024)) as copy:
+        with take_in(raw_path, settings) as copy:
+            original = copy.original
+            result["path"] = str(original)
             sha256 = copy.sha256
-            extension, _mime = detect.resolve_extension(copy.path, original.suffix.lower())
+            extension, _mime = detect.resolve_extension(copy.copy, original.suffix.lower())
             result["file_type"] = extension.lstrip(".")
             if extension not in DATA_EXTENSIONS:
                 raise UnsupportedFileType(
@@ -195,7 +193,7 @@ def analyze_data_path(raw_path: str, settings: Any, store: Any, document_id: int
                 )
             profile = run_isolated(
                 profile_file,
-                (str(copy.path), extension, Limits.from_settings(settings)),
+                (str(copy.copy), extension, Limits.from_settings(settings)),
                 timeout=settings.extract_timeout,
                 work_dir=settings.work_dir,
                 label=original.name,

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from background_tasks.errors import EmptyDocument, EncryptedDocument, TypeMismatch
+from background_tasks.errors import EmptyDocument, EncryptedDocument, TypeMismatch, UnsupportedFileType
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ _EXPECTED_KINDS: dict[str, frozenset[str]] = {
 }
 _IMAGE_EXTENSIONS = frozenset(ext for ext, kinds in _EXPECTED_KINDS.items() if kinds == {"image"})
 _TEXT_KINDS = frozenset({"text", "html", "xml", "json", "email", "rtf"})
+#: Text kinds any configuration or source file has: they never make an unsupported extension a document.
+_GENERIC_TEXT_KINDS = frozenset({"text", "html", "xml", "json"})
 TEXT_EXTENSIONS = frozenset(
     {".txt", ".log", ".md", ".markdown", ".csv", ".json", ".jsonl", ".ndjson", ".xml", ".html", ".htm"}
 )
@@ -446,6 +448,12 @@ def resolve_extension(path: Path | str, extension: str) -> tuple[str, str]:
     if detected.kind == "text" and ext in _WHAT:
         # a "report.odt" that holds a line of plain text is a broken document, not a text file
         raise TypeMismatch(f"{name}: content is not {what} (it is plain text)")
+    if not _supported(ext) and detected.kind in _GENERIC_TEXT_KINDS:
+        # A ".env", ".cfg" or extension-less text is configuration, not a document: it is never read as text.
+        raise UnsupportedFileType(
+            f"{name}: {ext or 'files without an extension'} is not a supported type "
+            f"(the content is {detected.description}); supported: see the README"
+        )
     if detected.extension and _supported(detected.extension):
         return _switch(name, ext, detected)
     if detected.kind == "binary":

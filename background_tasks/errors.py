@@ -40,6 +40,18 @@ class PathNotAllowed(RejectedError):
     error_type = "path_not_allowed"
 
 
+class InvalidArgument(RejectedError):
+    """The task was given something that is not a usable file path (not a string, a NUL byte, empty)."""
+
+    error_type = "invalid_argument"
+
+
+class InvalidQuery(RejectedError):
+    """A search query the store will not run (too long, too many words in a phrase)."""
+
+    error_type = "invalid_query"
+
+
 class FileTooLarge(RejectedError):
     """The file is larger than MIDAS_MAX_FILE_MB."""
 

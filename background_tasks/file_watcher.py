@@ -27,7 +27,7 @@ from typing import Any
 
 from background_tasks.errors import TransientError
 from background_tasks.logging_setup import configure_logging
-from background_tasks.safety import default_watch_dirs
+from background_tasks.safety import allowed_roots, default_watch_dirs
 from background_tasks.settings import Settings, settings_or_exit
 from background_tasks.watcher_core import (
     Batcher,
@@ -71,9 +71,8 @@ def _absolute(path: str | Path) -> Path:
 
 
 def worker_allowed_roots(settings: Settings) -> tuple[Path, ...]:
-    """The folders a worker with these settings reads from (without its working directory)."""
-    roots = [*settings.allowed_roots, *default_watch_dirs(settings), settings.inbox_dir]
-    return tuple(dict.fromkeys(Path(os.path.realpath(r)) for r in roots))
+    """The folders a worker with these settings reads from."""
+    return allowed_roots(settings)
 
 
 def is_allowed(folder: Path, roots: Sequence[Path]) -> bool:

@@ -304,7 +304,7 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
     Raises TransientError only (database or file not ready).
     """
     from background_tasks import detect, pipeline  # the pipeline imports this module
-    from background_tasks.safety import check_path, check_size, working_copy
+    from background_tasks.safety import take_in
 
     started = time.monotonic()
     document = store.get_document(document_id)
@@ -314,19 +314,17 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
         return {"status": "skipped", "document_id": document_id, "reason": "no OCR pending"}
     label = Path(str(raw_path)).name
     try:
-        original = check_path(raw_path, settings)
-        check_size(original, settings)
-        with working_copy(original, settings, int(settings.max_file_mb * 1024 * 1024)) as copy:
+        with take_in(raw_path, settings, wait_until_complete=False) as copy:
             if copy.sha256 != document.get("sha256"):
                 raise PermanentError(f"{label} changed since it was processed; OCR abandoned")
-            extension, mime_type = detect.resolve_extension(copy.path, original.suffix.lower())
+            extension, mime_type = detect.resolve_extension(copy.copy, copy.original.suffix.lower())
             options = OcrOptions.from_settings(settings)
             todo = list(pages[: settings.ocr_max_pages_per_task])
             budget = max(ocr_budget(settings), options.page_timeout)
             try:
                 payload = run_isolated(
                     ocr_document_pages,
-                    (str(copy.path), extension, todo, options, budget),
+                    (str(copy.copy), extension, todo, options, budget),
                     timeout=budget + CHILD_GRACE_S,
                     work_dir=settings.work_dir,
                     label=label,
@@ -341,7 +339,7 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
             if rest:
                 log.info("%s: OCR of %d page(s) done, %d to go", label, len(results), len(rest))
                 return {"status": "partial", "document_id": document_id, "done": len(results), "pending": rest}
-            extraction = pipeline.extract(copy.path, extension, mime_type, settings, label=label)
+            extraction = pipeline.extract(copy.copy, extension, mime_type, settings, label=label)
     except MissingDependency as exc:
         _mark(store, document, "skipped", f"OCR skipped: {exc.message}")
         return {"status": "skipped", "document_id": document_id, "reason": exc.message}

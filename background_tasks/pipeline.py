@@ -25,7 +25,7 @@ from background_tasks.errors import EmptyDocument, MidasError, PermanentError, R
 from background_tasks.extractors import Extraction, Limits, PageSpan, extractor_for
 from background_tasks.isolation import run_isolated
 from background_tasks.ocr_pipeline import apply_ocr
-from background_tasks.safety import check_path, check_size, ensure_complete, working_copy
+from background_tasks.safety import Intake, take_in
 from background_tasks.settings import Settings
 from background_tasks.store import DocumentStore
 from background_tasks.textstats import detect_language, load_language_profiles, word_count
@@ -68,9 +68,9 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat()
 
 
-def file_facts(path: Path, original: Path, sha256: str, size: int, mime_type: str | None) -> dict[str, Any]:
-    """Metadata every file has, whatever its format."""
-    st = original.stat()
+def file_facts(intake: Intake, mime_type: str | None) -> dict[str, Any]:
+    """Metadata every file has, whatever its format (times from the descriptor intake opened)."""
+    original, st, sha256, size = intake.original, intake.stat, intake.sha256, intake.size
     return {
         "file_name": original.name,
         "extension": original.suffix.lower(),
@@ -162,7 +162,8 @@ def extract(path: Path, extension: str, mime_type: str | None, settings: Setting
 def process_file(raw_path: str, settings: Settings, store: DocumentStore, task_id: str | None = None) -> ProcessResult:
     """Process one document end to end. Raises only TransientError (retry later)."""
     started = time.monotonic()
-    path_text = str(raw_path)
+    # What is recorded as the path: a NUL byte or a non-string argument is recorded as its repr.
+    path_text = raw_path if isinstance(raw_path, str) and "\x00" not in raw_path else repr(raw_path)
     document_id: int | None = None
     sha256: str | None = None
     file_type: str | None = Path(path_text).suffix.lower().lstrip(".") or None
@@ -172,16 +173,13 @@ def process_file(raw_path: str, settings: Settings, store: DocumentStore, task_i
         return round(time.monotonic() - started, 4)
 
     try:
-        original = check_path(raw_path, settings)
-        path_text = str(original)
-        size = check_size(original, settings)
-        ensure_complete(original, settings.stability_seconds)
-        max_bytes = int(settings.max_file_mb * 1024 * 1024)
-        with working_copy(original, settings, max_bytes) as copy:
+        with take_in(raw_path, settings) as copy:
+            original = copy.original
+            path_text = str(original)
             sha256, size = copy.sha256, copy.size
             if size == 0:
                 raise EmptyDocument(f"{original.name} is empty (0 bytes)")
-            extension, mime_type = detect.resolve_extension(copy.path, original.suffix.lower())
+            extension, mime_type = detect.resolve_extension(copy.copy, original.suffix.lower())
             file_type = extension.lstrip(".")
             claim = store.claim(sha256, path_text, file_type, mime_type, size, task_id)
             document_id = claim.document_id
@@ -208,9 +206,9 @@ def process_file(raw_path: str, settings: Settings, store: DocumentStore, task_i
                     metadata=known.get("metadata") or {},
                     duration_s=elapsed(),
                 )
-            extraction = extract(copy.path, extension, mime_type, settings, label=original.name)
-            extraction = apply_ocr(extraction, copy.path, extension, settings, original.name, elapsed())
-            facts = file_facts(copy.path, original, sha256, size, mime_type)
+            extraction = extract(copy.copy, extension, mime_type, settings, label=original.name)
+            extraction = apply_ocr(extraction, copy.copy, extension, settings, original.name, elapsed())
+            facts = file_facts(copy, mime_type)
 
         # Large documents: keep one copy of the text at a time (raw -> normalised -> chunks).
         text, pages = normalize_with_pages(extraction.text, extraction.pages)
@@ -308,17 +306,15 @@ def record_gave_up(store: DocumentStore, raw_path: str, exc: TransientError, tas
 
 def document_metadata(raw_path: str, settings: Settings) -> dict[str, Any]:
     """Quick metadata: file facts plus what the format declares, without full extraction where possible."""
-    original = check_path(raw_path, settings)
-    check_size(original, settings)
-    max_bytes = int(settings.max_file_mb * 1024 * 1024)
-    with working_copy(original, settings, max_bytes) as copy:
+    with take_in(raw_path, settings, wait_until_complete=False) as copy:
+        original = copy.original
         if copy.size == 0:
             raise EmptyDocument(f"{original.name} is empty (0 bytes)")
-        extension, mime_type = detect.resolve_extension(copy.path, original.suffix.lower())
-        facts = file_facts(copy.path, original, copy.sha256, copy.size, mime_type)
+        extension, mime_type = detect.resolve_extension(copy.copy, original.suffix.lower())
+        facts = file_facts(copy, mime_type)
         found = run_isolated(
             _metadata_payload,
-            (str(copy.path), extension, mime_type, Limits.from_settings(settings)),
+            (str(copy.copy), extension, mime_type, Limits.from_settings(settings)),
             timeout=settings.extract_timeout,
             work_dir=settings.work_dir,
             label=original.name,

@@ -1,11 +1,17 @@
-"""Checks made before a document's content is read, and the private working copy.
+"""Intake: everything done to a user's file before its content is parsed.
 
-The user's original file is only ever opened for reading, once, to copy it.
-Everything after that works on the copy in the data dir.
+A document is opened exactly once. Its path is resolved and checked against
+the allowed folders, then opened component by component without following any
+symbolic link, so a file swapped for a link between the check and the open
+(time-of-check/time-of-use) is refused instead of read. Size, type of file and
+stability come from that descriptor (``fstat``), and the private working copy
+is hashed and copied from the same descriptor. The user's original is only
+ever opened for reading; everything after intake works on the copy.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -17,10 +23,29 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from background_tasks.errors import FileNotReady, FileTooLarge, PathNotAllowed
-from background_tasks.settings import Settings
+from background_tasks.errors import FileNotReady, FileTooLarge, InvalidArgument, PathNotAllowed
+from background_tasks.settings import PROJECT_ROOT, Settings
 
 COPY_BUFFER = 1024 * 1024
+
+#: The bundled sample documents (``make run`` submits them); read-only examples, never secrets.
+SAMPLES_DIR = PROJECT_ROOT / "samples"
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+#: Directory components are opened for lookup only (O_PATH needs search, not read, permission).
+_DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | _CLOEXEC
+#: The document itself: read-only, never a link, never blocking on a FIFO, never a controlling tty.
+_FILE_FLAGS = (
+    os.O_RDONLY
+    | _NOFOLLOW
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_BINARY", 0)
+    | _CLOEXEC
+)
+#: POSIX systems where every component can be opened relative to its parent without following links.
+WALK_WITHOUT_LINKS = bool(_NOFOLLOW) and os.open in os.supports_dir_fd
 
 
 def default_watch_dirs(settings: Settings) -> tuple[Path, ...]:
@@ -31,48 +56,94 @@ def default_watch_dirs(settings: Settings) -> tuple[Path, ...]:
     return (home / "Documents" / "MIDAS_Uploads", home / "Downloads", home / "Desktop")
 
 
-def allowed_roots(settings: Settings, extra: Iterable[Path] = ()) -> tuple[Path, ...]:
-    """Folders documents may be read from: configured roots, watched folders, the inbox, the cwd."""
-    roots = [*settings.allowed_roots, *default_watch_dirs(settings), settings.inbox_dir, Path.cwd(), *extra]
+def _real(paths: Iterable[Path]) -> tuple[Path, ...]:
     resolved = []
-    for root in roots:
+    for path in paths:
         try:
-            resolved.append(Path(root).resolve())
-        except OSError:
+            resolved.append(Path(os.path.realpath(Path(path).expanduser())))
+        except (OSError, ValueError):
             continue
     return tuple(dict.fromkeys(resolved))
+
+
+def allowed_roots(settings: Settings, extra: Iterable[Path] = ()) -> tuple[Path, ...]:
+    """Folders documents may be read from: configured roots, watched folders, the inbox, the samples.
+
+    The current directory is not among them: a worker started in the project
+    folder would otherwise read its ``.env``, its logs and the Redis files.
+    """
+    return _real([*settings.allowed_roots, *default_watch_dirs(settings), settings.inbox_dir, SAMPLES_DIR, *extra])
+
+
+def denied_folders(settings: Settings) -> tuple[Path, ...]:
+    """MIDAS's own files, refused even when an allowed root contains them (a root of ``~`` or ``/``)."""
+    return _real([settings.data_dir, settings.log_dir])
 
 
 def _within(path: Path, roots: Iterable[Path]) -> bool:
     return any(path == root or path.is_relative_to(root) for root in roots)
 
 
-def check_path(raw_path: str | os.PathLike[str], settings: Settings, extra_roots: Iterable[Path] = ()) -> Path:
-    """Resolve and vet a path; return the real path of a regular file we may read.
+def _hidden_below(path: Path, roots: Iterable[Path]) -> str | None:
+    """The first dot-file or dot-folder name between the deepest root holding ``path`` and the file."""
+    holding = [root for root in roots if path == root or path.is_relative_to(root)]
+    if not holding:
+        return None
+    deepest = max(holding, key=lambda root: len(root.parts))
+    return next((part for part in path.relative_to(deepest).parts if part.startswith(".")), None)
 
-    Rejected: missing files, anything outside the allowed roots (also through a
-    symlink that escapes them), directories, devices, FIFOs and sockets.
+
+def path_argument(raw_path: object) -> str:
+    """The path a task was given, or ``InvalidArgument``: JSON can carry ``None``, numbers and lists too."""
+    if isinstance(raw_path, os.PathLike):
+        raw_path = os.fspath(raw_path)
+    if not isinstance(raw_path, str):
+        raise InvalidArgument(f"a file path must be a string, not {type(raw_path).__name__} ({raw_path!r:.80})")
+    if "\x00" in raw_path:
+        raise InvalidArgument(f"{raw_path!r:.200} contains a NUL byte; no file can have that name")
+    if not raw_path.strip():
+        raise InvalidArgument("empty path")
+    return raw_path
+
+
+def check_path(raw_path: object, settings: Settings, extra_roots: Iterable[Path] = ()) -> Path:
+    """Resolve and vet a path; return the real path of a file we may read.
+
+    The root is checked before anything about the file is said, so a sender
+    cannot learn whether a path outside the allowed folders exists. This is
+    the check by name; ``open_document`` repeats it on the descriptor.
     """
-    if not str(raw_path).strip():
-        raise PathNotAllowed("empty path")
-    given = Path(raw_path).expanduser()
+    text = path_argument(raw_path)
+    given = Path(text).expanduser()
     if not given.is_absolute():
         given = Path.cwd() / given
     try:
-        real = given.resolve(strict=True)
-    except FileNotFoundError:
-        raise PathNotAllowed(f"{raw_path}: no such file") from None
-    except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
-        raise PathNotAllowed(f"{raw_path}: cannot resolve path ({exc})") from None
+        real = Path(os.path.realpath(given))  # non-strict: a missing file still gets its root checked
+    except (OSError, ValueError) as exc:
+        raise PathNotAllowed(f"{text}: cannot resolve path ({exc})") from None
     roots = allowed_roots(settings, extra_roots)
-    if not _within(real, roots):
-        via = f" (a link to {real})" if real != given.absolute() else ""
+    own_files = _within(real, denied_folders(settings)) and not _within(real, _real([settings.inbox_dir]))
+    if own_files or not _within(real, roots):
+        looked = "" if str(given) == text else f" (looked at {given})"
         raise PathNotAllowed(
-            f"{raw_path}{via} is outside the allowed folders; add its folder to MIDAS_ALLOWED_ROOTS to allow it"
+            f"{text}{looked} is outside the allowed folders; add its folder to MIDAS_ALLOWED_ROOTS to allow it"
         )
-    mode = real.stat().st_mode
+    hidden = _hidden_below(real, roots)
+    if hidden is not None:
+        raise PathNotAllowed(f"{text}: hidden files and folders ({hidden}) are not read")
+    try:
+        mode = os.stat(real).st_mode
+    except FileNotFoundError:
+        raise PathNotAllowed(f"{text}: no such file (looked for {real})") from None
+    except OSError as exc:
+        raise PathNotAllowed(f"{text}: cannot read it ({exc.strerror})") from None
+    _refuse_special(text, mode)
+    return real
+
+
+def _refuse_special(label: str, mode: int) -> None:
     if stat.S_ISDIR(mode):
-        raise PathNotAllowed(f"{raw_path} is a directory; use process_document_batch for many files")
+        raise PathNotAllowed(f"{label} is a directory; use process_document_batch for many files")
     if not stat.S_ISREG(mode):
         if stat.S_ISFIFO(mode):
             kind = "FIFO"
@@ -80,17 +151,93 @@ def check_path(raw_path: str | os.PathLike[str], settings: Settings, extra_roots
             kind = "device"
         else:
             kind = "special file"
-        raise PathNotAllowed(f"{raw_path} is a {kind}, not a regular file")
-    return real
+        raise PathNotAllowed(f"{label} is a {kind}, not a regular file")
 
 
-def check_size(path: Path, settings: Settings) -> int:
+def _open_without_links(real: Path) -> int:
+    """Open an already resolved path from ``/`` down, refusing a symbolic link at any component."""
+    parts = real.parts
+    fd = os.open(parts[0], _DIR_FLAGS)
+    try:
+        for part in parts[1:-1]:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        return os.open(parts[-1], _FILE_FLAGS, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _open_checked_by_handle(real: Path) -> int:
+    """Where components cannot be walked (Windows): open, then prove the handle is the file we checked."""
+    fd = os.open(real, _FILE_FLAGS)
+    try:
+        by_name = os.stat(real, follow_symlinks=False)
+        by_handle = os.fstat(fd)
+        if stat.S_ISLNK(by_name.st_mode) or (by_name.st_dev, by_name.st_ino) != (by_handle.st_dev, by_handle.st_ino):
+            raise OSError(errno.ELOOP, "the file was replaced while it was opened")
+        if Path(os.path.realpath(real)) != real:
+            raise OSError(errno.ELOOP, "a folder on the path was replaced while it was opened")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_without_links(path: Path) -> int:
+    """A read-only descriptor of ``path``, refusing a link as the file or on the way to it (its folder may be one).
+
+    For code that reads files in watched folders without the full check (the watcher's hashing).
+    """
+    real = Path(os.path.realpath(Path(path).parent)) / Path(path).name
+    return _open_without_links(real) if WALK_WITHOUT_LINKS else _open_checked_by_handle(real)
+
+
+@dataclass(frozen=True)
+class OpenedFile:
+    """A document opened once: its real path inside an allowed root, the descriptor and its ``fstat``."""
+
+    path: Path
+    fd: int
+    stat: os.stat_result
+
+
+@contextmanager
+def open_document(raw_path: object, settings: Settings, extra_roots: Iterable[Path] = ()) -> Iterator[OpenedFile]:
+    """Check the path, open it without following links, and vet what was opened; close it afterwards."""
+    real = check_path(raw_path, settings, extra_roots)
+    label = str(raw_path)
+    try:
+        fd = _open_without_links(real) if WALK_WITHOUT_LINKS else _open_checked_by_handle(real)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+            raise PathNotAllowed(
+                f"{label}: a symbolic link appeared on its path while it was being opened ({real}); not read"
+            ) from None
+        if exc.errno == errno.ENOENT:
+            raise PathNotAllowed(f"{label}: no such file (looked for {real})") from None
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EBUSY):
+            raise FileNotReady(f"{real.name} cannot be read now ({exc.strerror})") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        _refuse_special(label, st.st_mode)
+        yield OpenedFile(real, fd, st)
+    finally:
+        os.close(fd)
+
+
+def max_file_bytes(settings: Settings) -> int:
+    return int(settings.max_file_mb * 1024 * 1024)
+
+
+def check_size(opened: OpenedFile, settings: Settings) -> int:
     """Reject a file larger than MIDAS_MAX_FILE_MB before reading any of it."""
-    size = path.stat().st_size
-    limit = int(settings.max_file_mb * 1024 * 1024)
-    if size > limit:
+    size = opened.stat.st_size
+    if size > max_file_bytes(settings):
         raise FileTooLarge(
-            f"{path.name} is {size / 1024 / 1024:.1f} MB; the limit is {settings.max_file_mb:g} MB (MIDAS_MAX_FILE_MB)"
+            f"{opened.path.name} is {size / 1024 / 1024:.1f} MB; "
+            f"the limit is {settings.max_file_mb:g} MB (MIDAS_MAX_FILE_MB)"
         )
     return size
 
@@ -109,25 +256,25 @@ def _locked_on_windows(path: Path) -> bool:
     return False
 
 
-def ensure_complete(path: Path, stability_seconds: float) -> None:
+def ensure_complete(opened: OpenedFile, stability_seconds: float) -> None:
     """Raise FileNotReady while the file may still be being written.
 
     POSIX has no mandatory locks, so "complete" means: size and mtime did not
     change for ``stability_seconds``. A file older than the window passes at
-    once; a fresh one is watched for the rest of the window (at most that long).
+    once; a fresh one is watched (on its descriptor) for the rest of the window.
     """
-    if _locked_on_windows(path):
-        raise FileNotReady(f"{path.name} is locked by another program")
+    if _locked_on_windows(opened.path):
+        raise FileNotReady(f"{opened.path.name} is locked by another program")
     if stability_seconds <= 0:
         return
-    before = path.stat()
+    before = opened.stat
     age = time.time() - before.st_mtime
     if age >= stability_seconds:
         return
     time.sleep(min(stability_seconds - age, stability_seconds))
-    after = path.stat()
+    after = os.fstat(opened.fd)
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-        raise FileNotReady(f"{path.name} is still being written (size or time changed)")
+        raise FileNotReady(f"{opened.path.name} is still being written (size or time changed)")
 
 
 @dataclass(frozen=True)
@@ -138,8 +285,8 @@ class WorkingCopy:
 
 
 @contextmanager
-def working_copy(original: Path, settings: Settings, max_bytes: int) -> Iterator[WorkingCopy]:
-    """Copy ``original`` into a private folder, hashing on the way; remove the copy afterwards.
+def working_copy(opened: OpenedFile, settings: Settings, max_bytes: int) -> Iterator[WorkingCopy]:
+    """Copy the opened file into a private folder, hashing on the way; remove the copy afterwards.
 
     Reads at most ``max_bytes + 1`` bytes, so a file that grew past the limit
     after the size check is still refused.
@@ -147,28 +294,45 @@ def working_copy(original: Path, settings: Settings, max_bytes: int) -> Iterator
     settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     folder = Path(tempfile.mkdtemp(prefix="doc-", dir=settings.work_dir))
     # Same name as the original, so parsers' messages name the user's file.
-    target = folder / original.name
+    target = folder / opened.path.name
     digest = hashlib.sha256()
     size = 0
     try:
         try:
-            with original.open("rb") as src, target.open("wb") as dst:
+            os.lseek(opened.fd, 0, os.SEEK_SET)
+            with open(opened.fd, "rb", closefd=False) as src, target.open("wb") as dst:
                 while chunk := src.read(COPY_BUFFER):
                     size += len(chunk)
                     if size > max_bytes:
-                        raise FileTooLarge(f"{original.name} grew beyond the {max_bytes / 1024 / 1024:g} MB limit")
+                        raise FileTooLarge(f"{opened.path.name} grew beyond the {max_bytes / 1024 / 1024:g} MB limit")
                     digest.update(chunk)
                     dst.write(chunk)
         except PermissionError as exc:
-            raise FileNotReady(f"{original.name} cannot be read now ({exc.strerror})") from None
+            raise FileNotReady(f"{opened.path.name} cannot be read now ({exc.strerror})") from None
         yield WorkingCopy(target, digest.hexdigest(), size)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(COPY_BUFFER):
-            digest.update(chunk)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class Intake:
+    """A vetted document: where it really is, what ``fstat`` said of it, and its private copy."""
+
+    original: Path
+    stat: os.stat_result
+    copy: Path
+    sha256: str
+    size: int
+
+
+@contextmanager
+def take_in(
+    raw_path: object, settings: Settings, *, wait_until_complete: bool = True, extra_roots: Iterable[Path] = ()
+) -> Iterator[Intake]:
+    """The one intake step of every task that reads a user's file: check, open once, size, stability, copy."""
+    with open_document(raw_path, settings, extra_roots) as opened:
+        check_size(opened, settings)
+        if wait_until_complete:
+            ensure_complete(opened, settings.stability_seconds)
+        with working_copy(opened, settings, max_file_bytes(settings)) as copy:
+            yield Intake(opened.path, opened.stat, copy.path, copy.sha256, copy.size)

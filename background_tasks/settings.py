@@ -205,7 +205,7 @@ VARIABLES: tuple[Var, ...] = (
         _path_list,
         "",
         "Extra folders documents may be read from (os.pathsep-separated). Always allowed: "
-        "the watched folders, the data dir's inbox and the current directory.",
+        "the watched folders, the data dir's inbox and the bundled samples/ (never the current directory).",
         "Paths",
     ),
     Var(

@@ -47,7 +47,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from background_tasks.chunking import Chunk, normalize_text
 from background_tasks.db import Base, create_all, get_engine, is_sqlite, read_scope, session_scope, transient_db_errors
-from background_tasks.errors import TransientError
+from background_tasks.errors import InvalidQuery, TransientError
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ CHUNK_WRITE_BATCH = 500
 FAILURE_STATUSES = ("failed", "rejected")
 CLAIM_STATES = ("new", "duplicate", "resume", "busy")
 MAX_QUERY_TERMS = 32
+#: Longest query searched: PostgreSQL refuses a phrase of ~13,000 words ("statement too complex").
+MAX_QUERY_CHARS = 1000
+#: Most words in one "quoted phrase".
+MAX_PHRASE_WORDS = 64
 
 #: highlight markers used inside the database; replaced by the caller's marks
 _HL_START = "\ue000"
@@ -777,10 +781,17 @@ class DocumentStore:
         Words must all occur (``or`` between words relaxes that), "quoted
         phrases" must occur in order, ``-word`` excludes. Any input is safe:
         syntax characters are taken literally and an empty query finds nothing.
-        Matches in ``snippet`` are wrapped in ``marks``.
+        Matches in ``snippet`` are wrapped in ``marks``. A query over
+        ``MAX_QUERY_CHARS`` or a phrase over ``MAX_PHRASE_WORDS`` words raises
+        ``InvalidQuery`` with a message for the user, on every backend.
         """
         query = normalize_text(query or "")  # same form as the indexed text; no NUL or control characters
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidQuery(f"the query has {len(query):,} characters; at most {MAX_QUERY_CHARS:,} are searched")
         parsed = parse_query(query)
+        longest = max((len(t.split()) for t in (*parsed.terms, *parsed.negatives)), default=0)
+        if longest > MAX_PHRASE_WORDS:
+            raise InvalidQuery(f"a quoted phrase has {longest} words; at most {MAX_PHRASE_WORDS} are searched")
         if not parsed.groups or limit <= 0:
             return []
         limit = min(int(limit), 1000)

@@ -40,6 +40,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from background_tasks.db import Base, create_all, read_scope, session_scope
 from background_tasks.errors import TransientError
 from background_tasks.extractors import SUPPORTED_EXTENSIONS
+from background_tasks.safety import open_without_links
 
 log = logging.getLogger(__name__)
 
@@ -423,11 +424,11 @@ class Decision:
 def sha256_of(path: Path, max_bytes: int | None = None) -> str | None:
     """SHA-256 of a regular file, read-only; None when it is larger than ``max_bytes``.
 
-    Opened non-blocking and checked with fstat, so a FIFO or device that
-    replaced the file after it was stat'ed is never read.
+    Opened without following links (a file swapped for a link to a file
+    elsewhere is never read), non-blocking and checked with fstat, so a FIFO
+    or device that replaced the file after it was stat'ed is never read.
     """
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
+    fd = open_without_links(path)
     with os.fdopen(fd, "rb") as handle:
         st = os.fstat(handle.fileno())
         if not stat.S_ISREG(st.st_mode):

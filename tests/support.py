@@ -132,6 +132,7 @@ class WorkerProcess:
         pool: str = "prefork",
         name: str | None = None,
         extra_args: Iterable[str] = (),
+        cwd: Path = PROJECT_ROOT,
     ) -> None:
         self.name = name or f"test-{uuid.uuid4().hex[:8]}"
         self.hostname = f"{self.name}@{socket.gethostname()}"
@@ -149,10 +150,13 @@ class WorkerProcess:
             "--without-mingle", "--without-gossip",
             *extra_args,
         ]  # fmt: skip
+        env = dict(env)
+        if cwd != PROJECT_ROOT:  # `-A celery_config` must still find the project
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             cmd,
-            cwd=PROJECT_ROOT,
-            env=dict(env),
+            cwd=cwd,
+            env=env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
