@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from background_tasks.extractors import SUPPORTED_EXTENSIONS
+from background_tasks.logging_setup import escape_control
 from background_tasks.watcher_history import Decision, History, HistoryEntry, WatchedFile
 from background_tasks.watcher_queue import BATCH_TASK, FILE_TASK, FileJob, Outgoing, PendingQueue
 
@@ -610,7 +611,7 @@ class Watcher:
         unsent = self.pending.files
         if unsent:
             log.warning("%d file(s) could not be sent before exit; the next start's scan will enqueue them", unsent)
-        if not self.history.flush():
+        if not self.history.flush(force=True):
             log.error("history could not be saved; files sent in this run may be enqueued again after a restart")
         return unsent
 
@@ -619,7 +620,8 @@ class Watcher:
         in_batch = len(self.batcher) if self.batcher is not None else 0
         return {
             "last_event": self.counters.last_event,
-            "last_event_path": self.counters.last_event_path,
+            # shown by the dashboard: a name with a newline or undecodable bytes, escaped
+            "last_event_path": escape_control(path) if (path := self.counters.last_event_path) else None,
             "seen": self.counters.seen,
             "enqueued": self.counters.enqueued,
             "skipped": self.counters.skipped,
