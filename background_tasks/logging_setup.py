@@ -29,6 +29,8 @@ CONTINUATION_INDENT = "  "
 #: C0 and C1 controls, DEL, Unicode line/paragraph separators and lone surrogates.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: Record attributes that are not single-line fields: blocks indented instead, or recomputed by format.
+_NOT_FIELDS = frozenset({"msg", "message", "asctime", "exc_text", "stack_info"})
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -79,8 +81,9 @@ class SafeFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         safe = copy.copy(record)  # other handlers of the same record keep the original
-        for key, value in vars(record).items():
-            if isinstance(value, str) and key not in ("exc_text", "stack_info"):
+        fields = {k: v for k, v in vars(record).items() if isinstance(v, str) and k not in _NOT_FIELDS}
+        if _UNSAFE.search(" ".join(fields.values())):  # one search for the common case: nothing to escape
+            for key, value in fields.items():
                 setattr(safe, key, escape_control(value))
         safe.msg, safe.args = escape_control(record.getMessage()), None
         if record.exc_info:
