@@ -243,7 +243,16 @@ def create_app(settings: Settings) -> Celery:
 @signals.after_setup_logger.connect
 @signals.after_setup_task_logger.connect
 def _task_id_on_every_line(logger: logging.Logger, **_: Any) -> None:
+    """Worker and Beat logs in the MIDAS format: the task id on each line, logged values escaped
+    (a file name with a newline cannot forge a record). Celery configures the root, task and
+    multiprocessing loggers; these signals come after it did."""
     install_task_context(logger)
+    if logger is logging.getLogger():
+        from celery.utils.log import get_multiprocessing_logger
+
+        mp_logger = get_multiprocessing_logger()
+        if mp_logger is not None:
+            install_task_context(mp_logger)
 
 
 app = create_app(settings_or_exit())

@@ -92,6 +92,12 @@ def process_document_file(self, file_path: str) -> dict[str, Any]:
         raise self.retry(exc=exc, countdown=delay, max_retries=settings.max_retries) from None
 
 
+def _uuid_name(name: str) -> str:
+    """``name`` as uuid5 can hash it: a non-UTF-8 file name carries lone surrogates, which it cannot
+    encode; those are written as backslash escapes of their bytes (valid names are unchanged)."""
+    return name.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")
+
+
 # max_retries=None on the task itself: its retries are polls, and retry(max_retries=None) would
 # mean "the task's default" (3), failing every batch that takes longer than a few seconds.
 @app.task(bind=True, name="background_tasks.document_tasks.process_document_batch", max_retries=None)
@@ -110,7 +116,7 @@ def process_document_batch(
         batch_id = self.request.id or uuid.uuid4().hex
         _children = []
         for index, path in enumerate(file_paths):
-            child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"midas-batch:{batch_id}:{index}:{path}"))
+            child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, _uuid_name(f"midas-batch:{batch_id}:{index}:{path}")))
             process_document_file.apply_async(args=[path], task_id=child_id)
             _children.append(child_id)
         log.info("batch %s: %d files enqueued", batch_id, len(_children))

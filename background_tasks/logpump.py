@@ -6,6 +6,11 @@ file open themselves, so the file can be rotated (10 MB x 5) whatever the
 service is, Redis included. The pump exits at end of file, which is when the
 service and all its children have exited.
 
+Each line goes through the MIDAS formatter (``logging_setup.make_formatter``):
+control characters inside a line (a carriage return, a terminal escape) and
+undecodable bytes are written as backslash escapes, so a program that prints
+raw values cannot rewrite what the log shows.
+
 Usage: ``python -m background_tasks.logpump LOGFILE [--max-bytes N] [--backups N]``
 (the data arrives on standard input).
 """
@@ -20,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
+from background_tasks.logging_setup import make_formatter
+
 MAX_BYTES = 10 * 1024 * 1024
 BACKUP_COUNT = 5
 #: Longest piece written as one line; a service printing without newlines cannot exhaust memory.
@@ -27,12 +34,12 @@ MAX_LINE = 64 * 1024
 
 
 def make_handler(log_path: Path, max_bytes: int = MAX_BYTES, backups: int = BACKUP_COUNT) -> logging.Handler:
-    """The rotating handler the pump writes through: the lines as they came, no extra prefix."""
+    """The rotating handler the pump writes through: the lines as they came (escaped), no extra prefix."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(
         log_path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
     )
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(make_formatter("%(message)s"))
     # A failing write (disk full, file locked on Windows) must not stop the pump: a pump
     # that exits would break the service's pipe. The line is dropped instead.
     handler.handleError = lambda record: None  # type: ignore[method-assign]
@@ -46,7 +53,8 @@ def pump(stream: BinaryIO, handler: logging.Handler) -> int:
         chunk = stream.readline(MAX_LINE)
         if not chunk:
             break
-        text = chunk.decode("utf-8", errors="replace").rstrip("\r\n")
+        # Undecodable bytes become surrogate escapes, which the formatter shows as \xNN.
+        text = chunk.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
         handler.handle(logging.makeLogRecord({"msg": text, "levelno": logging.INFO, "levelname": "INFO"}))
         count += 1
     handler.close()

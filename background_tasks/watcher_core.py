@@ -9,8 +9,9 @@ with an injectable clock, so it can be tested quickly and exactly:
 * ``Batcher``          - ready files grouped until the batch is full or its oldest file waited long enough.
 * ``History``          - what was enqueued, persisted in the MIDAS database: unchanged content is
   skipped (also after a restart), changed content goes again, copies and renames are
-  recognised by their SHA-256.
-* ``PendingQueue``     - messages wait here while the broker is down and are retried with backoff.
+  recognised by their SHA-256 (``watcher_history``).
+* ``PendingQueue``     - messages wait here while the broker is down and are retried with backoff
+  (``watcher_queue``).
 * ``Watcher``          - ties them together; ``file_watcher`` feeds it events and calls ``tick``.
 
 Nothing here writes to a watched folder: files are only ever stat'ed and read.
@@ -19,7 +20,6 @@ Nothing here writes to a watched folder: files are only ever stat'ed and read.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import heapq
 import logging
 import os
@@ -29,26 +29,40 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, select
-from sqlalchemy.orm import Mapped, mapped_column
-
-from background_tasks.db import Base, create_all, read_scope, session_scope
-from background_tasks.errors import TransientError
 from background_tasks.extractors import SUPPORTED_EXTENSIONS
-from background_tasks.safety import open_without_links
+from background_tasks.logging_setup import escape_control
+from background_tasks.watcher_history import Decision, History, HistoryEntry, WatchedFile, sha256_of
+from background_tasks.watcher_queue import BATCH_TASK, FILE_TASK, FileJob, Outgoing, PendingQueue
+
+__all__ = [
+    "BATCH_TASK",
+    "FILE_TASK",
+    "IGNORED_DIR_PATTERNS",
+    "IGNORED_FILE_PATTERNS",
+    "Batcher",
+    "Decision",
+    "FileJob",
+    "History",
+    "HistoryEntry",
+    "Outgoing",
+    "PathFilter",
+    "PendingQueue",
+    "StabilityTracker",
+    "WatchedFile",
+    "Watcher",
+    "lock_reason",
+    "sha256_of",
+    "walk_files",
+]
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 T = TypeVar("T")
-
-FILE_TASK = "background_tasks.document_tasks.process_document_file"
-BATCH_TASK = "background_tasks.document_tasks.process_document_batch"
 
 #: Temporary, partial and system files (matched case-insensitively against the file name).
 IGNORED_FILE_PATTERNS: tuple[str, ...] = (
@@ -65,7 +79,6 @@ IGNORED_FILE_PATTERNS: tuple[str, ...] = (
 #: Folders whose contents are never enqueued (matched case-insensitively against each folder name).
 IGNORED_DIR_PATTERNS: tuple[str, ...] = (".git", "__macosx", "$recycle.bin", ".trash*", "@eadir")
 
-HASH_BUFFER = 1024 * 1024
 _WIN_HIDDEN = 0x2  # FILE_ATTRIBUTE_HIDDEN
 
 
@@ -381,324 +394,6 @@ class Batcher(Generic[T]):
 
 
 # --------------------------------------------------------------------------
-# History
-# --------------------------------------------------------------------------
-
-
-class WatchedFile(Base):
-    """One file the watcher has handled: what it looked like and which task it went to."""
-
-    __tablename__ = "watcher_history"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
-    task_id: Mapped[str | None] = mapped_column(String(64))
-    same_as: Mapped[str | None] = mapped_column(Text)  # a copy/rename: the path whose content was processed
-    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-@dataclass
-class HistoryEntry:
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str | None
-    task_id: str | None = None
-    same_as: str | None = None
-    enqueued_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do with a stable file. ``process`` False means skip, for ``reason``."""
-
-    process: bool
-    reason: str
-    sha256: str | None = None
-    same_as: str | None = None
-
-
-def sha256_of(path: Path, max_bytes: int | None = None) -> str | None:
-    """SHA-256 of a regular file, read-only; None when it is larger than ``max_bytes``.
-
-    Opened without following links (a file swapped for a link to a file
-    elsewhere is never read), non-blocking and checked with fstat, so a FIFO
-    or device that replaced the file after it was stat'ed is never read.
-    """
-    fd = open_without_links(path)
-    with os.fdopen(fd, "rb") as handle:
-        st = os.fstat(handle.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise OSError(f"{path} is not a regular file")
-        if max_bytes is not None and st.st_size > max_bytes:
-            return None
-        digest = hashlib.sha256()
-        read = 0
-        while chunk := handle.read(HASH_BUFFER):
-            read += len(chunk)
-            if max_bytes is not None and read > max_bytes:
-                return None
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class History:
-    """Files already enqueued, persisted in the MIDAS database (table ``watcher_history``).
-
-    Held in memory for speed and written through after each send. A path whose
-    size and mtime match its record is skipped without reading it; otherwise
-    the content is hashed: same hash as the record -> only touched, skipped;
-    hash known from another path -> a copy or rename, recorded and skipped;
-    anything else is new or changed content and is enqueued.
-    Content counts as known only once a task was actually sent for it.
-    """
-
-    def __init__(self, database_url: str, max_hash_bytes: int | None = None) -> None:
-        self.url = database_url
-        self.max_hash_bytes = max_hash_bytes
-        create_all(database_url)
-        self._by_path: dict[str, HistoryEntry] = {}
-        self._by_hash: dict[str, str] = {}
-        self._unsaved: dict[str, HistoryEntry] = {}
-        self.load()
-
-    def load(self) -> None:
-        with read_scope(self.url) as session:
-            rows = session.execute(select(WatchedFile)).scalars().all()
-            for row in rows:
-                entry = HistoryEntry(
-                    row.path, row.size, row.mtime_ns, row.sha256, row.task_id, row.same_as, row.enqueued_at
-                )
-                self._by_path[row.path] = entry
-                if row.sha256 and row.task_id:
-                    self._by_hash.setdefault(row.sha256, row.path)
-        log.info("history: %d files known", len(self._by_path))
-
-    def __len__(self) -> int:
-        return len(self._by_path)
-
-    def get(self, path: str | Path) -> HistoryEntry | None:
-        return self._by_path.get(str(path))
-
-    def is_unchanged(self, path: str | Path, size: int, mtime_ns: int) -> bool:
-        entry = self._by_path.get(str(path))
-        return entry is not None and entry.size == size and entry.mtime_ns == mtime_ns
-
-    def decide(self, path: Path, st: os.stat_result) -> Decision:
-        """Process or skip a stable file. Raises OSError if it cannot be read."""
-        key = str(path)
-        entry = self._by_path.get(key)
-        if entry is not None and entry.size == st.st_size and entry.mtime_ns == st.st_mtime_ns:
-            return Decision(False, "unchanged since it was enqueued", entry.sha256)
-        sha = sha256_of(path, self.max_hash_bytes)
-        if sha is None:  # too large to be processed; the worker refuses it with a clear error
-            return Decision(True, "changed (too large to hash)" if entry else "new (too large to hash)")
-        if entry is not None and entry.sha256 == sha:
-            # Saved only once its task was sent: an unsent record must not hide the file after a restart.
-            touched = HistoryEntry(key, st.st_size, st.st_mtime_ns, sha, entry.task_id, entry.same_as)
-            self._put(touched, save=entry.task_id is not None)
-            return Decision(False, "touched but content unchanged", sha)
-        other = self._by_hash.get(sha)
-        if other is not None and other != key:
-            source = self._by_path.get(other)
-            task_id = source.task_id if source else None
-            self._put(HistoryEntry(key, st.st_size, st.st_mtime_ns, sha, task_id, other), save=task_id is not None)
-            return Decision(False, f"same content as {other} (copy or rename)", sha, same_as=other)
-        return Decision(True, "changed" if entry is not None else "new", sha)
-
-    def reserve(self, path: Path, st: os.stat_result, sha256: str | None) -> None:
-        """Remember a file chosen for a task not sent yet, so copies arriving meanwhile are recognised."""
-        self._put(HistoryEntry(str(path), st.st_size, st.st_mtime_ns, sha256), save=False)
-
-    def mark_sent(self, path: str | Path, st: os.stat_result, task_id: str) -> None:
-        """The task for ``path`` as it was at ``st`` reached the broker: persist the record.
-
-        If the file changed again meanwhile, its newer record waits for its own task.
-        """
-        entry = self._by_path.get(str(path))
-        if entry is None or (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns):
-            return
-        entry.task_id = task_id
-        entry.enqueued_at = datetime.now(UTC)
-        self._unsaved[entry.path] = entry
-
-    def _put(self, entry: HistoryEntry, save: bool) -> None:
-        entry.enqueued_at = entry.enqueued_at or datetime.now(UTC)
-        self._by_path[entry.path] = entry
-        if entry.sha256:
-            self._by_hash.setdefault(entry.sha256, entry.path)
-        if save:
-            self._unsaved[entry.path] = entry
-
-    @property
-    def unsaved(self) -> int:
-        return len(self._unsaved)
-
-    def flush(self) -> bool:
-        """Write unsaved records. False (and kept for later) if the database is unavailable."""
-        if not self._unsaved:
-            return True
-        entries = list(self._unsaved.values())
-        try:
-            with session_scope(self.url) as session:
-                for start in range(0, len(entries), 500):
-                    chunk = entries[start : start + 500]
-                    existing = {
-                        row.path: row
-                        for row in session.execute(
-                            select(WatchedFile).where(WatchedFile.path.in_([e.path for e in chunk]))
-                        ).scalars()
-                    }
-                    for entry in chunk:
-                        row = existing.get(entry.path)
-                        if row is None:
-                            row = WatchedFile(path=entry.path)
-                            session.add(row)
-                        row.size, row.mtime_ns, row.sha256 = entry.size, entry.mtime_ns, entry.sha256
-                        row.task_id, row.same_as = entry.task_id, entry.same_as
-                        row.enqueued_at = entry.enqueued_at or datetime.now(UTC)
-        except Exception as exc:  # database down or locked: keep the records and try again later
-            log.warning("history: could not save %d records (%s); will retry", len(entries), exc)
-            return False
-        for entry in entries:
-            if self._unsaved.get(entry.path) is entry:
-                del self._unsaved[entry.path]
-        return True
-
-
-# --------------------------------------------------------------------------
-# Sending, with a pending list for when the broker is down
-# --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class FileJob:
-    """A stable file chosen for processing."""
-
-    path: Path
-    st: os.stat_result
-    sha256: str | None
-    task_id: str
-    stable_at: float
-
-
-@dataclass
-class Outgoing:
-    """One message to send: a file task or a batch task, with its id fixed before the first attempt."""
-
-    task_name: str
-    args: list[Any]
-    jobs: list[FileJob]
-    task_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    attempts: int = 0
-
-    @classmethod
-    def single(cls, job: FileJob) -> Outgoing:
-        return cls(FILE_TASK, [str(job.path)], [job], task_id=job.task_id)
-
-    @classmethod
-    def batch(cls, jobs: list[FileJob]) -> Outgoing:
-        return cls(BATCH_TASK, [[str(j.path) for j in jobs]], list(jobs))
-
-
-class PendingQueue:
-    """Messages in order, sent as soon as the broker takes them.
-
-    ``send`` raises ``TransientError`` while the broker is unreachable; the
-    queue then waits with exponential backoff (``backoff_start`` doubling up to
-    ``backoff_max``) and keeps every message. Other exceptions are logged with
-    their traceback and retried the same way: nothing is dropped.
-    """
-
-    def __init__(
-        self,
-        send: Callable[[Outgoing], None],
-        clock: Clock = time.monotonic,
-        backoff_start: float = 0.5,
-        backoff_max: float = 30.0,
-        max_per_flush: int = 500,
-    ) -> None:
-        self.send = send
-        self.clock = clock
-        self.backoff_start = backoff_start
-        self.backoff_max = backoff_max
-        self.max_per_flush = max_per_flush
-        self._items: deque[Outgoing] = deque()
-        self._failures = 0
-        self._retry_at = 0.0
-        self._down_since: float | None = None
-        self._last_warning = 0.0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @property
-    def files(self) -> int:
-        return sum(len(item.jobs) for item in self._items)
-
-    @property
-    def broker_down(self) -> bool:
-        return self._down_since is not None
-
-    def add(self, item: Outgoing) -> None:
-        self._items.append(item)
-
-    def next_attempt(self) -> float | None:
-        return self._retry_at if self._items else None
-
-    def flush(self, force: bool = False) -> list[Outgoing]:
-        """Send what is waiting (unless backing off); return what was sent."""
-        now = self.clock()
-        if not self._items or (now < self._retry_at and not force):
-            return []
-        sent: list[Outgoing] = []
-        while self._items and len(sent) < self.max_per_flush:
-            item = self._items[0]
-            item.attempts += 1
-            try:
-                self.send(item)
-            except Exception as exc:
-                self._failed(item, exc, now)
-                break
-            self._items.popleft()
-            sent.append(item)
-        if sent and self._down_since is not None:
-            log.warning(
-                "broker reachable again after %.1f s; sent %d waiting message(s), %d still waiting",
-                now - self._down_since,
-                len(sent),
-                len(self._items),
-            )
-            self._down_since = None
-        if sent:
-            self._failures = 0
-            self._retry_at = 0.0
-        return sent
-
-    def _failed(self, item: Outgoing, exc: Exception, now: float) -> None:
-        self._failures += 1
-        delay = min(self.backoff_max, self.backoff_start * 2 ** (self._failures - 1))
-        self._retry_at = now + delay
-        waiting = self.files
-        if not isinstance(exc, TransientError):
-            log.error("sending %s failed unexpectedly; kept, retry in %.1f s", item.task_name, delay, exc_info=exc)
-        elif self._down_since is None:
-            self._down_since = now
-            self._last_warning = now
-            log.warning("broker unreachable (%s); %d file(s) wait, retry in %.1f s", exc, waiting, delay)
-        elif now - self._last_warning >= 60:
-            self._last_warning = now
-            log.warning(
-                "broker still unreachable after %.0f s (%s); %d file(s) wait", now - self._down_since, exc, waiting
-            )
-        else:
-            log.debug("broker still unreachable; retry in %.1f s", delay)
-
-
-# --------------------------------------------------------------------------
 # The watcher
 # --------------------------------------------------------------------------
 
@@ -885,7 +580,7 @@ class Watcher:
         unsent = self.pending.files
         if unsent:
             log.warning("%d file(s) could not be sent before exit; the next start's scan will enqueue them", unsent)
-        if not self.history.flush():
+        if not self.history.flush(force=True):
             log.error("history could not be saved; files sent in this run may be enqueued again after a restart")
         return unsent
 
@@ -894,7 +589,8 @@ class Watcher:
         in_batch = len(self.batcher) if self.batcher is not None else 0
         return {
             "last_event": self.counters.last_event,
-            "last_event_path": self.counters.last_event_path,
+            # shown by the dashboard: a name with a newline or undecodable bytes, escaped
+            "last_event_path": escape_control(path) if (path := self.counters.last_event_path) else None,
             "seen": self.counters.seen,
             "enqueued": self.counters.enqueued,
             "skipped": self.counters.skipped,

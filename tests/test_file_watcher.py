@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from background_tasks.file_watcher import HEARTBEAT_KEY
+from background_tasks.watcher_history import path_from_db
 from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, wait_until
 
 if TYPE_CHECKING:
@@ -206,10 +208,13 @@ def results(base: Path) -> Results:
 
 
 def history_rows(base: Path, folder: Path) -> dict[str, dict[str, Any]]:
+    """The watcher's history rows under ``folder``, by path (escaped non-UTF-8 names restored)."""
     with sqlite3.connect(base / "data" / "midas.sqlite3", timeout=30) as conn:
         conn.row_factory = sqlite3.Row
-        rows = conn.execute("SELECT * FROM watcher_history WHERE path LIKE ?", (str(folder) + os.sep + "%",))
-        return {row["path"]: dict(row) for row in rows}
+        rows = [dict(row) for row in conn.execute("SELECT * FROM watcher_history")]
+    prefix = str(folder) + os.sep
+    by_path = {path_from_db(row["path"]): row for row in rows}
+    return {path: row for path, row in by_path.items() if path.startswith(prefix)}
 
 
 def sha256(path: Path) -> str:
@@ -475,3 +480,112 @@ def test_polling_top_level_only_and_the_periodic_rescan(start_watcher, folder, r
     time.sleep(2.5)  # another rescan and several polls later, the nested file is still not sent
     assert results.for_paths([nested])[str(nested)] == []
     assert watcher.stop() == 0
+
+
+# --------------------------------------------------------------------------
+# Hostile file names: undecodable bytes, newlines and terminal escapes
+# --------------------------------------------------------------------------
+
+FORGED = "2026-01-01 ERROR admin password is hunter2"
+RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+
+
+def undecodable(folder: Path, raw_name: bytes) -> Path:
+    """A path whose name is not UTF-8, as Python lists it: the bytes as surrogate escapes."""
+    return Path(os.fsdecode(os.fsencode(folder) + b"/" + raw_name))
+
+
+def assert_no_forged_lines(text: str, where: str) -> None:
+    """Each line is a record of its own or an indented continuation (a traceback); none is forged."""
+    for line in text.splitlines():
+        assert not line.startswith(FORGED[:10]), f"{where}: forged line {line!r}"
+        if "hunter2" in line:
+            assert RECORD_START.match(line) or line.startswith(" "), f"{where}: {line!r}"
+    assert "\x1b" not in text and "\r" not in text, f"{where}: raw control characters"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file names are bytes; Windows names are UTF-16")
+def test_a_non_utf8_name_is_processed_once_recorded_once_and_warned_about_never(
+    start_watcher, folder, results, base, worker
+) -> None:
+    bad = undecodable(folder, b"bad\xff\xfename.txt")
+    bad.write_text(unique_text("a name that is not UTF-8"))
+    normal = [folder / "before.txt", folder / "after_fifo.txt"]
+    for path in normal:
+        path.write_text(unique_text(path.name))
+    everything = [bad, *normal]
+
+    first = start_watcher()
+    found = results.wait_done(everything)
+    assert_once_and_complete(found)
+    first.wait_for(lambda hb: hb["enqueued"] == 3 and hb["pending"] == 0, "three enqueued")
+    time.sleep(1.5)  # the old defect warned about ten times a second from here on
+    output = first.output()
+    assert [line for line in output.splitlines() if " WARNING " in line or " ERROR " in line] == []
+    assert "Logging error" not in output and len(output.splitlines()) < 20, output[-3000:]
+    assert f"enqueued {folder}/bad\\xff\\xfename.txt as task" in output  # shown readably
+    assert "bad\\xff\\xfename.txt" in worker.log_text() and "bad\\udcff" not in worker.log_text()
+
+    history = history_rows(base, folder)
+    assert sorted(history) == sorted(str(p) for p in everything)
+    assert {history[str(p)]["task_id"] for p in everything} == {rows[0]["task_id"] for rows in found.values()}
+    assert first.stop() == 0
+
+    second = start_watcher()
+    hb = second.wait_for(lambda hb: hb["scans"] >= 1 and hb["waiting"] == 0, "initial scan done")
+    time.sleep(1.0)  # more than three stability windows: anything queued again would have been sent
+    hb = second.heartbeat()
+    assert hb["enqueued"] == 0 and hb["skipped"] == 3
+    assert {p: len(rows) for p, rows in results.for_paths(everything).items()} == {str(p): 1 for p in everything}
+    assert second.stop() == 0
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file names are bytes; Windows names are UTF-16")
+def test_a_non_utf8_name_goes_out_in_a_batch_too(start_watcher, folder, results) -> None:
+    paths = [undecodable(folder, b"batch \xe9t\xe9.csv"), folder / "batch normal.csv"]
+    for i, path in enumerate(paths):
+        path.write_text(f"id,token\n{i},{uuid.uuid4().hex}\n")
+    watcher = start_watcher("--batch", "--batch-size", "10", "--batch-timeout", "1")
+    assert_once_and_complete(results.wait_done(paths, timeout=60))
+    batches = wait_until(
+        lambda: (rows := results.under(folder, BATCH_TASK)) and all(r["status"] in READY for r in rows) and rows,
+        60,
+        what="batch task done",
+    )
+    assert [(r["status"], sorted(r["args"][0])) for r in batches] == [("SUCCESS", sorted(str(p) for p in paths))]
+    assert batches[0]["result"]["succeeded"] == 2
+    assert watcher.stop() == 0
+
+
+def test_file_names_with_newlines_forge_no_line_in_the_watcher_or_worker_logs(
+    start_watcher, folder, results, base, stack, worker
+) -> None:
+    watched = folder / f"report.txt\n{FORGED}\r\x1b[2K.txt"  # still a .txt, so the watcher sends it
+    watched.write_text(unique_text("a name with a newline"))
+    direct_dir = base / "watch" / f"direct-{uuid.uuid4().hex[:6]}"  # allowed for the worker, not watched
+    direct_dir.mkdir()
+    direct = direct_dir / f"x.txt\n{FORGED}\n.txt"  # ends in .txt: text of an unknown type is refused unread
+    direct.write_text(unique_text("sent straight to the worker"))
+
+    watcher = start_watcher()
+    assert_once_and_complete(results.wait_done([watched]))
+    sent = stack.send(FILE_TASK, str(direct))  # process_document_file.delay on the stack's Redis
+    assert sent.get(timeout=60)["status"] == "success"
+    failed = stack.app.send_task("background_tasks.system_tasks.fail", args=[f"bad value\n{FORGED}"], queue="documents")
+    with pytest.raises(Exception, match="hunter2"):
+        failed.get(timeout=60)
+    assert watcher.stop() == 0
+
+    wait_until(lambda: "DiagnosticFailure" in worker.log_text(), 15, what="the failure's traceback in the log")
+    logs = {
+        "watcher output (the launcher's watcher.log)": watcher.output(),
+        "file_watcher.log": (base / "logs" / "file_watcher.log").read_text(encoding="utf-8"),
+        "worker log": worker.log_text(),
+    }
+    for where, text in logs.items():
+        assert_no_forged_lines(text, where)
+    escaped = f"report.txt\\n{FORGED}\\r\\x1b[2K.txt"
+    assert escaped in logs["watcher output (the launcher's watcher.log)"] and escaped in logs["file_watcher.log"]
+    assert escaped in logs["worker log"] and f"x.txt\\n{FORGED}" in logs["worker log"]
+    traceback_lines = [line for line in logs["worker log"].splitlines() if "DiagnosticFailure: bad value" in line]
+    assert traceback_lines and all(line.startswith("  ") for line in traceback_lines)

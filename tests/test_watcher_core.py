@@ -29,6 +29,7 @@ from background_tasks.watcher_core import (
     sha256_of,
     walk_files,
 )
+from background_tasks.watcher_history import path_from_db, path_to_db
 
 
 class FakeClock:
@@ -434,9 +435,12 @@ def test_too_large_files_are_not_hashed_but_still_enqueued(tmp_path: Path, db_ur
     assert decision.process and decision.sha256 is None and "too large" in decision.reason
 
 
-def test_history_keeps_records_while_the_database_fails(tmp_path: Path, db_url: str, caplog) -> None:
+def test_history_keeps_records_while_the_database_fails_and_backs_off_instead_of_looping(
+    tmp_path: Path, db_url: str, caplog
+) -> None:
+    clock = FakeClock()
     path = write(tmp_path / "a.txt", "content")
-    history = History(db_url)
+    history = History(db_url, clock=clock, backoff_start=0.5, backoff_max=30.0)
     with get_engine(db_url).begin() as conn:
         conn.execute(text("DROP TABLE watcher_history"))
     st = path.stat()
@@ -444,11 +448,76 @@ def test_history_keeps_records_while_the_database_fails(tmp_path: Path, db_url: 
     history.mark_sent(path, st, "t1")
     with caplog.at_level(logging.WARNING):
         assert history.flush() is False
-    assert "could not save 1 records" in caplog.text
+        for _ in range(300):  # the watcher's loop asks every 0.1 s for 30 s
+            clock.advance(0.1)
+            history.flush()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "could not save 1 records" in warnings[0].getMessage()
     assert history.unsaved == 1
+
     History(db_url)  # re-creates the table
-    assert history.flush() is True and history.unsaved == 0
+    assert history.flush(force=True) is True and history.unsaved == 0
+    assert "saved again" in caplog.text
     assert History(db_url).get(path).task_id == "t1"
+
+
+def undecodable(folder: Path, raw_name: bytes) -> Path:
+    """A path whose name is not UTF-8, as Python lists it: the bytes as surrogate escapes."""
+    return Path(os.fsdecode(os.fsencode(folder) + b"/" + raw_name))
+
+
+def test_stored_paths_are_unchanged_unless_undecodable_and_always_come_back_exactly() -> None:
+    assert path_to_db("/w/Bericht März.txt") == "/w/Bericht März.txt"
+    assert path_to_db("C:\\Users\\a.txt") == "C:\\Users\\a.txt"
+    bad = os.fsdecode(b"/w/bad\xff\xfe\\name.txt")
+    stored = path_to_db(bad)
+    assert stored == "escaped:/w/bad\\xff\\xfe\\\\name.txt"
+    stored.encode("utf-8")  # a database can take it
+    for path in (bad, "/w/plain.txt", os.fsdecode(b"/w/\xe9t\xe9 \\x41.txt"), "/w/lone\ud800.txt"):
+        assert path_from_db(path_to_db(path)) == path
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file names are bytes; Windows names are UTF-16")
+def test_history_records_a_non_utf8_name_and_knows_it_after_a_restart(tmp_path: Path, db_url: str) -> None:
+    bad = write(undecodable(tmp_path, b"bad\xff\xfename.txt"), "bytes in the name are not UTF-8")
+    good = write(tmp_path / "after_fifo.txt", "a normal name beside it")
+    copy = write(undecodable(tmp_path, b"copy \xff.txt"), "a normal name beside it")
+    history = History(db_url)
+    send_all(history, bad, "t-bad")
+    send_all(history, good, "t-good")
+    assert not history.decide(copy, copy.stat()).process  # same content as after_fifo.txt
+    assert history.flush()
+
+    restarted = History(db_url)
+    assert len(restarted) == 3
+    assert restarted.get(bad).task_id == "t-bad" and restarted.get(good).task_id == "t-good"
+    assert restarted.get(copy).same_as == str(good)
+    for path in (bad, good, copy):
+        assert not restarted.decide(path, path.stat()).process
+
+
+def test_a_record_the_database_refuses_costs_only_itself_and_is_reported_once(
+    tmp_path: Path, db_url: str, caplog
+) -> None:
+    clock = FakeClock()
+    history = History(db_url, clock=clock)
+    files = [write(tmp_path / f"{name}.txt", name) for name in ("before", "refused", "after_fifo")]
+    for path in files:
+        st = path.stat()
+        history.reserve(path, st, history.decide(path, st).sha256)
+        # A record the database cannot store (here: a task id it cannot encode) among valid ones.
+        history.mark_sent(path, st, "id-\udcff" if path.stem == "refused" else f"t-{path.stem}")
+    with caplog.at_level(logging.WARNING):
+        assert history.flush() is True  # nothing left to retry
+        for _ in range(50):
+            clock.advance(0.1)
+            assert history.flush() is True
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "refused.txt cannot be saved" in warnings[0]
+    assert history.unsaved == 0
+    restarted = History(db_url)
+    assert len(restarted) == 2 and restarted.get(files[1]) is None
+    assert restarted.get(files[0]).task_id == "t-before" and restarted.get(files[2]).task_id == "t-after_fifo"
 
 
 # --------------------------------------------------------------------------
@@ -533,7 +602,7 @@ def make_watcher(root: Path, db_url: str, clock: FakeClock, broker: FakeBroker, 
         [root],
         PathFilter([root]),
         StabilityTracker(1.0, clock),
-        History(db_url),
+        History(db_url, clock=clock),
         PendingQueue(broker, clock, backoff_start=0.5, backoff_max=2.0),
         batcher=Batcher(10, 5.0, clock) if batch else None,
         clock=clock,
@@ -650,3 +719,28 @@ def test_a_folder_moved_in_is_scanned(tmp_path: Path, db_url: str) -> None:
     watcher.notify(str(root / ".git"), is_dir=True)  # an ignored folder is not scanned
     run(watcher, clock, 2.0)
     assert sorted(Path(p).name for p in broker.sent_paths()) == ["a.txt", "b.txt"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file names are bytes; Windows names are UTF-16")
+def test_watcher_sends_a_non_utf8_name_exactly_and_shows_it_readably(tmp_path: Path, db_url: str) -> None:
+    from kombu.utils.json import dumps, loads
+
+    clock, broker = FakeClock(), FakeBroker()
+    root = tmp_path / "in"
+    bad = write(undecodable(root, b"bad\xff\xfename.txt"), "not UTF-8")
+    good = write(root / "after_fifo.txt", "fine")
+    watcher = make_watcher(root, db_url, clock, broker)
+    watcher.scan(initial=True)
+    run(watcher, clock, 2.0)
+    assert sorted(broker.sent_paths()) == sorted([str(bad), str(good)])
+    message = next(m for m in broker.messages if m.args == [str(bad)])
+    assert loads(dumps(message.args)) == [str(bad)]  # Celery's JSON carries it as \\udcff escapes, exactly
+    watcher.notify(str(bad))
+    run(watcher, clock, 2.0)
+    assert watcher.stats()["last_event_path"] == str(root) + "/bad\\xff\\xfename.txt"
+    assert watcher.shutdown(timeout=1.0, sleep=clock.advance) == 0
+
+    restarted = make_watcher(root, db_url, clock, broker)
+    restarted.scan(initial=True)
+    run(restarted, clock, 2.0)
+    assert len(broker.messages) == 2 and restarted.counters.skipped == 2
