@@ -123,6 +123,7 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
 
     started = launcher(env, "start")
     assert started.returncode == 0, started.stdout + started.stderr + log_tails(settings)
+    settings = load_settings(env, env_file=Path(os.devnull))  # now with the Redis password the launcher generated
     for name in ("redis", "worker-1", "beat", "flower", "watcher", "dashboard"):
         assert re.search(rf"^{name}\s+started \(pid \d+\)", started.stdout, re.M), started.stdout
     running = recorded_processes(settings.run_dir)
