@@ -39,6 +39,7 @@ from typing import Any
 
 import psutil
 
+from background_tasks.dashboard_gate import sign_in
 from background_tasks.private_files import (
     append_private_text,
     open_private,
@@ -158,21 +159,8 @@ def build_services(settings: Settings, python: str | None = None) -> list[Servic
         Service(
             "dashboard",
             "dashboard",
-            (
-                py,
-                "-m",
-                "streamlit",
-                "run",
-                str(DASHBOARD_FILE),
-                "--server.address",
-                "127.0.0.1",
-                "--server.port",
-                str(settings.streamlit_port),
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-            ),
+            # Streamlit behind the password gate, on 127.0.0.1:STREAMLIT_PORT with the upload cap.
+            (py, "-m", "background_tasks.dashboard_app"),
             url=f"http://localhost:{settings.streamlit_port}",
             requires=DASHBOARD_FILE,
         )
@@ -472,7 +460,14 @@ class Launcher:
             code = http_status(f"http://127.0.0.1:{self.settings.flower_port}/flower/", self.settings.flower_basic_auth)
             return code == 200
         if kind == "dashboard":
-            return http_status(f"http://127.0.0.1:{self.settings.streamlit_port}/_stcore/health") == 200
+            base = f"http://127.0.0.1:{self.settings.streamlit_port}"
+            cookie = None
+            if self.settings.dashboard_password:
+                try:
+                    cookie = sign_in(base, self.settings.dashboard_password, timeout=2.0)
+                except OSError:
+                    return False  # not answering yet
+            return http_status(f"{base}/_stcore/health", cookie=cookie) == 200
         return time.monotonic() - started >= GRACE_SECONDS
 
     # -- start ------------------------------------------------------------------

@@ -451,7 +451,7 @@ VARIABLES: tuple[Var, ...] = (
         "dashboard_password",
         _opt_str,
         "",
-        "If set, the dashboard asks for it.",
+        "If set, the dashboard (every page, upload and WebSocket) asks for it.",
         "Dashboard",
     ),
     # OCR (Tesseract)
