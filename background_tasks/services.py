@@ -146,11 +146,13 @@ def build_services(settings: Settings, python: str | None = None) -> list[Servic
     )
     # Flower's basic auth goes in the environment (FLOWER_BASIC_AUTH, which Flower reads
     # itself), not on the command line, where every local user could read it with ps.
+    # background_tasks.flower_app is Celery's flower command with /metrics and /healthcheck
+    # behind that auth too.
     services.append(
         Service(
             "flower",
             "flower",
-            (*celery, "flower", "--address=127.0.0.1", f"--port={settings.flower_port}", "--url_prefix=flower"),
+            (py, "-m", "background_tasks.flower_app", "--address=127.0.0.1", f"--port={settings.flower_port}"),
             url=f"http://localhost:{settings.flower_port}/flower",
         )
     )

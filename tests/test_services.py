@@ -116,11 +116,12 @@ def test_start_status_ping_no_duplicates_and_stop_leaves_nothing(lifecycle_env: 
     finally:
         app.close()
 
-    # Flower behind basic auth.
+    # Flower behind basic auth: its pages, and its metrics and health check too.
     flower = f"http://127.0.0.1:{env['FLOWER_PORT']}/flower/"
-    assert http_status(flower) == 401
-    assert http_status(flower, "midas:wrong") == 401
-    assert http_status(flower, FLOWER_AUTH) == 200
+    for url in (flower, flower + "metrics", flower + "healthcheck"):
+        assert http_status(url) == 401, url
+        assert http_status(url, "midas:wrong") == 401, url
+        assert http_status(url, FLOWER_AUTH) == 200, url
     # No secret on a command line, where any local user can read it.
     for name in wanted:
         cmdline = " ".join(psutil.Process(rows[name]["pid"]).cmdline())
