@@ -1,7 +1,9 @@
 """MIDAS monitoring dashboard.
 
-``streamlit run Streamlit_Task_Monitoring.py`` (the launcher starts it as the
-``dashboard`` service at http://localhost:8501, bound to 127.0.0.1). Sections:
+``python -m background_tasks.dashboard_app`` serves it behind the password gate
+(the launcher's ``dashboard`` service at http://localhost:8501, bound to
+127.0.0.1); ``streamlit run Streamlit_Task_Monitoring.py`` still works, with only
+the page's own password form. Sections:
 overview, live tasks, system health, task history, performance, documents and
 actions. The figures come from ``background_tasks.dashboard_data``; this file
 only lays them out. Each section is drawn inside ``guarded`` so a database,
@@ -28,6 +30,7 @@ import pandas as pd
 import streamlit as st
 
 from background_tasks import dashboard_data as dd
+from background_tasks import dashboard_gate
 from background_tasks.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("midas.dashboard")
@@ -96,9 +99,14 @@ def celery_app(settings: Settings) -> Any:
 
 
 def require_password(settings: Settings) -> None:
-    """When MIDAS_DASHBOARD_PASSWORD is set, nothing is shown until it is entered."""
+    """When MIDAS_DASHBOARD_PASSWORD is set, nothing is shown until it is entered.
+
+    Behind the launcher's gate (``background_tasks.dashboard_app``) the password was already
+    given before any request reached Streamlit, so it is not asked twice. Run with plain
+    ``streamlit run``, this form is all that stands between a visitor and the page.
+    """
     expected = settings.dashboard_password
-    if not expected or st.session_state.get("midas_authenticated"):
+    if not expected or st.session_state.get("midas_authenticated") or dashboard_gate.guards_this_process():
         return
     st.title("MIDAS monitoring")
     with st.form("login"):

@@ -193,15 +193,22 @@ class SystemCheck:
         finally:
             path.unlink(missing_ok=True)
 
-    def _http(self, url: str, auth: str | None = None) -> str:
+    def _http(self, url: str, auth: str | None = None, cookie: str | None = None) -> str:
         request = urllib.request.Request(url)
         if auth:
             request.add_header("Authorization", "Basic " + b64encode(auth.encode()).decode())
+        if cookie:
+            request.add_header("Cookie", cookie)
         with urllib.request.urlopen(request, timeout=10) as response:
             return f"HTTP {response.status} from {url}"
 
     def check_dashboard(self) -> str:
-        return self._http(f"http://127.0.0.1:{self.settings.streamlit_port}/_stcore/health")
+        from background_tasks.dashboard_gate import sign_in
+
+        base = f"http://127.0.0.1:{self.settings.streamlit_port}"
+        password = self.settings.dashboard_password
+        cookie = sign_in(base, password, timeout=10) if password else None
+        return self._http(f"{base}/_stcore/health", cookie=cookie)
 
     def check_flower(self) -> str:
         return self._http(f"http://127.0.0.1:{self.settings.flower_port}/flower/", self.settings.flower_basic_auth)

@@ -25,7 +25,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,6 +39,24 @@ from typing import Any
 
 import psutil
 
+from background_tasks.dashboard_gate import sign_in
+from background_tasks.private_files import (
+    append_private_text,
+    open_private,
+    private_dir,
+    service_spawn_kwargs,
+    write_private_text,
+)
+from background_tasks.redis_service import (
+    REDIS_INSTALL_HINT,
+    find_redis_server,
+    password_origin,
+    redis_command,
+    redis_probe,
+    redis_url,
+    with_redis_password,
+    write_redis_conf,
+)
 from background_tasks.settings import PROJECT_ROOT, Settings, settings_or_exit
 
 log = logging.getLogger(__name__)
@@ -55,13 +72,6 @@ CELERY_CONFIG_FILE = PROJECT_ROOT / "celery_config.py"
 GRACE_SECONDS = 3.0
 DEFAULT_START_TIMEOUT = 60.0
 PUMP_EXIT_TIMEOUT = 5.0
-
-REDIS_INSTALL_HINT = (
-    "Install Redis, then run this again:\n"
-    "  Debian/Ubuntu: sudo apt-get install redis-server\n"
-    "  macOS:         brew install redis\n"
-    "  Windows:       .\\Setup-Redis-Windows.ps1"
-)
 
 UNIT_NAME = "midas.service"
 WINDOWS_TASK_NAME = "MIDAS Services"
@@ -89,56 +99,11 @@ class Service:
     queues: tuple[str, ...] = ()
 
 
-def find_redis_server() -> str | None:
-    """The Redis server binary: ``redis-server`` on PATH, or Memurai on Windows."""
-    for name in ("redis-server", "memurai"):
-        found = shutil.which(name)
-        if found:
-            return found
-    if IS_WINDOWS:
-        for base in (Path(r"C:\Program Files\Memurai"), Path(r"C:\Program Files\Redis")):
-            for exe in ("memurai.exe", "redis-server.exe"):
-                if (base / exe).is_file():
-                    return str(base / exe)
-    return None
-
-
-def redis_conf_path(settings: Settings) -> Path:
-    return settings.run_dir / "redis.conf"
-
-
 def build_services(settings: Settings, python: str | None = None) -> list[Service]:
     """Every service in start order, with the exact command each one runs."""
     py = python or sys.executable
     celery = (py, "-m", "celery", "-A", "celery_config")
-    redis_bin = find_redis_server() or "redis-server"
-    services = [
-        Service(
-            "redis",
-            "redis",
-            (
-                redis_bin,
-                str(redis_conf_path(settings)),
-                "--port",
-                str(settings.redis_port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(settings.redis_data_dir),
-                "--appendonly",
-                "yes",
-                "--maxmemory-policy",
-                "noeviction",
-                "--daemonize",
-                "no",
-                "--protected-mode",
-                "yes",
-            ),
-            url=f"redis://{settings.redis_host}:{settings.redis_port}"
-            if not settings.redis_is_local
-            else f"redis://127.0.0.1:{settings.redis_port}",
-        )
-    ]
+    services = [Service("redis", "redis", redis_command(settings), url=redis_url(settings))]
     for index, queues in enumerate(settings.worker_groups, 1):
         name = f"worker-{index}"
         node = f"{name}@%h"
@@ -181,11 +146,13 @@ def build_services(settings: Settings, python: str | None = None) -> list[Servic
     )
     # Flower's basic auth goes in the environment (FLOWER_BASIC_AUTH, which Flower reads
     # itself), not on the command line, where every local user could read it with ps.
+    # background_tasks.flower_app is Celery's flower command with /metrics and /healthcheck
+    # behind that auth too.
     services.append(
         Service(
             "flower",
             "flower",
-            (*celery, "flower", "--address=127.0.0.1", f"--port={settings.flower_port}", "--url_prefix=flower"),
+            (py, "-m", "background_tasks.flower_app", "--address=127.0.0.1", f"--port={settings.flower_port}"),
             url=f"http://localhost:{settings.flower_port}/flower",
         )
     )
@@ -194,21 +161,8 @@ def build_services(settings: Settings, python: str | None = None) -> list[Servic
         Service(
             "dashboard",
             "dashboard",
-            (
-                py,
-                "-m",
-                "streamlit",
-                "run",
-                str(DASHBOARD_FILE),
-                "--server.address",
-                "127.0.0.1",
-                "--server.port",
-                str(settings.streamlit_port),
-                "--server.headless",
-                "true",
-                "--browser.gatherUsageStats",
-                "false",
-            ),
+            # Streamlit behind the password gate, on 127.0.0.1:STREAMLIT_PORT with the upload cap.
+            (py, "-m", "background_tasks.dashboard_app"),
             url=f"http://localhost:{settings.streamlit_port}",
             requires=DASHBOARD_FILE,
         )
@@ -255,10 +209,8 @@ def read_record(path: Path) -> dict[str, Any] | None:
 
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    private_dir(path.parent)
+    write_private_text(path, json.dumps(record, indent=2))
 
 
 def _same_process(proc: psutil.Process, create_time: Any) -> bool:
@@ -292,47 +244,13 @@ def record_process(record: dict[str, Any] | None) -> psutil.Process | None:
 # --------------------------------------------------------------------------
 
 
-def redis_probe(settings: Settings, timeout: float = 1.0) -> str:
-    """``pong`` (answers), ``auth`` (a Redis that rejects our password), ``down`` or ``other`` (not Redis)."""
-    import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    client = redis.Redis(
-        host=settings.redis_host,
-        port=settings.redis_port,
-        password=settings.redis_password,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),  # a probe answers now; the callers do their own waiting
-    )
-    try:
-        client.ping()
-        return "pong"
-    except (redis.AuthenticationError, redis.ResponseError):
-        return "auth"
-    except (redis.ConnectionError, redis.TimeoutError):
-        # Refused: nothing listens. Accepted but no Redis reply: something else owns the port.
-        return "other" if _port_accepts(settings.redis_host, settings.redis_port, timeout) else "down"
-    except redis.RedisError:
-        return "other"
-    finally:
-        client.close()
-
-
-def _port_accepts(host: str, port: int, timeout: float) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def http_status(url: str, basic_auth: str | None = None, timeout: float = 2.0) -> int | None:
+def http_status(url: str, basic_auth: str | None = None, timeout: float = 2.0, cookie: str | None = None) -> int | None:
     """HTTP status of a GET on a local URL; None when nothing answers."""
     request = urllib.request.Request(url)
     if basic_auth:
         request.add_header("Authorization", "Basic " + b64encode(basic_auth.encode()).decode())
+    if cookie:
+        request.add_header("Cookie", cookie)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status
@@ -404,39 +322,19 @@ def child_environment(settings: Settings) -> dict[str, str]:
 
 
 def _detach_kwargs() -> dict[str, Any]:
+    """Detached from the launcher, and (POSIX) with umask 077 so the service's own files are private."""
     if IS_WINDOWS:
         flags = subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS  # type: ignore[attr-defined]
         return {"creationflags": flags}
-    return {"start_new_session": True}
-
-
-def _quote_redis(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-    return f'"{escaped}"'
-
-
-def write_redis_conf(settings: Settings) -> Path:
-    """Options that must not appear on a command line (the password), in a file only we can read."""
-    path = redis_conf_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["# Written by background_tasks.services at every start; edits are overwritten."]
-    if settings.redis_password:
-        lines.append(f"requirepass {_quote_redis(settings.redis_password)}")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o600)
-    return path
+    return {"start_new_session": True, **service_spawn_kwargs()}
 
 
 def spawn(service: Service, settings: Settings, env: dict[str, str]) -> dict[str, Any]:
     """Start ``service`` detached, its output piped through a log pump; returns the PID record."""
     logfile = log_path(settings, service.name)
-    logfile.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(logfile.parent)
     stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    with logfile.open("a", encoding="utf-8") as fh:
-        fh.write(f"----- {stamp} starting {service.name}: {' '.join(service.command)}\n")
+    append_private_text(logfile, f"----- {stamp} starting {service.name}: {' '.join(service.command)}\n")
     pump = subprocess.Popen(
         [sys.executable, "-m", "background_tasks.logpump", str(logfile)],
         stdin=subprocess.PIPE,
@@ -564,7 +462,14 @@ class Launcher:
             code = http_status(f"http://127.0.0.1:{self.settings.flower_port}/flower/", self.settings.flower_basic_auth)
             return code == 200
         if kind == "dashboard":
-            return http_status(f"http://127.0.0.1:{self.settings.streamlit_port}/_stcore/health") == 200
+            base = f"http://127.0.0.1:{self.settings.streamlit_port}"
+            cookie = None
+            if self.settings.dashboard_password:
+                try:
+                    cookie = sign_in(base, self.settings.dashboard_password, timeout=2.0)
+                except OSError:
+                    return False  # not answering yet
+            return http_status(f"{base}/_stcore/health", cookie=cookie) == 200
         return time.monotonic() - started >= GRACE_SECONDS
 
     # -- start ------------------------------------------------------------------
@@ -572,13 +477,13 @@ class Launcher:
     def start(self, names: Sequence[str] = ()) -> list[Outcome]:
         selected = select_services(self.services, names)
         outcomes: list[Outcome] = []
-        env = child_environment(self.settings)
-        for path in (self.settings.run_dir, self.settings.log_dir, self.settings.redis_data_dir):
-            path.mkdir(parents=True, exist_ok=True)
+        for path in (self.settings.data_dir, self.settings.run_dir, self.settings.log_dir):
+            private_dir(path)
         try:
             with launcher_lock(self.settings):
                 for service in selected:
-                    outcome = self.start_one(service, env)
+                    # Computed for each service: starting Redis may have added its generated password.
+                    outcome = self.start_one(service, child_environment(self.settings))
                     outcomes.append(outcome)
                     _print_outcome(outcome)
         finally:
@@ -603,7 +508,8 @@ class Launcher:
             probe = redis_probe(self.settings)
             if probe in ("pong", "auth"):
                 if probe == "auth":
-                    return Outcome(service.name, False, f"FAILED: the Redis at {service.url} rejects REDIS_PASSWORD")
+                    origin = password_origin(self.settings)
+                    return Outcome(service.name, False, f"FAILED: the Redis at {service.url} rejects {origin}")
                 return Outcome(service.name, True, f"external Redis answers at {service.url}; not started")
             if probe == "other":
                 return self._fail(service, f"port {self.settings.redis_port} is in use by something that is not Redis")
@@ -621,6 +527,11 @@ class Launcher:
                     "and redis-server is not installed",
                     [REDIS_INSTALL_HINT],
                 )
+            # Our own Redis always gets a password: REDIS_PASSWORD, or the one generated for it.
+            self.settings = with_redis_password(self.settings)
+            self.control.close()
+            self.control = _ControlClient(self.settings)
+            env = child_environment(self.settings)
             write_redis_conf(self.settings)
         elif service.kind in ("worker", "beat", "flower"):
             if not CELERY_CONFIG_FILE.exists():
@@ -784,7 +695,8 @@ class Launcher:
             probe = redis_probe(self.settings)
             if probe in ("pong", "auth"):
                 row["state"] = "external"
-                row["note"] = "not started by MIDAS" + ("; rejects REDIS_PASSWORD" if probe == "auth" else "")
+                rejects = f"; rejects {password_origin(self.settings)}" if probe == "auth" else ""
+                row["note"] = "not started by MIDAS" + rejects
             elif probe == "other":
                 row["note"] = f"port {self.settings.redis_port} is used by something that is not Redis"
             elif self.settings.redis_is_local and find_redis_server() is None:
@@ -814,9 +726,9 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
 @contextlib.contextmanager
 def launcher_lock(settings: Settings, wait: float = 120.0) -> Iterator[None]:
     """One launcher at a time per data dir, so two starts cannot both start a service."""
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.run_dir)
     path = settings.run_dir / "launcher.lock"
-    fh = path.open("a+b")
+    fh = os.fdopen(open_private(path, os.O_RDWR), "r+b")
     deadline = time.monotonic() + wait
     try:
         while True:

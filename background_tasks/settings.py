@@ -174,7 +174,15 @@ VARIABLES: tuple[Var, ...] = (
     Var("REDIS_HOST", "redis_host", _str, "localhost", "Redis host (broker).", "Redis"),
     Var("REDIS_PORT", "redis_port", _port, "6379", "Redis port.", "Redis"),
     Var("REDIS_DB", "redis_db", _nonneg_int, "0", "Redis database number.", "Redis"),
-    Var("REDIS_PASSWORD", "redis_password", _opt_str, "", "Redis password, if any.", "Redis"),
+    Var(
+        "REDIS_PASSWORD",
+        "redis_password",
+        _opt_str,
+        "",
+        "Redis password. Empty: the Redis the launcher starts gets a generated one (data dir's redis/password), "
+        "which every MIDAS client of this checkout then uses.",
+        "Redis",
+    ),
     # PostgreSQL (optional; SQLite is the default)
     Var("POSTGRES_USER", "postgres_user", _str, "postgres", "PostgreSQL user.", "PostgreSQL"),
     Var("POSTGRES_PASSWORD", "postgres_password", _opt_str, "", "PostgreSQL password.", "PostgreSQL"),
@@ -443,7 +451,7 @@ VARIABLES: tuple[Var, ...] = (
         "dashboard_password",
         _opt_str,
         "",
-        "If set, the dashboard asks for it.",
+        "If set, the dashboard (every page, upload and WebSocket) asks for it.",
         "Dashboard",
     ),
     # OCR (Tesseract)
@@ -478,6 +486,21 @@ VARIABLES: tuple[Var, ...] = (
 _BY_ATTR = {v.attr: v for v in VARIABLES}
 
 
+def generated_redis_password_path(data_dir: Path) -> Path:
+    """Where the launcher keeps the password it generated for its own Redis (a 0600 file)."""
+    return data_dir / "redis" / "password"
+
+
+def _generated_redis_password(data_dir: Path) -> str | None:
+    path = generated_redis_password_path(data_dir)
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SettingsError(f"REDIS_PASSWORD is not set and {path} cannot be read: {exc.strerror}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Typed, validated configuration. Build it with ``load_settings()``."""
@@ -489,6 +512,13 @@ class Settings:
             return self.values[name]
         except KeyError:
             raise AttributeError(name) from None
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some values changed (the launcher adds the Redis password it generated)."""
+        unknown = set(changes) - set(self.values)
+        if unknown:
+            raise AttributeError(", ".join(sorted(unknown)))
+        return Settings(values={**self.values, **changes})
 
     # -- derived values -----------------------------------------------------
 
@@ -554,6 +584,15 @@ class Settings:
         return self.data_dir / "redis"
 
     @property
+    def redis_password_file(self) -> Path:
+        return generated_redis_password_path(self.data_dir)
+
+    @property
+    def redis_password_generated(self) -> bool:
+        """True when the password is the launcher's generated one, not REDIS_PASSWORD."""
+        return bool(self.values.get("redis_password_generated"))
+
+    @property
     def redis_is_local(self) -> bool:
         return self.redis_host in {"localhost", "127.0.0.1", "::1"}
 
@@ -562,8 +601,8 @@ class Settings:
         env = {}
         for var in VARIABLES:
             value = self.values[var.attr]
-            if value is None:
-                continue
+            if value is None or (var.attr == "redis_password" and self.redis_password_generated):
+                continue  # a generated password stays in its 0600 file; children read it from there
             if isinstance(value, tuple):
                 if var.attr == "worker_groups":
                     value = ";".join(",".join(g) for g in value)
@@ -620,6 +659,10 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             raise SettingsError(f"{var.env}={raw!r} is invalid: {reason}") from None
 
     _check_relations(values)
+    values["redis_password_generated"] = False
+    if values["redis_password"] is None:
+        values["redis_password"] = _generated_redis_password(values["data_dir"])
+        values["redis_password_generated"] = values["redis_password"] is not None
     return Settings(values=values)
 
 

@@ -123,6 +123,7 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
 
     started = launcher(env, "start")
     assert started.returncode == 0, started.stdout + started.stderr + log_tails(settings)
+    settings = load_settings(env, env_file=Path(os.devnull))  # now with the Redis password the launcher generated
     for name in ("redis", "worker-1", "beat", "flower", "watcher", "dashboard"):
         assert re.search(rf"^{name}\s+started \(pid \d+\)", started.stdout, re.M), started.stdout
     running = recorded_processes(settings.run_dir)
@@ -159,8 +160,8 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(30_000)
 
-            # Sign in: nothing but the password form until then.
-            page.goto(dashboard)
+            # Sign in: nothing but the gate's password form (HTTP 401) until then.
+            assert page.goto(dashboard).status == 401
             page.get_by_label("Dashboard password").fill("not it")
             page.get_by_role("button", name="Sign in").click()
             page.get_by_text("Wrong password.").wait_for()

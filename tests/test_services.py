@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -114,11 +116,12 @@ def test_start_status_ping_no_duplicates_and_stop_leaves_nothing(lifecycle_env: 
     finally:
         app.close()
 
-    # Flower behind basic auth.
+    # Flower behind basic auth: its pages, and its metrics and health check too.
     flower = f"http://127.0.0.1:{env['FLOWER_PORT']}/flower/"
-    assert http_status(flower) == 401
-    assert http_status(flower, "midas:wrong") == 401
-    assert http_status(flower, FLOWER_AUTH) == 200
+    for url in (flower, flower + "metrics", flower + "healthcheck"):
+        assert http_status(url) == 401, url
+        assert http_status(url, "midas:wrong") == 401, url
+        assert http_status(url, FLOWER_AUTH) == 200, url
     # No secret on a command line, where any local user can read it.
     for name in wanted:
         cmdline = " ".join(psutil.Process(rows[name]["pid"]).cmdline())
@@ -156,6 +159,75 @@ def test_start_status_ping_no_duplicates_and_stop_leaves_nothing(lifecycle_env: 
     assert not leftovers, leftovers
     assert not list(run_dir.glob("*.pid"))
     assert {r["state"] for n, r in status_rows(env).items() if n in wanted} == {"down"}
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_own_redis_gets_a_generated_password_and_every_file_is_private(tmp_path: Path):
+    env = make_env(tmp_path, MIDAS_WORKER_GROUPS="default")
+    data, logs = tmp_path / "data", tmp_path / "logs"
+    # Left by an older version: a world-readable data folder and log.
+    data.mkdir(mode=0o755)
+    logs.mkdir(mode=0o755)
+    (logs / "redis.log").write_text("old line\n")
+    os.chmod(data, 0o755)
+    os.chmod(logs / "redis.log", 0o644)
+    try:
+        started = launcher(env, "start", "redis", "worker")
+        assert started.returncode == 0, started.stdout + started.stderr
+        password_file = data / "redis" / "password"
+        password = password_file.read_text().strip()
+        assert len(password) >= 32
+
+        # Any local user without the password is refused by the launched Redis.
+        import redis
+
+        anonymous = redis.Redis(host="127.0.0.1", port=int(env["REDIS_PORT"]), socket_timeout=5)
+        with pytest.raises(redis.AuthenticationError):
+            anonymous.lpush("default", "a task message from someone else")
+        done = subprocess.run(
+            ["redis-cli", "-p", env["REDIS_PORT"], "PING"], capture_output=True, text=True, timeout=10, check=False
+        )
+        assert "NOAUTH" in done.stdout + done.stderr
+
+        # Every MIDAS client of this checkout finds it: settings, celery_config, the worker.
+        settings = load_settings(env)
+        assert settings.redis_password == password and settings.redis_password_generated
+        import celery_config
+
+        app = celery_config.create_app(settings)
+        try:
+            result = app.send_task("background_tasks.system_tasks.ping", kwargs={"message": "private"})
+            assert result.get(timeout=30)["message"] == "private"
+        finally:
+            app.close()
+
+        # Folders 0700, files 0600: data, run, Redis data and append-only file, logs, PID files.
+        folders = [data, data / "run", data / "redis", data / "redis" / "appendonlydir", logs]
+        assert {str(p): oct(mode(p)) for p in folders} == {str(p): "0o700" for p in folders}
+        files = [
+            password_file,
+            data / "run" / "redis.conf",
+            data / "run" / "redis.pid",
+            data / "run" / "worker-1.pid",
+            data / "run" / "launcher.lock",
+            logs / "redis.log",
+            logs / "worker-1.log",
+            *(data / "redis" / "appendonlydir").iterdir(),
+        ]
+        assert {str(p): oct(mode(p)) for p in files} == {str(p): "0o600" for p in files}
+
+        # The password is never logged or shown.
+        status = launcher(env, "status")
+        assert password not in status.stdout + started.stdout + started.stderr
+        for log in logs.iterdir():
+            assert password not in log.read_text(errors="replace"), log
+        assert not any(password in " ".join(p.cmdline()) for p in recorded_processes(data / "run"))
+    finally:
+        stop_stack(env, tmp_path)
 
 
 def test_stop_never_touches_a_process_it_did_not_start(tmp_path: Path):
@@ -204,6 +276,7 @@ def test_external_redis_is_used_and_never_stopped(redis_server, tmp_path: Path):
     assert done.returncode == 0, done.stderr
     assert "external" in done.stdout
     assert not (tmp_path / "data" / "run" / "redis.pid").exists()
+    assert not (tmp_path / "data" / "redis" / "password").exists(), "a Redis the user runs gets no password"
     assert status_rows(env)["redis"]["state"] == "external"
     stopped = launcher(env, "stop", "redis")
     assert stopped.returncode == 0 and "left alone" in stopped.stdout

@@ -17,8 +17,11 @@ def test_defaults_match_the_documented_values(tmp_path: Path) -> None:
     assert s.redis_host == "localhost"
     assert s.redis_port == 6379
     assert s.redis_db == 0
-    assert s.broker_url == "redis://localhost:6379/0"
     assert s.data_dir == PROJECT_ROOT / "data"
+    # (The default data dir may hold the password a `make run` generated: look at an empty one.)
+    assert load_settings({"MIDAS_DATA_DIR": str(tmp_path)}, env_file=tmp_path / "none").broker_url == (
+        "redis://localhost:6379/0"
+    )
     assert s.log_dir == PROJECT_ROOT / "logs"
     assert s.flower_port == 5555
     assert s.streamlit_port == 8501
@@ -46,6 +49,19 @@ def test_postgres_is_used_when_configured(tmp_path: Path) -> None:
 def test_redis_password_is_quoted_into_the_url(tmp_path: Path) -> None:
     s = load_settings({"REDIS_PASSWORD": "a/b:c", "REDIS_DB": "3"}, env_file=tmp_path / "none")
     assert s.broker_url == "redis://:a%2Fb%3Ac@localhost:6379/3"
+
+
+def test_the_launchers_generated_redis_password_is_used_unless_one_is_given(tmp_path: Path) -> None:
+    env = {"MIDAS_DATA_DIR": str(tmp_path)}
+    assert load_settings(env, env_file=tmp_path / "none").redis_password is None
+    (tmp_path / "redis").mkdir()
+    (tmp_path / "redis" / "password").write_text("generated-pw\n")
+    s = load_settings(env, env_file=tmp_path / "none")
+    assert s.redis_password == "generated-pw" and s.redis_password_generated
+    assert s.broker_url == "redis://:generated-pw@localhost:6379/0"
+    assert "REDIS_PASSWORD" not in s.as_env(), "children read it from its private file"
+    given = load_settings({**env, "REDIS_PASSWORD": "mine"}, env_file=tmp_path / "none")
+    assert given.redis_password == "mine" and not given.redis_password_generated
 
 
 @pytest.mark.parametrize(
