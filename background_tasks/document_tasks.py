@@ -12,12 +12,14 @@ import logging
 import random
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
 from celery import signals, states
 
-from background_tasks import analysis_tasks, pipeline
+from background_tasks import analysis_tasks, batches, pipeline
 from background_tasks.errors import MidasError, PermanentError, TransientError
 from background_tasks.settings import get_settings
 from background_tasks.store import DocumentStore
@@ -92,69 +94,107 @@ def process_document_file(self, file_path: str) -> dict[str, Any]:
         raise self.retry(exc=exc, countdown=delay, max_retries=settings.max_retries) from None
 
 
-def _uuid_name(name: str) -> str:
-    """``name`` as uuid5 can hash it: a non-UTF-8 file name carries lone surrogates, which it cannot
-    encode; those are written as backslash escapes of their bytes (valid names are unchanged)."""
-    return name.encode("utf-8", "surrogatepass").decode("utf-8", "backslashreplace")
-
-
-# max_retries=None on the task itself: its retries are polls, and retry(max_retries=None) would
+# max_retries=None on the task itself: its retries are its later runs, and retry(max_retries=None) would
 # mean "the task's default" (3), failing every batch that takes longer than a few seconds.
 @app.task(bind=True, name="background_tasks.document_tasks.process_document_batch", max_retries=None)
 def process_document_batch(
-    self, file_paths: list[str], _children: list[str] | None = None, _started: float | None = None
+    self,
+    file_paths: list[str],
+    _state: dict[str, Any] | None = None,
+    _children: list[str] | None = None,
+    _started: float | None = None,
 ) -> dict[str, Any]:
-    """Process many documents in parallel across all worker processes.
+    """Process many documents in parallel across all worker processes, any number of them.
 
-    The first run enqueues one ``process_document_file`` per path; later runs
-    (scheduled retries of this same task, carrying the child ids) look at the
-    children without blocking a worker, until all are done. A worker that dies
-    meanwhile loses nothing: the ids travel in the message.
+    A run sends at most ``batches.QUEUE_CHUNK`` children and counts the ones
+    that finished, within a third of the soft time limit, then retries itself
+    with its state (``_state``) to go on: a batch of any size never runs out
+    of time, and a worker that dies meanwhile loses nothing. ``_children`` and
+    ``_started`` come from messages of MIDAS versions that sent everything at
+    once. Returns counts for every file and per-file results for at most
+    ``batches.RESULTS_CAP`` files; ``batch_file_results`` lists them all.
     """
-    if _children is None:
-        _started = time.time()
+    settings = get_settings()
+    run_started = time.monotonic()
+    if not isinstance(file_paths, list | tuple):
+        # A string would otherwise be a batch of its characters.
+        error = f"process_document_batch takes a list of paths, not {type(file_paths).__name__} ({file_paths!r:.80})"
+        log.warning("%s", error)
+        return {
+            "total": 0, "succeeded": 0, "duplicates": 0, "failed": 0, "rejected": 0, "results": [],
+            "results_complete": True, "failures": [], "duration_s": 0.0,
+            "status": "rejected", "error_type": "invalid_argument", "error": error,
+        }  # fmt: skip
+
+    def keep_going() -> bool:
+        return time.monotonic() - run_started < settings.task_soft_time_limit / 3
+
+    total = len(file_paths)
+    if _state is not None:
+        state = batches.BatchState.from_message(_state)
+    else:
         batch_id = self.request.id or uuid.uuid4().hex
-        _children = []
-        for index, path in enumerate(file_paths):
-            child_id = str(uuid.uuid5(uuid.NAMESPACE_URL, _uuid_name(f"midas-batch:{batch_id}:{index}:{path}")))
-            process_document_file.apply_async(args=[path], task_id=child_id)
-            _children.append(child_id)
-        log.info("batch %s: %d files enqueued", batch_id, len(_children))
+        state = batches.BatchState(batch_id=batch_id, started=_started or time.time())
+    if _children is not None:
+        state = replace(state, queued=len(_children))
 
-    results = [app.AsyncResult(child_id) for child_id in _children]
-    pending = sum(1 for r in results if r.state not in states.READY_STATES)
-    if pending:
-        delay = min(BATCH_POLL_MAX_S, BATCH_POLL_MIN_S + 0.01 * pending)
-        raise self.retry(
-            args=[file_paths],
-            kwargs={"_children": _children, "_started": _started},
-            countdown=delay,
+    def child_id(index: int) -> str:
+        return _children[index] if _children is not None else batches.child_task_id(state.batch_id, index)
+
+    sent_before = state.queued
+    if state.queued < total:
+        state = batches.send_next(
+            state,
+            file_paths,
+            _broker(),
+            lambda path, task_id: process_document_file.apply_async(args=[path], task_id=task_id),
+            lock_timeout=settings.task_time_limit + 5,
+            mark_ttl=settings.result_expires_hours * 3600,
+            keep_going=keep_going,
         )
-    return summarize_batch(file_paths, results, _started or time.time())
+    state = batches.check_finished(
+        state, lambda i: _child_result(child_id(i), file_paths[i], status_only=True), keep_going=keep_going
+    )
+    if state.checked < total:
+        sending = sent_before < state.queued < total
+        # Still sending: go on at once, behind the files just sent. Otherwise poll without blocking a worker.
+        delay = 0 if sending else min(BATCH_POLL_MAX_S, BATCH_POLL_MIN_S + 0.01 * (state.queued - state.checked))
+        kwargs: dict[str, Any] = {"_state": state.as_message()}
+        if _children is not None:
+            kwargs["_children"] = _children
+        raise self.retry(args=[file_paths], kwargs=kwargs, countdown=delay)
+    return batches.summary(state, total, lambda i: _child_result(child_id(i), file_paths[i]), time.time())
 
 
-def summarize_batch(file_paths: list[str], results: list[Any], started: float) -> dict[str, Any]:
-    """Totals and per-file results; a child that failed outright still gets an entry."""
-    per_file = []
-    for path, result in zip(file_paths, results, strict=True):
-        if result.state == states.SUCCESS and isinstance(result.result, dict):
-            per_file.append(result.result)
-        else:
-            error = result.result
-            error_type = getattr(error, "error_type", None) or type(error).__name__
-            per_file.append(
-                {"status": "failed", "path": path, "error_type": error_type, "error": str(error) or result.state}
-            )
-    statuses = [r["status"] for r in per_file]
-    return {
-        "total": len(per_file),
-        "succeeded": statuses.count("success"),
-        "duplicates": statuses.count("duplicate"),
-        "failed": statuses.count("failed"),
-        "rejected": statuses.count("rejected"),
-        "results": per_file,
-        "duration_s": round(time.time() - started, 3),
-    }
+@lru_cache(maxsize=1)
+def _broker() -> Any:
+    """The broker's Redis, where batches keep how many of their files were sent (one client per process)."""
+    import redis
+
+    return redis.Redis.from_url(app.conf.broker_url, socket_timeout=10)
+
+
+def _child_result(task_id: str, path: str, status_only: bool = False) -> Any:
+    """A finished child's per-file result (or just its status); None while it runs."""
+    result = app.AsyncResult(task_id)
+    if result.state not in states.READY_STATES:
+        return None
+    entry = batches.per_file_result(path, result.state, result.result)
+    return entry["status"] if status_only else entry
+
+
+def batch_file_results(batch_id: str, total: int, celery_app: Any = None) -> Iterator[dict[str, Any]]:
+    """Every file's result of a batch, in order, while results are kept (``MIDAS_RESULT_EXPIRES_HOURS``).
+
+    ``batch_id`` is the batch task's id (also in its summary); a file not finished yet shows ``status: pending``.
+    """
+    for index in range(total):
+        result = (celery_app or app).AsyncResult(batches.child_task_id(batch_id, index))
+        if result.state not in states.READY_STATES:
+            yield {"status": "pending", "index": index, "task_id": result.id}
+            continue
+        path = str((result.args or [""])[0])  # the task's arguments are kept with its result (result_extended)
+        yield batches.per_file_result(path, result.state, result.result)
 
 
 @app.task(bind=True, name="background_tasks.document_tasks.extract_document_metadata")

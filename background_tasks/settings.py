@@ -350,7 +350,7 @@ VARIABLES: tuple[Var, ...] = (
         "extract_timeout",
         _pos_float,
         "300",
-        "Per-file extraction time limit (s).",
+        "Per-file extraction time limit (s); must be below MIDAS_TASK_SOFT_TIME_LIMIT.",
         "Documents",
     ),
     Var("MIDAS_CHUNK_SIZE", "chunk_size", _pos_int, "1000", "Largest chunk, in characters.", "Documents"),
@@ -674,6 +674,11 @@ def _check_relations(values: dict[str, Any]) -> None:
         raise SettingsError(
             f"MIDAS_VISIBILITY_TIMEOUT={vis} must exceed MIDAS_TASK_TIME_LIMIT={hard}, "
             "or Redis redelivers tasks that are still running"
+        )
+    if not values["extract_timeout"] < soft:
+        raise SettingsError(
+            f"MIDAS_EXTRACT_TIMEOUT={values['extract_timeout']:g} must be below MIDAS_TASK_SOFT_TIME_LIMIT={soft}, "
+            "or a parser still runs when its task is stopped"
         )
     if values["chunk_overlap"] >= values["chunk_size"]:
         raise SettingsError(

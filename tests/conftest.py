@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import RedisServer, WorkerProcess, free_port
+from tests.support import ChildPids, RedisServer, WorkerProcess, free_port
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="midas-test-"))
 _REDIS_PORT = free_port()
@@ -155,6 +155,14 @@ def session_worker(app, session_dir) -> Iterator[WorkerProcess]:
 def purge_queues(app, redis_server) -> None:
     """Empty every MIDAS queue before a test that counts messages."""
     redis_server.client().delete("default", "documents", "analysis", "monitoring")
+
+
+@pytest.fixture
+def child_pids(tmp_path) -> Iterator[ChildPids]:
+    """A file a test's parser child writes its pids to; leftovers are killed after the test."""
+    pids = ChildPids(tmp_path / "child-pids")
+    yield pids
+    pids.kill_leftovers()
 
 
 @pytest.fixture

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import redis
 
@@ -28,3 +30,28 @@ def slow_count(counter_key: str, seconds: float) -> int:
     """Takes a while, then counts a completed run (to prove warm shutdown lets it finish)."""
     time.sleep(seconds)
     return _count(counter_key)
+
+
+def _hang(pid_file: str, with_grandchild: bool) -> dict:
+    """In the isolated child: say who runs (the child, and a program it started), then hang."""
+    pids = [os.getpid()]
+    if with_grandchild:
+        pids.append(subprocess.Popen(["sleep", "600"]).pid)
+    Path(pid_file).write_text(" ".join(map(str, pids)))
+    while True:
+        time.sleep(1)
+
+
+@app.task(name="tests.fault_tasks.hang_in_isolated_child")
+def hang_in_isolated_child(pid_file: str, with_grandchild: bool = False, deaf_to_soft_limit: bool = False) -> dict:
+    """Waits on an isolated child that never finishes, with a deadline far beyond any task time limit.
+
+    ``deaf_to_soft_limit`` blocks the soft limit's signal, as a parent stuck in C code would not see it:
+    only the hard limit (killing this pool process) ends the task.
+    """
+    from background_tasks.isolation import run_isolated
+    from background_tasks.settings import get_settings
+
+    if deaf_to_soft_limit:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    return run_isolated(_hang, (pid_file, with_grandchild), timeout=3600, work_dir=get_settings().work_dir)

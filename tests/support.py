@@ -56,6 +56,42 @@ def wait_until(predicate, timeout: float, interval: float = 0.1, what: str = "co
     )
 
 
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting to be reaped counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+class ChildPids:
+    """The pids a test's parser child writes to ``path``; whatever of them still runs is killed at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: list[psutil.Process] = []
+
+    def wait(self, timeout: float = 30) -> list[int]:
+        pids = wait_until(
+            lambda: self.path.exists() and [int(p) for p in self.path.read_text().split()],
+            timeout,
+            what=f"pids in {self.path}",
+        )
+        for pid in pids:
+            try:
+                self._seen.append(psutil.Process(pid))  # remembers its start time: never kills a reused pid
+            except psutil.NoSuchProcess:
+                pass
+        return pids
+
+    def kill_leftovers(self) -> None:
+        for proc in self._seen:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
 class RedisServer:
     """A private redis-server process with append-only persistence."""
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
+import re
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from background_tasks.batches import child_task_id
 from background_tasks.document_tasks import (
+    batch_file_results,
     cleanup_old_processed_files,
     extract_document_metadata,
     process_document_batch,
@@ -19,6 +24,7 @@ from background_tasks.settings import PROJECT_ROOT, get_settings
 from background_tasks.store import DocumentStore
 
 SAMPLES = PROJECT_ROOT / "samples"
+BATCH = "background_tasks.document_tasks.process_document_batch"
 
 
 @pytest.fixture
@@ -65,6 +71,12 @@ def test_batch_runs_everything_and_survives_bad_files(session_worker, docs_dir) 
     assert by_path[str(empty)]["error_type"] == "empty"
     assert by_path[outside]["error_type"] == "path_not_allowed"
     assert summary["duration_s"] > 0
+    assert summary["results_complete"] and [r["status"] for r in summary["failures"]] == [
+        "rejected",
+        "failed",
+        "rejected",
+    ]
+    assert list(batch_file_results(summary["batch_id"], summary["total"])) == summary["results"]
 
 
 def test_batch_runs_in_parallel_on_all_worker_processes(session_worker, docs_dir) -> None:
@@ -77,6 +89,48 @@ def test_batch_runs_in_parallel_on_all_worker_processes(session_worker, docs_dir
     assert summary["succeeded"] == 12
     pids = {line.split()[3] for line in session_worker.log_text().splitlines() if "par-" in line and "chunks" in line}
     assert len(pids) >= 2, f"expected both pool processes to work, saw {pids}"
+
+
+def test_a_batch_of_thousands_finishes_within_a_small_soft_time_limit(isolated_stack, docs_dir) -> None:
+    """Issue 12: 10,000 paths under a 90 s soft limit stopped at 90.9 s with 4,880 files never queued."""
+    stack = isolated_stack(MIDAS_TASK_SOFT_TIME_LIMIT="3", MIDAS_TASK_TIME_LIMIT="10", MIDAS_EXTRACT_TIMEOUT="2")
+    worker = stack.start_worker(queues=["documents"], concurrency=2)
+    good = []
+    for i in range(3000):
+        path = docs_dir / f"tiny-{i:04d}.txt"
+        path.write_text(f"tiny document {i}")
+        good.append(str(path))
+    copies = []
+    for i in range(2):
+        path = docs_dir / f"copy-{i}.txt"
+        path.write_text("tiny document 0")
+        copies.append(str(path))
+    empty = []
+    for i in range(20):
+        path = docs_dir / f"empty-{i}.txt"
+        path.write_bytes(b"")
+        empty.append(str(path))
+    outside = [f"/midas-not-allowed/{i}.txt" for i in range(150)]
+    paths = good + copies + empty + outside
+    random.Random(12).shuffle(paths)
+
+    summary = stack.send(BATCH, paths).get(timeout=900)
+
+    assert summary["total"] == len(paths) == 3172
+    assert (summary["succeeded"], summary["duplicates"], summary["failed"], summary["rejected"]) == (3000, 2, 20, 150)
+    assert len(summary["failures"]) == len(summary["results"]) == 100, "per-file results are capped"
+    assert {r["status"] for r in summary["failures"]} == {"failed", "rejected"}
+    assert summary["results_complete"] is False
+    log = worker.log_text()
+    assert log.count(f"batch {summary['batch_id']}: ") > 1, "the files were sent over several runs"
+    received = Counter(re.findall(r"process_document_file\[([0-9a-f-]+)\] received", log))
+    assert set(received) == {child_task_id(summary["batch_id"], i) for i in range(len(paths))}
+    assert set(received.values()) == {1}, "every file was sent and processed exactly once"
+    listed = list(batch_file_results(summary["batch_id"], len(paths), stack.app))
+    assert [r["path"] for r in listed if r["status"] == "rejected"] == [p for p in paths if p in outside]
+    assert Counter(r["status"] for r in listed) == {"success": 3000, "duplicate": 2, "failed": 20, "rejected": 150}
+    store = DocumentStore(stack.settings.database_url_resolved)
+    assert store.count_documents(status="success") == 3000
 
 
 def test_bad_input_never_takes_the_worker_down(session_worker, docs_dir) -> None:

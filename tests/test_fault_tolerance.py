@@ -16,10 +16,11 @@ import psutil
 
 from background_tasks.errors import RedeliveryLimitExceeded
 from background_tasks.store import DocumentStore
-from tests.support import wait_until
+from tests.support import gone, wait_until
 
 PROCESS = "background_tasks.document_tasks.process_document_file"
 FAULTS = {"MIDAS_EXTRA_TASK_MODULES": "tests.fault_tasks"}
+HANG = "tests.fault_tasks.hang_in_isolated_child"
 
 
 def make_documents(folder: Path, count: int, words: int = 300) -> list[str]:
@@ -75,7 +76,12 @@ def test_kill_9_of_a_pool_process_mid_batch_loses_and_duplicates_nothing(isolate
 
 
 def test_kill_9_of_the_whole_worker_then_a_new_worker_finishes_everything(isolated_stack, docs_dir) -> None:
-    stack = isolated_stack(MIDAS_VISIBILITY_TIMEOUT="8", MIDAS_TASK_TIME_LIMIT="6", MIDAS_TASK_SOFT_TIME_LIMIT="5")
+    stack = isolated_stack(
+        MIDAS_VISIBILITY_TIMEOUT="8",
+        MIDAS_TASK_TIME_LIMIT="6",
+        MIDAS_TASK_SOFT_TIME_LIMIT="5",
+        MIDAS_EXTRACT_TIMEOUT="4",
+    )
     first = stack.start_worker(queues=["documents"], concurrency=2)
     # Documents that take a while each, so the kill lands while tasks run, not in the instant a
     # message travels from the queue to the unacknowledged set (see README, Reliability).
@@ -93,7 +99,12 @@ def test_kill_9_of_the_whole_worker_then_a_new_worker_finishes_everything(isolat
 def test_redis_restart_mid_batch_loses_nothing(isolated_stack, docs_dir) -> None:
     # Tasks running when the connection drops cannot be acknowledged; Redis hands them out
     # again after the visibility timeout, kept short here so the test need not wait an hour.
-    stack = isolated_stack(MIDAS_VISIBILITY_TIMEOUT="10", MIDAS_TASK_TIME_LIMIT="8", MIDAS_TASK_SOFT_TIME_LIMIT="6")
+    stack = isolated_stack(
+        MIDAS_VISIBILITY_TIMEOUT="10",
+        MIDAS_TASK_TIME_LIMIT="8",
+        MIDAS_TASK_SOFT_TIME_LIMIT="6",
+        MIDAS_EXTRACT_TIMEOUT="5",
+    )
     worker = stack.start_worker(queues=["documents"], concurrency=2)
     paths = make_documents(docs_dir, 60, words=3000)
     results = [stack.send(PROCESS, p) for p in paths]
@@ -177,3 +188,44 @@ def test_giving_back_messages_over_a_lost_connection_does_not_kill_the_worker(ap
         finally:
             channel.qos._delivered.clear()
             channel.connection = live_connection
+
+
+def test_a_parser_child_dies_with_its_task_at_the_soft_time_limit(isolated_stack, child_pids) -> None:
+    """Issue 12: a profile hit its soft time limit and its parser child ran on, unsupervised, at 3.9 GB."""
+    stack = isolated_stack(MIDAS_TASK_SOFT_TIME_LIMIT="3", MIDAS_TASK_TIME_LIMIT="30", MIDAS_EXTRACT_TIMEOUT="2",
+                           **FAULTS)  # fmt: skip
+    worker = stack.start_worker(queues=["default"], concurrency=1)
+    result = stack.send(HANG, str(child_pids.path), True)
+    child, grandchild = child_pids.wait()
+    wait_until(result.ready, 60, what="the task to hit its soft time limit")
+    assert result.state == "FAILURE" and "SoftTimeLimitExceeded" in repr(result.result)
+    wait_until(lambda: gone(child) and gone(grandchild), 30, what="the child and the program it started to die")
+    assert "killed, its task ended (SoftTimeLimitExceeded)" in worker.log_text()
+    assert worker.process.poll() is None, "the worker goes on"
+
+
+def test_a_parser_child_dies_with_its_pool_process_at_the_hard_time_limit(isolated_stack, child_pids) -> None:
+    stack = isolated_stack(MIDAS_MAX_REDELIVERIES="1", **FAULTS)
+    worker = stack.start_worker(queues=["default"], concurrency=1)
+    # The task does not see its soft limit (as when stuck in C code): the hard limit kills its pool process.
+    result = stack.app.send_task(HANG, args=[str(child_pids.path), False, True], soft_time_limit=2, time_limit=4)
+    (child,) = child_pids.wait()
+    pool_process = psutil.Process(child).ppid()
+    wait_until(result.ready, 60, what="the task to hit its hard time limit")
+    assert result.state == "FAILURE" and "TimeLimitExceeded" in repr(result.result)
+    wait_until(lambda: gone(pool_process), 30, what="the hard limit to kill the pool process")
+    wait_until(lambda: gone(child), 30, what="the child to die with its pool process")
+    assert worker.process.poll() is None
+
+
+def test_a_parser_child_dies_with_its_pool_process_on_kill_9(isolated_stack, child_pids) -> None:
+    stack = isolated_stack(MIDAS_MAX_REDELIVERIES="1", **FAULTS)  # the redelivered task is refused, not run again
+    worker = stack.start_worker(queues=["default"], concurrency=1)
+    result = stack.send(HANG, str(child_pids.path))
+    (child,) = child_pids.wait()
+    pool_process = psutil.Process(child).ppid()
+    assert pool_process in worker.pool_pids()
+    os.kill(pool_process, signal.SIGKILL)
+    wait_until(lambda: gone(child), 30, what="the child to die with its pool process")
+    wait_until(result.ready, 60, what="the task to be failed")
+    assert worker.process.poll() is None

@@ -216,7 +216,11 @@ def test_bad_arguments_are_rejected_not_crashes(settings, store) -> None:
 
 @pytest.mark.integration
 def test_bad_arguments_through_a_real_worker_are_recorded_results(session_worker, app) -> None:
-    from background_tasks.document_tasks import extract_document_metadata, process_document_file
+    from background_tasks.document_tasks import (
+        extract_document_metadata,
+        process_document_batch,
+        process_document_file,
+    )
 
     for task in (process_document_file, extract_document_metadata):
         for argument in BAD_ARGUMENTS:
@@ -224,6 +228,9 @@ def test_bad_arguments_through_a_real_worker_are_recorded_results(session_worker
             result = outcome.get(timeout=60)
             assert outcome.state == "SUCCESS", (task.name, argument)
             assert (result["status"], result["error_type"]) == ("rejected", "invalid_argument"), (argument, result)
+    for argument in ("a_folder/", None, 7):
+        summary = process_document_batch.delay(argument).get(timeout=60)
+        assert (summary["total"], summary["error_type"]) == (0, "invalid_argument"), summary
     wait_until(lambda: session_worker.process.poll() is None, 1, what="worker alive")
 
 

@@ -91,6 +91,20 @@ def test_time_limits_must_nest(tmp_path: Path) -> None:
         load_settings({"MIDAS_TASK_SOFT_TIME_LIMIT": "700"}, env_file=tmp_path / "none")
 
 
+def test_extraction_must_end_before_the_soft_time_limit(tmp_path: Path) -> None:
+    """Otherwise a parser child still runs when Celery stops its task (issue 12)."""
+    with pytest.raises(SettingsError) as info:
+        load_settings({"MIDAS_TASK_SOFT_TIME_LIMIT": "60", "MIDAS_TASK_TIME_LIMIT": "90"}, env_file=tmp_path / "none")
+    assert str(info.value) == (
+        "MIDAS_EXTRACT_TIMEOUT=300 must be below MIDAS_TASK_SOFT_TIME_LIMIT=60, "
+        "or a parser still runs when its task is stopped"
+    )
+    with pytest.raises(SettingsError, match="MIDAS_EXTRACT_TIMEOUT=600 must be below"):
+        load_settings({"MIDAS_EXTRACT_TIMEOUT": "600"}, env_file=tmp_path / "none")
+    ok = load_settings({"MIDAS_EXTRACT_TIMEOUT": "599.5"}, env_file=tmp_path / "none")
+    assert ok.extract_timeout < ok.task_soft_time_limit
+
+
 def test_env_file_is_read_and_environment_wins(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("# comment\nREDIS_PORT=6390\nexport REDIS_HOST='redis.example'\nFLOWER_PORT=\"5600\"\n")
