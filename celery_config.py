@@ -15,13 +15,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, Task, signals
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from background_tasks.db import SQLITE_CONNECT_ARGS, configure_sqlite_engine
-from background_tasks.errors import RedeliveryLimitExceeded
 from background_tasks.logging_setup import install_task_context
+from background_tasks.result_backend import BACKEND_PATH
 from background_tasks.settings import QUEUES, Settings, settings_or_exit
+from background_tasks.task_base import MidasTask
 
 log = logging.getLogger("midas.celery")
 
@@ -96,7 +97,7 @@ def _prepare_sqlite(url: str) -> None:
         return
     path = Path(url.removeprefix("db+sqlite:///"))
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    # The result column may hold pickles written by old Celery versions: keep the file private.
+    # Results are JSON and never unpickled (result_backend.py); the file is private all the same.
     fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
     os.close(fd)
     os.chmod(path, 0o600)
@@ -139,48 +140,12 @@ def _survive_restore_on_a_dead_connection() -> None:
 _survive_restore_on_a_dead_connection()
 
 
-class MidasTask(Task):
-    """Base task: caps redeliveries of a message whose worker process died.
-
-    With late acknowledgement a message is redelivered when its process dies;
-    a task that kills its process every time would loop forever. Each delivery
-    is counted in Redis per (task id, retry number); past the cap the task
-    fails for good instead of running again.
-    """
-
-    _redis = None
-
-    def _delivery_counter(self) -> Any:
-        if MidasTask._redis is None:
-            import redis
-
-            MidasTask._redis = redis.Redis.from_url(self.app.conf.broker_url, socket_timeout=5)
-        return MidasTask._redis
-
-    def before_start(self, task_id: str, args: Any, kwargs: Any) -> None:
-        cap = self.app.conf.get("midas_max_redeliveries")
-        if not cap or self.request.is_eager:
-            return
-        key = f"midas:deliveries:{task_id}:{self.request.retries or 0}"
-        try:
-            client = self._delivery_counter()
-            pipe = client.pipeline()
-            pipe.incr(key)
-            pipe.expire(key, int(self.app.conf.broker_transport_options.get("visibility_timeout", 3600)) * (cap + 2))
-            deliveries = pipe.execute()[0]
-        except Exception as exc:  # the broker is down too; the task cannot run anyway
-            log.warning("could not count deliveries of %s: %s", task_id, exc)
-            return
-        if deliveries > cap:
-            raise RedeliveryLimitExceeded(
-                f"task {self.name}[{task_id}] was delivered {deliveries} times and its worker process "
-                f"died each time; giving up after MIDAS_MAX_REDELIVERIES={cap}"
-            )
-
-
 def create_app(settings: Settings) -> Celery:
     """A Celery app configured from ``settings``."""
     app = Celery("midas", task_cls=MidasTask, include=available_task_modules(settings.extra_task_modules))
+    # "db+<SQLAlchemy URL>" means MIDAS's JSON-only database backend, which never unpickles a result
+    # and never loses an outcome it could not write (background_tasks/result_backend.py).
+    app.loader.override_backends = {**app.loader.override_backends, "db": BACKEND_PATH}
     backend = settings.result_backend_url
     sqlite = backend.startswith("db+sqlite:")
     _prepare_sqlite(backend)
@@ -235,6 +200,9 @@ def create_app(settings: Settings) -> Celery:
         timezone="UTC",
         enable_utc=True,
         midas_max_redeliveries=settings.max_redeliveries,
+        # The retry policy of MidasTask (background_tasks/task_base.py).
+        midas_max_retries=settings.max_retries,
+        midas_retry_backoff_max=settings.retry_backoff_max,
     )
     app.midas_settings = settings
     return app

@@ -21,7 +21,6 @@ from celery import signals
 
 from background_tasks import analysis, ocr_pipeline
 from background_tasks.analysis import get_analysis
-from background_tasks.errors import TransientError
 from background_tasks.settings import get_settings
 from background_tasks.store import DocumentStore
 from celery_config import app
@@ -75,43 +74,23 @@ def preload_modules(with_pandas: bool = True) -> None:
             log.info("optional module %s not available", name)
 
 
-def _retry(task: Any, exc: TransientError, what: str) -> Any:
-    from background_tasks.document_tasks import retry_delay
-
-    settings = get_settings()
-    if task.request.retries >= settings.max_retries:
-        raise exc
-    delay = retry_delay(task.request.retries, settings.retry_backoff_max)
-    log.info("%s: %s; retry %d in %.1f s", what, exc, task.request.retries + 1, delay)
-    return task.retry(exc=exc, countdown=delay, max_retries=settings.max_retries)
-
-
 @app.task(bind=True, name="background_tasks.analysis_tasks.analyze_data_file")
 def analyze_data_file(self, file_path: str, document_id: int | None = None) -> dict[str, Any]:
     """Profile the tables of a CSV, XLSX, XLS or JSON-records file; stored with its document and returned."""
-    try:
-        return analysis.analyze_data_path(file_path, get_settings(), analysis_store(), document_id)
-    except TransientError as exc:
-        raise _retry(self, exc, str(file_path)) from None
+    return analysis.analyze_data_path(file_path, get_settings(), analysis_store(), document_id)
 
 
 @app.task(bind=True, name="background_tasks.analysis_tasks.analyze_document")
 def analyze_document(self, document_id: int) -> dict[str, Any]:
     """Language, counts, reading time, distinctive keywords and entities of a processed document."""
-    try:
-        return analysis.analyze_document_text(int(document_id), analysis_store())
-    except TransientError as exc:
-        raise _retry(self, exc, f"document {document_id}") from None
+    return analysis.analyze_document_text(int(document_id), analysis_store())
 
 
 @app.task(bind=True, name="background_tasks.analysis_tasks.ocr_document_pages")
 def ocr_document_pages(self, document_id: int, file_path: str, pages: list[int]) -> dict[str, Any]:
     """OCR the next range of a long scan; queue the range after it behind the work already waiting."""
-    try:
-        result = ocr_pipeline.continue_ocr(int(document_id), file_path, [int(p) for p in pages], get_settings(),
-                                           analysis_store())  # fmt: skip
-    except TransientError as exc:
-        raise _retry(self, exc, f"OCR of {file_path}") from None
+    result = ocr_pipeline.continue_ocr(int(document_id), file_path, [int(p) for p in pages], get_settings(),
+                                       analysis_store())  # fmt: skip
     if result["status"] == "partial":
         rest = result["pending"]
         ocr_document_pages.apply_async(args=[document_id, file_path, rest], task_id=_ocr_task_id(document_id, rest))

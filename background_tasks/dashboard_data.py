@@ -35,7 +35,7 @@ from sqlalchemy import exc as sa_exc
 
 from background_tasks import monitoring
 from background_tasks.db import get_engine, read_scope
-from background_tasks.errors import FileTooLarge, MidasError
+from background_tasks.errors import FileTooLarge, MidasError, UnsafeResult
 from background_tasks.monitoring import HealthSample
 from background_tasks.settings import Settings
 from background_tasks.store import ChunkRow, DocumentStore
@@ -850,6 +850,8 @@ def _run_task(app: Any, name: str, timeout: float, kwargs: dict[str, Any] | None
         value = result.get(timeout=timeout, interval=0.2, propagate=False)
     except CeleryTimeout:
         return TaskOutcome(result.id, False, error=f"no worker finished it within {timeout:.0f} s")
+    except UnsafeResult as exc:  # e.g. a pickle written into the results table: refused, never loaded
+        return TaskOutcome(result.id, True, error=exc.message)
     if result.failed():
         return TaskOutcome(result.id, True, error=plain_error(value) if isinstance(value, BaseException) else "failed")
     return TaskOutcome(result.id, True, value if isinstance(value, dict) else {"value": value})

@@ -6,7 +6,10 @@ default and is tuned for several worker processes writing at once (WAL,
 busy timeout); PostgreSQL works unchanged through the same URL-based API.
 Database hiccups that retrying can fix (a locked SQLite file, a PostgreSQL
 serialization failure or dropped connection) surface as ``TransientError``
-via ``transient_db_errors`` so tasks retry them instead of failing documents.
+via ``transient_db_errors`` so tasks retry them instead of failing documents;
+storage that cannot be written at all (read-only, I/O errors, full, server
+gone) surfaces as ``StorageUnavailable``. SQLite connections are guarded
+against their files turning read-only (``sqlite_guard``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-from background_tasks.errors import TransientError
+from background_tasks.errors import StorageUnavailable, TransientError
+from background_tasks.sqlite_guard import GuardedConnection, discard_broken_connections, is_storage_fault
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +79,10 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        # No memory-mapped I/O of the database file (the default of most builds, made sure here): a
+        # mapped page of a file that turns read-only kills the process with SIGBUS. The WAL index
+        # (-shm) is always mapped; sqlite_guard keeps SQLite away from it when it is not writable.
+        cursor.execute("PRAGMA mmap_size=0")
     finally:
         cursor.close()
 
@@ -105,10 +113,11 @@ def configure_sqlite_engine(engine: Engine) -> None:
         return
     event.listen(engine, "connect", _on_sqlite_connect)
     event.listen(engine, "begin", _begin)
+    event.listen(engine, "handle_error", discard_broken_connections)
 
 
-#: SQLite connect arguments that go with ``configure_sqlite_engine``
-SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 30, "isolation_level": None}
+#: SQLite connect arguments that go with ``configure_sqlite_engine``; the factory is ``sqlite_guard``'s
+SQLITE_CONNECT_ARGS: dict[str, Any] = {"timeout": 30, "isolation_level": None, "factory": GuardedConnection}
 
 
 def get_engine(url: str) -> Engine:
@@ -181,7 +190,7 @@ def _scope(maker: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database is busy", "disk i/o error")
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database is busy")
 _PG_TRANSIENT_SQLSTATES = {
     "40001",  # serialization_failure
     "40P01",  # deadlock_detected
@@ -198,13 +207,38 @@ _PG_TRANSIENT_SQLSTATES = {
 }
 
 
+#: PostgreSQL SQLSTATE classes/codes meaning the server or its storage cannot take writes now
+_PG_STORAGE_SQLSTATES = ("08", "53", "58", "57P0", "25006")
+
+
+def is_storage_unavailable(error: BaseException) -> bool:
+    """True when the database cannot be used at all now (read-only, I/O error, full, unreachable).
+
+    Unlike a lock or a serialization failure this says nothing about the work
+    at hand, so it is retried for as long as it lasts (``StorageUnavailable``).
+    """
+    if isinstance(error, exc.DisconnectionError):
+        return True
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    orig = error.orig
+    if is_storage_fault(orig):
+        return True
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate:
+        return sqlstate.startswith(_PG_STORAGE_SQLSTATES)
+    if error.connection_invalidated:
+        return True
+    return isinstance(error, exc.OperationalError) and type(orig).__module__.startswith("psycopg")
+
+
 def is_transient(error: BaseException) -> bool:
     """True for database errors that a later retry can be expected to get past."""
     if isinstance(error, exc.TimeoutError | exc.DisconnectionError):
         return True
     if not isinstance(error, exc.DBAPIError):
         return False
-    if error.connection_invalidated:
+    if error.connection_invalidated or is_storage_unavailable(error):
         return True
     orig = error.orig
     sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
@@ -219,13 +253,15 @@ def is_transient(error: BaseException) -> bool:
 
 @contextmanager
 def transient_db_errors() -> Iterator[None]:
-    """Turn retryable database errors into ``TransientError`` (others pass through)."""
+    """Turn retryable database errors into ``TransientError`` (``StorageUnavailable`` when the
+    database cannot be written at all); others pass through."""
     try:
         yield
     except exc.SQLAlchemyError as error:
         if is_transient(error):
             detail = str(getattr(error, "orig", None) or error).strip().splitlines()
-            raise TransientError(f"database temporarily unavailable: {detail[0] if detail else error}") from error
+            kind = StorageUnavailable if is_storage_unavailable(error) else TransientError
+            raise kind(f"database temporarily unavailable: {detail[0] if detail else error}") from error
         raise
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
-import random
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,9 +19,10 @@ from typing import Any
 from celery import signals, states
 
 from background_tasks import analysis_tasks, batches, pipeline
-from background_tasks.errors import MidasError, PermanentError, TransientError
+from background_tasks.errors import MidasError, PermanentError
 from background_tasks.settings import get_settings
 from background_tasks.store import DocumentStore
+from background_tasks.task_base import MidasTask
 from celery_config import app
 
 log = logging.getLogger(__name__)
@@ -71,27 +71,24 @@ def _return_freed_memory(sender: Any = None, **_: Any) -> None:
         _LIBC = False
 
 
-def retry_delay(retries: int, cap: float) -> float:
-    """Exponential backoff with full jitter: 1, 2, 4, 8 … seconds, randomised, capped."""
-    return random.uniform(0, min(cap, 2.0**retries)) + 0.5
+class DocumentFileTask(MidasTask):
+    """``process_document_file``: after the last retry the document is recorded as failed, not lost."""
+
+    def give_up(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        file_path = args[0] if args else kwargs["file_path"]
+        return pipeline.record_gave_up(document_store(), file_path, exc, self.request.id).as_dict()
 
 
-@app.task(bind=True, name="background_tasks.document_tasks.process_document_file")
+@app.task(bind=True, base=DocumentFileTask, name="background_tasks.document_tasks.process_document_file")
 def process_document_file(self, file_path: str) -> dict[str, Any]:
-    """Extract, chunk and store one document; returns the result dict (see README)."""
-    settings = get_settings()
-    store = document_store()
-    try:
-        result = pipeline.process_file(file_path, settings, store, task_id=self.request.id).as_dict()
-        analysis_tasks.schedule_follow_ups(result)  # tables get profiled, long scans OCR'd, on the analysis queue
-        return result
-    except TransientError as exc:
-        if self.request.retries >= settings.max_retries:
-            log.warning("%s: giving up after %d retries: %s", file_path, self.request.retries, exc)
-            return pipeline.record_gave_up(store, file_path, exc, self.request.id).as_dict()
-        delay = retry_delay(self.request.retries, settings.retry_backoff_max)
-        log.info("%s: %s; retry %d in %.1f s", file_path, exc, self.request.retries + 1, delay)
-        raise self.retry(exc=exc, countdown=delay, max_retries=settings.max_retries) from None
+    """Extract, chunk and store one document; returns the result dict (see README).
+
+    A ``TransientError`` (file still being written, database locked, storage
+    read-only) is retried by the base class with backoff (``task_base``).
+    """
+    result = pipeline.process_file(file_path, get_settings(), document_store(), task_id=self.request.id).as_dict()
+    analysis_tasks.schedule_follow_ups(result)  # tables get profiled, long scans OCR'd, on the analysis queue
+    return result
 
 
 # max_retries=None on the task itself: its retries are its later runs, and retry(max_retries=None) would

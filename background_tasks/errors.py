@@ -2,7 +2,8 @@
 
 ``PermanentError`` subclasses describe the document or the request: retrying
 cannot help, so they are recorded and never retried. ``TransientError`` is the
-single retryable type: tasks retry it with exponential backoff and jitter.
+single retryable type: the task base class (``task_base.MidasTask``) retries it
+with exponential backoff and jitter.
 Each class carries an ``error_type`` string that results and the store record.
 """
 
@@ -118,6 +119,12 @@ class MissingDependency(PermanentError):
     error_type = "missing_dependency"
 
 
+class UnsafeResult(PermanentError):
+    """A stored task result is not JSON (for example a pickle); it is refused, never deserialized."""
+
+    error_type = "unsafe_result"
+
+
 class RedeliveryLimitExceeded(PermanentError):
     """The task's worker process died on it too often; it is failed, not run again."""
 
@@ -128,6 +135,16 @@ class TransientError(MidasError):
     """Worth retrying later: a locked or still-growing file, a busy database, a broker hiccup."""
 
     error_type = "transient"
+
+
+class StorageUnavailable(TransientError):
+    """MIDAS's own storage (document store, results database, working folder) cannot be written now.
+
+    Retried with backoff for as long as it lasts, not only MIDAS_MAX_RETRIES times: the
+    document is fine, and giving up could not even be recorded while the storage is down.
+    """
+
+    error_type = "storage_unavailable"
 
 
 class FileNotReady(TransientError):

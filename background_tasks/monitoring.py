@@ -52,6 +52,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Mapped, mapped_column
 
+from background_tasks import storage_check
 from background_tasks.db import Base, create_all, get_engine, is_sqlite, read_scope, session_scope, sqlite_path
 from background_tasks.settings import QUEUES, Settings
 from background_tasks.task_history import SENT_HEADER, TaskRecord, epoch, utc
@@ -232,6 +233,7 @@ class HealthReport:
     watcher: dict[str, Any]
     duration_s: float
     stored: bool = False
+    storage: dict[str, dict[str, Any]] = field(default_factory=dict)  # the probe's write to store and results
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -494,6 +496,8 @@ def system_health(
     extra = {f"watch:{d}": Path(d) for d in reported if isinstance(d, str) and f"watch:{d}" not in disks}
     disks.update(disk_figures(extra))
     status, reasons = evaluate(settings, system, disks, redis_info, celery_info, queues, watcher)
+    storage = storage_check.probe_storage(settings, app)  # a real write: a read-only store is critical
+    status, reasons = storage_check.with_storage(status, reasons, storage)
     report = HealthReport(
         checked_at=now,
         status=status,
@@ -505,6 +509,7 @@ def system_health(
         queues=queues,
         watcher=watcher,
         duration_s=round(time.perf_counter() - started, 3),
+        storage=storage,
     )
     if store:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import mimetypes
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +22,14 @@ from typing import Any
 
 from background_tasks import detect
 from background_tasks.chunking import chunk_text, normalize_with_pages
-from background_tasks.errors import EmptyDocument, MidasError, PermanentError, RejectedError, TransientError
+from background_tasks.errors import (
+    EmptyDocument,
+    MidasError,
+    PermanentError,
+    RejectedError,
+    StorageUnavailable,
+    TransientError,
+)
 from background_tasks.extractors import Extraction, Limits, PageSpan, extractor_for
 from background_tasks.isolation import run_isolated
 from background_tasks.ocr_pipeline import apply_ocr
@@ -255,6 +263,9 @@ def process_file(raw_path: str, settings: Settings, store: DocumentStore, task_i
     except MidasError as exc:  # a MidasError that is neither permanent nor transient: treat as permanent
         return _record_failure(store, exc, path_text, sha256, document_id, file_type, size, elapsed(), task_id)
     except OSError as exc:
+        if exc.filename and Path(os.fsdecode(exc.filename)).is_relative_to(settings.work_dir):
+            # MIDAS's own working folder cannot be written: a storage fault, not the document's.
+            raise StorageUnavailable(f"{Path(path_text).name}: {exc.strerror or exc} ({exc.filename})") from exc
         # The file vanished or became unreadable between checks: a clear, permanent error.
         err = PermanentError(f"{Path(path_text).name}: {exc.strerror or exc}")
         err.error_type = "io_error"

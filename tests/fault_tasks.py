@@ -55,3 +55,28 @@ def hang_in_isolated_child(pid_file: str, with_grandchild: bool = False, deaf_to
     if deaf_to_soft_limit:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     return run_isolated(_hang, (pid_file, with_grandchild), timeout=3600, work_dir=get_settings().work_dir)
+
+
+@app.task(name="tests.fault_tasks.fail_transiently")
+def fail_transiently(counter_key: str, failures: int, storage: bool = False) -> int:
+    """Raises a transient error (a storage fault with ``storage``) on its first ``failures`` runs."""
+    from background_tasks.errors import StorageUnavailable, TransientError
+
+    runs = _count(counter_key)
+    if runs <= failures:
+        raise (StorageUnavailable if storage else TransientError)(f"run {runs} of {failures} failing ones")
+    return runs
+
+
+def _document_task_base():
+    from background_tasks.document_tasks import DocumentFileTask
+
+    return DocumentFileTask
+
+
+@app.task(bind=True, base=_document_task_base(), name="tests.fault_tasks.never_ready")
+def never_ready(self, file_path: str) -> dict:
+    """Like process_document_file with a file that is never complete: retried, then recorded as failed."""
+    from background_tasks.errors import FileNotReady
+
+    raise FileNotReady(f"{file_path} is still being written (attempt {self.request.retries + 1})")
