@@ -5,7 +5,7 @@
 127.0.0.1); ``streamlit run Streamlit_Task_Monitoring.py`` still works, with only
 the page's own password form. Sections:
 overview, live tasks, system health, task history, performance, documents and
-actions. The figures come from ``background_tasks.dashboard_data``; this file
+actions. The figures come from ``background_tasks.ops.dashboard_data``; this file
 only lays them out. Each section is drawn inside ``guarded`` so a database,
 Redis or worker problem shows one plain sentence instead of a traceback, and
 the rest of the page keeps showing what is still known.
@@ -29,8 +29,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from background_tasks import dashboard_data as dd
-from background_tasks import dashboard_gate
+from background_tasks.ops import dashboard_data as dd
+from background_tasks.ops import dashboard_gate
 from background_tasks.settings import Settings, SettingsError, get_settings
 
 log = logging.getLogger("midas.dashboard")

@@ -18,10 +18,10 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue
 
-from background_tasks.db import SQLITE_CONNECT_ARGS, configure_sqlite_engine
 from background_tasks.logging_setup import install_task_context
-from background_tasks.result_backend import BACKEND_PATH
 from background_tasks.settings import QUEUES, Settings, settings_or_exit
+from background_tasks.storage.db import SQLITE_CONNECT_ARGS, configure_sqlite_engine
+from background_tasks.storage.result_backend import BACKEND_PATH
 from background_tasks.task_base import MidasTask
 
 log = logging.getLogger("midas.celery")
@@ -144,7 +144,7 @@ def create_app(settings: Settings) -> Celery:
     """A Celery app configured from ``settings``."""
     app = Celery("midas", task_cls=MidasTask, include=available_task_modules(settings.extra_task_modules))
     # "db+<SQLAlchemy URL>" means MIDAS's JSON-only database backend, which never unpickles a result
-    # and never loses an outcome it could not write (background_tasks/result_backend.py).
+    # and never loses an outcome it could not write (background_tasks/storage/result_backend.py).
     app.loader.override_backends = {**app.loader.override_backends, "db": BACKEND_PATH}
     backend = settings.result_backend_url
     sqlite = backend.startswith("db+sqlite:")
@@ -224,4 +224,4 @@ def _task_id_on_every_line(logger: logging.Logger, **_: Any) -> None:
 
 
 app = create_app(settings_or_exit())
-import background_tasks.task_history  # noqa: E402,F401  (connects the task history signal handlers)
+import background_tasks.ops.task_history  # noqa: E402,F401  (connects the task history signal handlers)

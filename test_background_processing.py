@@ -171,8 +171,8 @@ class SystemCheck:
         return f"file cleanup removed {len(files.get('removed', []))}, task cleanup {tasks.get('removed', {})}"
 
     def check_watcher(self) -> str:
-        from background_tasks.safety import default_watch_dirs
-        from background_tasks.store import DocumentStore
+        from background_tasks.processing.intake import default_watch_dirs
+        from background_tasks.storage.store import DocumentStore
 
         folders = [d for d in default_watch_dirs(self.settings) if d.is_dir()]
         if not folders:
@@ -203,7 +203,7 @@ class SystemCheck:
             return f"HTTP {response.status} from {url}"
 
     def check_dashboard(self) -> str:
-        from background_tasks.dashboard_gate import sign_in
+        from background_tasks.ops.dashboard_gate import sign_in
 
         base = f"http://127.0.0.1:{self.settings.streamlit_port}"
         password = self.settings.dashboard_password

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from background_tasks.errors import InvalidQuery, TransientError
 from background_tasks.settings import settings_or_exit
-from background_tasks.store import DocumentStore
+from background_tasks.storage.store import DocumentStore
 
 _BOLD = ("\x1b[1m", "\x1b[0m")
 _PLAIN = ("**", "**")

@@ -19,10 +19,11 @@ from typing import Any
 
 from celery import signals
 
-from background_tasks import analysis, ocr_pipeline
-from background_tasks.analysis import get_analysis
+from background_tasks.analysis import analyze as analysis
+from background_tasks.analysis.analyze import get_analysis
+from background_tasks.processing import ocr_pipeline
 from background_tasks.settings import get_settings
-from background_tasks.store import DocumentStore
+from background_tasks.storage.store import DocumentStore
 from celery_config import app
 
 log = logging.getLogger(__name__)

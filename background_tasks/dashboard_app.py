@@ -17,7 +17,7 @@ import math
 import streamlit as st
 from starlette.middleware import Middleware
 
-from background_tasks.dashboard_gate import PasswordGate, mark_process_gated
+from background_tasks.ops.dashboard_gate import PasswordGate, mark_process_gated
 from background_tasks.settings import PROJECT_ROOT, Settings, settings_or_exit
 
 PAGE = PROJECT_ROOT / "Streamlit_Task_Monitoring.py"

@@ -1,4 +1,4 @@
-"""Document tasks (queue ``documents``): thin wrappers over ``background_tasks.pipeline``.
+"""Document tasks (queue ``documents``): thin wrappers over ``background_tasks.processing.pipeline``.
 
 from background_tasks.document_tasks import process_document_file
 process_document_file.delay("path/to/document.pdf").get(timeout=60)
@@ -18,10 +18,11 @@ from typing import Any
 
 from celery import signals, states
 
-from background_tasks import analysis_tasks, batches, pipeline
+from background_tasks import analysis_tasks
 from background_tasks.errors import MidasError, PermanentError
+from background_tasks.processing import batches, pipeline
 from background_tasks.settings import get_settings
-from background_tasks.store import DocumentStore
+from background_tasks.storage.store import DocumentStore
 from background_tasks.task_base import MidasTask
 from celery_config import app
 

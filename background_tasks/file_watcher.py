@@ -7,7 +7,7 @@
 
 This module is the wiring: command line, watchdog observer (its handler only
 queues paths), Celery sending, heartbeat, signals. What is enqueued and when is
-decided in ``background_tasks.watcher_core``. Nothing in a watched folder is
+decided in ``background_tasks.watcher.core``. Nothing in a watched folder is
 ever written, moved or deleted.
 """
 
@@ -27,9 +27,9 @@ from typing import Any
 
 from background_tasks.errors import TransientError
 from background_tasks.logging_setup import configure_logging
-from background_tasks.safety import allowed_roots, default_watch_dirs
+from background_tasks.processing.intake import allowed_roots, default_watch_dirs
 from background_tasks.settings import Settings, settings_or_exit
-from background_tasks.watcher_core import (
+from background_tasks.watcher.core import (
     Batcher,
     FileJob,
     History,

@@ -1,4 +1,4 @@
-"""Monitoring tasks (queue ``monitoring``, scheduled by Beat): thin wrappers over ``background_tasks.monitoring``.
+"""Monitoring tasks (queue ``monitoring``, scheduled by Beat): thin wrappers over ``background_tasks.ops.monitoring``.
 
 from background_tasks.monitoring_tasks import system_health_check
 system_health_check.delay().get(timeout=30)["status"]   # 'ok', 'warning' or 'critical'
@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from background_tasks import alerts, monitoring
+from background_tasks.ops import alerts, monitoring
 from background_tasks.settings import get_settings
 from celery_config import app
 

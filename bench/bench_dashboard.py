@@ -111,12 +111,12 @@ def synthetic_rows(count: int, now: float, rng: random.Random) -> list[dict[str,
 
 def seed(settings: Any, rows: int, documents: int, rng: random.Random) -> dict[str, float]:
     """Write the rows, documents and health samples; returns the seconds each took."""
-    from background_tasks import dashboard_data as dd
-    from background_tasks import monitoring
-    from background_tasks.chunking import chunk_text
-    from background_tasks.db import get_engine
-    from background_tasks.store import DocumentStore
-    from background_tasks.task_history import TaskRecord
+    from background_tasks.ops import dashboard_data as dd
+    from background_tasks.ops import monitoring
+    from background_tasks.ops.task_history import TaskRecord
+    from background_tasks.processing.chunking import chunk_text
+    from background_tasks.storage.db import get_engine
+    from background_tasks.storage.store import DocumentStore
 
     url = settings.database_url_resolved
     dd.ensure_schema(url)
@@ -179,7 +179,7 @@ def median_time(fn: Callable[[], Any], runs: int) -> float:
 
 def queries(settings: Any) -> dict[str, Callable[[], Any]]:
     """Every data function a section calls, with the arguments the page passes by default."""
-    from background_tasks import dashboard_data as dd
+    from background_tasks.ops import dashboard_data as dd
 
     url = settings.database_url_resolved
     now = time.time()
@@ -225,7 +225,7 @@ def render(settings: Any, section: str) -> float:
 
 
 def measure(settings: Any, runs: int) -> tuple[dict[str, float], dict[str, float]]:
-    from background_tasks import dashboard_data as dd
+    from background_tasks.ops import dashboard_data as dd
 
     dd.ensure_schema(settings.database_url_resolved)
     q = {name: median_time(fn, runs) for name, fn in queries(settings).items()}

@@ -29,10 +29,10 @@ from bench.common import bench_env, corpus_files, print_table, private_stack
 
 def single_process(paths: list[Path], rounds: int, base: Path) -> tuple[float, dict[str, list[float]]]:
     """Seconds for the whole corpus in this process (median of rounds) and per-type times."""
-    from background_tasks import pipeline
     from background_tasks.analysis_tasks import follow_ups
+    from background_tasks.processing import pipeline
     from background_tasks.settings import load_settings
-    from background_tasks.store import DocumentStore
+    from background_tasks.storage.store import DocumentStore
 
     totals = []
     per_type: dict[str, list[float]] = defaultdict(list)
@@ -55,7 +55,8 @@ def single_process(paths: list[Path], rounds: int, base: Path) -> tuple[float, d
 
 def run_follow_up(work, settings, store) -> None:
     """What the analysis task named in ``work`` does, in this process."""
-    from background_tasks import analysis, ocr_pipeline
+    from background_tasks.analysis import analyze as analysis
+    from background_tasks.processing import ocr_pipeline
 
     if work.task == "analyze_data_file":
         analysis.analyze_data_path(work.args[0], settings, store, work.kwargs.get("document_id"))
@@ -87,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
-    from background_tasks import analysis_tasks, pipeline
+    from background_tasks import analysis_tasks
+    from background_tasks.processing import pipeline
 
     pipeline.preload_parsers()  # the worker does the same at start-up
     analysis_tasks.preload_modules()

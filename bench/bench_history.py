@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from celery import signals
 
     import celery_config  # noqa: F401  (registers the tasks and connects the hooks)
-    from background_tasks import task_history
+    from background_tasks.ops import task_history
 
     with tempfile.TemporaryDirectory(prefix="midas-bench-history-") as tmp:
         local = task_history.Recorder(f"sqlite:///{Path(tmp) / 'history.sqlite3'}")

@@ -101,7 +101,7 @@ def settings(settings_for):
 @pytest.fixture
 def store(settings):
     """A document store on a fresh SQLite file of this test."""
-    from background_tasks.store import DocumentStore
+    from background_tasks.storage.store import DocumentStore
 
     store = DocumentStore(settings.database_url_resolved)
     store.create_schema()

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from background_tasks.db import dispose_engine
+from background_tasks.storage.db import dispose_engine
 
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
 

@@ -49,7 +49,7 @@ def hang_in_isolated_child(pid_file: str, with_grandchild: bool = False, deaf_to
     ``deaf_to_soft_limit`` blocks the soft limit's signal, as a parent stuck in C code would not see it:
     only the hard limit (killing this pool process) ends the task.
     """
-    from background_tasks.isolation import run_isolated
+    from background_tasks.extraction.isolation import run_isolated
     from background_tasks.settings import get_settings
 
     if deaf_to_soft_limit:

@@ -277,7 +277,7 @@ def launcher_env(tmp: Path, **overrides: str) -> dict[str, str]:
 
 def launcher(env: Mapping[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "background_tasks.services", *args],
+        [sys.executable, "-m", "background_tasks.launcher.services", *args],
         cwd=PROJECT_ROOT,
         env=dict(env),
         capture_output=True,
@@ -289,7 +289,7 @@ def launcher(env: Mapping[str, str], *args: str, timeout: float = 180) -> subpro
 
 def recorded_processes(run_dir: Path) -> list[psutil.Process]:
     """Every process in the launcher's PID files (service and log pump) plus the services' children."""
-    from background_tasks.services import read_record
+    from background_tasks.launcher.services import read_record
 
     procs: list[psutil.Process] = []
     for pidfile in run_dir.glob("*.pid"):

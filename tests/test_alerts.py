@@ -18,10 +18,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from background_tasks import alerts, monitoring
-from background_tasks.db import session_scope
+from background_tasks.ops import alerts, monitoring
+from background_tasks.ops.task_history import TaskRecord
 from background_tasks.settings import Settings, load_settings
-from background_tasks.task_history import TaskRecord
+from background_tasks.storage.db import session_scope
 from tests import db_fixtures
 from tests.support import WorkerProcess, free_port, wait_until
 
@@ -210,7 +210,7 @@ def test_starttls_is_never_skipped(tmp_path, smtp_server, caplog) -> None:
         MIDAS_SMTP_TO="ops@example.org",
     )
     assert settings.smtp_starttls
-    with caplog.at_level(logging.ERROR, logger="background_tasks.alerts"):
+    with caplog.at_level(logging.ERROR, logger="background_tasks.ops.alerts"):
         outcome = alerts.deliver(settings, alerts.Alert("tls", "needs tls", "x"))
     assert outcome["email"].startswith("error: SMTPNotSupportedError")
     assert smtp_server.messages == []
@@ -227,7 +227,7 @@ def test_undeliverable_alerts_are_logged_never_raised(tmp_path, webhook_server, 
         MIDAS_SMTP_TO="ops@example.org",
         MIDAS_ALERT_WEBHOOK_URL=webhook_server.url,
     )
-    with caplog.at_level(logging.ERROR, logger="background_tasks.alerts"):
+    with caplog.at_level(logging.ERROR, logger="background_tasks.ops.alerts"):
         delivery = alerts.send_alert(alerts.Alert("down", "nobody listens", "x"), settings)
     assert not delivery.sent and not delivery.suppressed
     assert delivery.channels["email"].startswith("error: ConnectionRefusedError")

@@ -13,12 +13,14 @@ import openpyxl
 import pandas as pd
 import pytest
 
-from background_tasks import analysis, data_profile, pipeline
+from background_tasks.analysis import analyze as analysis
+from background_tasks.analysis import profiles as data_profile
 from background_tasks.analysis_tasks import schedule_follow_ups
-from background_tasks.chunking import normalize_text
-from background_tasks.extractors.base import Limits
+from background_tasks.extraction.extractors.base import Limits
+from background_tasks.processing import pipeline
+from background_tasks.processing.chunking import normalize_text
 from background_tasks.settings import load_settings
-from background_tasks.store import DocumentStore
+from background_tasks.storage.store import DocumentStore
 from tests import db_fixtures
 from tests.corpus import corpus_dir
 from tests.support import wait_until
@@ -423,7 +425,7 @@ def test_tables_are_analysed_on_their_own_on_the_analysis_queue(isolated_stack, 
 )
 def test_the_text_and_the_profile_agree_on_the_header_row(tmp_path, lines, header) -> None:
     """Search results and the analysis must name a table's columns the same way."""
-    from background_tasks.extractors.tabular import CsvExtractor
+    from background_tasks.extraction.extractors.tabular import CsvExtractor
 
     path = tmp_path / "table.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from background_tasks import batches
-from background_tasks.batches import RESULTS_CAP, BatchState
+from background_tasks.processing import batches
+from background_tasks.processing.batches import RESULTS_CAP, BatchState
 
 
 def new_state() -> BatchState:

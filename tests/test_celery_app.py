@@ -11,7 +11,7 @@ from kombu import Connection
 
 import celery_config
 from background_tasks.settings import PROJECT_ROOT, QUEUES, load_settings
-from background_tasks.store import DocumentStore
+from background_tasks.storage.store import DocumentStore
 from tests.db_fixtures import throwaway_postgres
 
 

@@ -13,8 +13,8 @@ from itertools import pairwise
 
 import pytest
 
-from background_tasks.chunking import Chunk, chunk_text, normalize_text, normalize_with_pages
-from background_tasks.extractors.base import PageSpan, TextBuilder
+from background_tasks.extraction.extractors.base import PageSpan, TextBuilder
+from background_tasks.processing.chunking import Chunk, chunk_text, normalize_text, normalize_with_pages
 from tests.corpus import corpus_dir
 
 # --------------------------------------------------------------------------

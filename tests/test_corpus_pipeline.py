@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from background_tasks import pipeline
 from background_tasks.document_tasks import process_document_batch
+from background_tasks.processing import pipeline
 from background_tasks.settings import load_settings
-from background_tasks.store import DocumentStore
+from background_tasks.storage.store import DocumentStore
 from tests.corpus import corpus_dir, manifest_notes
 
 FINAL = {"success", "duplicate", "failed", "rejected"}

@@ -25,12 +25,13 @@ import pytest
 from sqlalchemy import event
 from streamlit.testing.v1 import AppTest
 
-from background_tasks import dashboard_data as dd
-from background_tasks import monitoring, pipeline
-from background_tasks.db import get_engine, session_scope
+from background_tasks.ops import dashboard_data as dd
+from background_tasks.ops import monitoring
+from background_tasks.ops.task_history import TaskRecord, utc
+from background_tasks.processing import pipeline
 from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
-from background_tasks.store import DocumentStore
-from background_tasks.task_history import TaskRecord, utc
+from background_tasks.storage.db import get_engine, session_scope
+from background_tasks.storage.store import DocumentStore
 from tests.db_fixtures import throwaway_postgres
 from tests.support import free_port, wait_until
 

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
-from background_tasks.store import DocumentStore
+from background_tasks.storage.store import DocumentStore
 from tests.support import launcher, launcher_env, recorded_processes, stop_stack, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")

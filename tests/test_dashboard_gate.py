@@ -24,7 +24,7 @@ import requests
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from background_tasks.dashboard_gate import COOKIE_NAME, LOGIN_PATH, PasswordGate, SessionSigner, safe_next, sign_in
+from background_tasks.ops.dashboard_gate import COOKIE_NAME, LOGIN_PATH, PasswordGate, SessionSigner, safe_next, sign_in
 from tests.support import launcher, launcher_env, stop_stack
 
 PASSWORD = "gate pw 7"

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from background_tasks.batches import child_task_id
 from background_tasks.document_tasks import (
     batch_file_results,
     cleanup_old_processed_files,
@@ -20,8 +19,9 @@ from background_tasks.document_tasks import (
     process_document_batch,
     process_document_file,
 )
+from background_tasks.processing.batches import child_task_id
 from background_tasks.settings import PROJECT_ROOT, get_settings
-from background_tasks.store import DocumentStore
+from background_tasks.storage.store import DocumentStore
 
 SAMPLES = PROJECT_ROOT / "samples"
 BATCH = "background_tasks.document_tasks.process_document_batch"

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import pytest
 
-from background_tasks import detect, zipsafe
 from background_tasks.errors import (
     CorruptDocument,
     EmptyDocument,
@@ -32,12 +31,18 @@ from background_tasks.errors import (
     ResourceLimitExceeded,
     TypeMismatch,
 )
-from background_tasks.extractors import Extraction, Limits, extractor_for
-from background_tasks.extractors.mail import ENCRYPTED_WARNING, MAX_ATTACHMENT_DEPTH, EmlExtractor, MsgExtractor
-from background_tasks.extractors.opendocument import OdtExtractor
-from background_tasks.extractors.pdf import NO_TEXT_LAYER, PdfExtractor
-from background_tasks.extractors.rtf import RtfExtractor
-from background_tasks.extractors.word import DocExtractor, DocxExtractor
+from background_tasks.extraction import detect, zipsafe
+from background_tasks.extraction.extractors import Extraction, Limits, extractor_for
+from background_tasks.extraction.extractors.mail import (
+    ENCRYPTED_WARNING,
+    MAX_ATTACHMENT_DEPTH,
+    EmlExtractor,
+    MsgExtractor,
+)
+from background_tasks.extraction.extractors.opendocument import OdtExtractor
+from background_tasks.extraction.extractors.pdf import NO_TEXT_LAYER, PdfExtractor
+from background_tasks.extraction.extractors.rtf import RtfExtractor
+from background_tasks.extraction.extractors.word import DocExtractor, DocxExtractor
 from tests.corpus import corpus_dir, corpus_files, expected_references, word_recall
 
 pytestmark = pytest.mark.timeout(60)

@@ -28,12 +28,12 @@ from background_tasks.errors import (
     ResourceLimitExceeded,
     TypeMismatch,
 )
-from background_tasks.extractors import Extraction, Limits, extractor_for
-from background_tasks.extractors.encoding import decode_bytes, read_text_file, split_long_lines
-from background_tasks.extractors.html import HtmlExtractor
-from background_tasks.extractors.structured import JsonExtractor, XmlExtractor, json_depth
-from background_tasks.extractors.tabular import CsvExtractor, XlsExtractor, XlsxExtractor, sniff_delimiter
-from background_tasks.extractors.text import LogExtractor, MarkdownExtractor, PlainTextExtractor
+from background_tasks.extraction.extractors import Extraction, Limits, extractor_for
+from background_tasks.extraction.extractors.encoding import decode_bytes, read_text_file, split_long_lines
+from background_tasks.extraction.extractors.html import HtmlExtractor
+from background_tasks.extraction.extractors.structured import JsonExtractor, XmlExtractor, json_depth
+from background_tasks.extraction.extractors.tabular import CsvExtractor, XlsExtractor, XlsxExtractor, sniff_delimiter
+from background_tasks.extraction.extractors.text import LogExtractor, MarkdownExtractor, PlainTextExtractor
 from tests.corpus import corpus_dir, corpus_files, expected_references, manifest_notes, word_recall
 
 FORMATS = ("txt", "log", "md", "csv", "xlsx", "xls", "json", "xml", "html")

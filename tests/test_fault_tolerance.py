@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from background_tasks.errors import RedeliveryLimitExceeded
-from background_tasks.store import DocumentStore
+from background_tasks.storage.store import DocumentStore
 from tests.support import gone, wait_until
 
 PROCESS = "background_tasks.document_tasks.process_document_file"

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from background_tasks.file_watcher import HEARTBEAT_KEY
-from background_tasks.watcher_history import path_from_db
+from background_tasks.watcher.history import path_from_db
 from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, wait_until
 
 if TYPE_CHECKING:

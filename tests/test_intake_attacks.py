@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from background_tasks import pipeline
-from background_tasks.store import DocumentStore
+from background_tasks.processing import pipeline
+from background_tasks.storage.store import DocumentStore
 from tests import db_fixtures
 from tests.support import die_with_parent, wait_until
 
@@ -103,7 +103,7 @@ def test_a_symlink_swap_through_a_real_worker_never_reads_outside(swapped_file, 
 
 
 def test_the_watcher_hash_refuses_a_link(tmp_path) -> None:
-    from background_tasks.watcher_core import sha256_of
+    from background_tasks.watcher.core import sha256_of
 
     secret = tmp_path / "secret.txt"
     secret.write_text(SECRET_WORD)

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from background_tasks.isolation import run_isolated
+from background_tasks.extraction.isolation import run_isolated
 from background_tasks.settings import PROJECT_ROOT
 from tests.support import ChildPids, gone, wait_until
 
@@ -58,7 +58,7 @@ def test_the_child_dies_when_its_parent_is_killed(tmp_path: Path, child_pids: Ch
     code = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from background_tasks.isolation import run_isolated\n"
+        "from background_tasks.extraction.isolation import run_isolated\n"
         "from tests.test_isolation import _hang\n"
         "run_isolated(_hang, (sys.argv[1],), timeout=3600, work_dir=Path(sys.argv[2]))\n"
     )

@@ -139,7 +139,7 @@ def test_the_log_pump_escapes_what_a_service_prints_raw(tmp_path: Path) -> None:
         b"Bericht M\xc3\xa4rz\n"
     )
     subprocess.run(
-        [sys.executable, "-m", "background_tasks.logpump", str(logfile)],
+        [sys.executable, "-m", "background_tasks.launcher.logpump", str(logfile)],
         input=data,
         cwd=PROJECT_ROOT,
         check=True,

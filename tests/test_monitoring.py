@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from background_tasks import monitoring
-from background_tasks.db import get_engine, session_scope
-from background_tasks.monitoring import WATCHER_HEARTBEAT_KEY, HealthSample, percentile
+from background_tasks.ops import monitoring
+from background_tasks.ops.monitoring import WATCHER_HEARTBEAT_KEY, HealthSample, percentile
+from background_tasks.ops.task_history import Recorder, TaskRecord, _Event, epoch, recorder, utc
 from background_tasks.settings import QUEUES, Settings, get_settings, load_settings
-from background_tasks.task_history import Recorder, TaskRecord, _Event, epoch, recorder, utc
+from background_tasks.storage.db import get_engine, session_scope
 from tests import db_fixtures
 from tests.support import WorkerProcess, free_port, wait_until
 
@@ -403,8 +403,8 @@ def test_cleanup_compacts_sqlite_only_when_worthwhile(tmp_path) -> None:
 
 
 def test_cleanup_removes_old_analyses_only_of_content_that_is_no_document(tmp_path) -> None:
-    from background_tasks.analysis import AnalysisRow, save_analysis
-    from background_tasks.store import DocumentStore
+    from background_tasks.analysis.analyze import AnalysisRow, save_analysis
+    from background_tasks.storage.store import DocumentStore
 
     settings = settings_with(MIDAS_DATA_DIR=str(tmp_path / "data"))
     url = settings.database_url_resolved

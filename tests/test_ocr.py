@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from background_tasks import ocr, ocr_pipeline, pipeline
 from background_tasks.errors import ExtractionTimeout, MissingDependency
-from background_tasks.extractors import SUPPORTED_EXTENSIONS
-from background_tasks.store import DocumentStore
+from background_tasks.extraction import tesseract as ocr
+from background_tasks.extraction.extractors import SUPPORTED_EXTENSIONS
+from background_tasks.processing import ocr_pipeline, pipeline
+from background_tasks.storage.store import DocumentStore
 from tests.corpus import corpus_dir
 from tests.support import wait_until
 
@@ -124,7 +125,7 @@ def make_pdf(pages: list[tuple[str, object]]) -> bytes:
 
 
 def document_text(store: DocumentStore, document_id: int) -> str:
-    from background_tasks.analysis import text_of_chunks
+    from background_tasks.analysis.analyze import text_of_chunks
 
     return text_of_chunks(store.get_chunks(document_id))
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from background_tasks import pipeline
 from background_tasks.errors import ExtractionTimeout, ExtractorCrashed, FileNotReady
-from background_tasks.isolation import run_isolated
+from background_tasks.extraction.isolation import run_isolated
+from background_tasks.processing import pipeline
 from background_tasks.settings import PROJECT_ROOT
 
 SAMPLES = PROJECT_ROOT / "samples"
@@ -228,7 +228,7 @@ def test_preloading_leaves_nothing_for_the_first_document_to_load() -> None:
     """The worker preloads before forking; pool processes must find parsers and language profiles ready."""
     code = (
         "import sys\n"
-        "from background_tasks import pipeline\n"
+        "from background_tasks.processing import pipeline\n"
         "missing = pipeline.preload_parsers()\n"
         "from langdetect import detector_factory\n"
         "assert detector_factory._factory is not None, 'langdetect profiles not loaded'\n"

@@ -12,7 +12,7 @@ import pytest
 import tree_sitter_powershell
 from tree_sitter import Language, Node, Parser
 
-from background_tasks.services import windows_task_command, windows_untask_command
+from background_tasks.launcher.services import windows_task_command, windows_untask_command
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SKIP_DIRS = {".venv", ".git", "node_modules", "data", "logs", "__pycache__"}

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from background_tasks import dashboard_data
-from background_tasks.db import get_engine
 from background_tasks.errors import UnsafeResult
-from background_tasks.result_backend import JsonDatabaseBackend
+from background_tasks.ops import dashboard_data
 from background_tasks.settings import load_settings
+from background_tasks.storage.db import get_engine
+from background_tasks.storage.result_backend import JsonDatabaseBackend
 from tests.db_fixtures import throwaway_postgres
 
 HEALTH = "background_tasks.monitoring_tasks.system_health_check"

@@ -6,7 +6,7 @@ are recorded as failed); a storage fault is retried for as long as it lasts.
 
 from __future__ import annotations
 
-from background_tasks.store import DocumentStore
+from background_tasks.storage.store import DocumentStore
 
 FAULTS = {"MIDAS_EXTRA_TASK_MODULES": "tests.fault_tasks", "MIDAS_MAX_RETRIES": "2", "MIDAS_RETRY_BACKOFF_MAX": "1"}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from background_tasks.services import (
+from background_tasks.launcher.services import (
     PROJECT_ROOT,
     Launcher,
     Service,
@@ -350,7 +350,16 @@ def test_logpump_rotates(tmp_path: Path):
     logfile = tmp_path / "svc.log"
     lines = [f"line {i:05d} " + "x" * 90 for i in range(400)]
     subprocess.run(
-        [sys.executable, "-m", "background_tasks.logpump", str(logfile), "--max-bytes", "5000", "--backups", "2"],
+        [
+            sys.executable,
+            "-m",
+            "background_tasks.launcher.logpump",
+            str(logfile),
+            "--max-bytes",
+            "5000",
+            "--backups",
+            "2",
+        ],
         input="\n".join(lines).encode() + b"\n",
         cwd=PROJECT_ROOT,
         check=True,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from background_tasks import monitoring
+from background_tasks.ops import monitoring
 from tests.support import wait_until
 from tests.test_fault_tolerance import PROCESS, assert_exactly_once, make_documents
 

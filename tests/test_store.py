@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError
 
-from background_tasks.chunking import Chunk, chunk_text, normalize_text
-from background_tasks.db import dispose_engine, get_engine, session_scope, transient_db_errors
 from background_tasks.errors import TransientError
-from background_tasks.extractors.base import PageSpan
-from background_tasks.store import DocumentStore, SearchHit, parse_query, websearch_query
+from background_tasks.extraction.extractors.base import PageSpan
+from background_tasks.processing.chunking import Chunk, chunk_text, normalize_text
+from background_tasks.storage.db import dispose_engine, get_engine, session_scope, transient_db_errors
+from background_tasks.storage.store import DocumentStore, SearchHit, parse_query, websearch_query
 from tests import db_fixtures
 from tests.db_fixtures import pg_admin, throwaway_postgres
 
@@ -379,7 +379,7 @@ HOSTILE_QUERIES = [
 def assert_hits_or_refusal(store: DocumentStore, query: str) -> None:
     """Any input gives hits or, when it is too long to search, a clear refusal; never another error."""
     from background_tasks.errors import InvalidQuery
-    from background_tasks.store import MAX_QUERY_CHARS
+    from background_tasks.storage.store import MAX_QUERY_CHARS
 
     if len(query) > MAX_QUERY_CHARS:
         with pytest.raises(InvalidQuery, match="at most"):
@@ -679,7 +679,7 @@ def test_postgres_errors_are_transient() -> None:
 
 def test_a_long_document_is_written_in_batches_and_searchable_only_when_complete(store, monkeypatch) -> None:
     """Chunks go in in several short transactions; a failure half-way leaves nothing searchable."""
-    from background_tasks import store as store_module
+    from background_tasks.storage import store as store_module
 
     monkeypatch.setattr(store_module, "CHUNK_WRITE_BATCH", 4)
     body = normalize_text(" ".join(f"Sentence {i} about the batched lighthouse keeper." for i in range(60)))

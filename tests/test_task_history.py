@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from background_tasks import task_history
-from background_tasks.db import create_all, session_scope, sqlite_path
+from background_tasks.ops import task_history
+from background_tasks.ops.task_history import Recorder, TaskRecord, epoch, recorder, summarize_args, summarize_result
 from background_tasks.settings import get_settings
-from background_tasks.task_history import Recorder, TaskRecord, epoch, recorder, summarize_args, summarize_result
+from background_tasks.storage.db import create_all, session_scope, sqlite_path
 from tests import db_fixtures
 from tests.support import fire_task_signals, wait_until
 
@@ -143,12 +143,12 @@ def test_unwritable_database_is_logged_not_raised(tmp_path, caplog) -> None:
     blocker.write_text("x")
     broken = Recorder(f"sqlite:///{blocker / 'history.sqlite3'}")
     broken.record("task-1", 2, state="started", name="x")
-    with caplog.at_level(logging.WARNING, logger="background_tasks.task_history"):
+    with caplog.at_level(logging.WARNING, logger="background_tasks.ops.task_history"):
         assert broken.flush(10)
     assert broken.failed_batches == 1 and broken.written == 0
     assert any("not recorded" in r.getMessage() for r in caplog.records)
     # and a handler given nonsense does not raise either
-    with caplog.at_level(logging.WARNING, logger="background_tasks.task_history"):
+    with caplog.at_level(logging.WARNING, logger="background_tasks.ops.task_history"):
         task_history._on_prerun(task_id="x", task=None)
     assert any("prerun hook failed" in r.getMessage() for r in caplog.records)
 
@@ -229,7 +229,7 @@ def test_an_event_the_database_refuses_does_not_take_the_batch_with_it(database_
         task_history._Event("bad", 2, {"state": None}),  # NOT NULL
         task_history._Event("good-2", 5, {"state": "success"}),
     ]
-    with caplog.at_level(logging.WARNING, logger="background_tasks.task_history"):
+    with caplog.at_level(logging.WARNING, logger="background_tasks.ops.task_history"):
         local._write_with_retries(batch)
     assert local.written == 2 and local.failed_batches == 1
     assert any("1 events not recorded (IntegrityError" in r.getMessage() for r in caplog.records)

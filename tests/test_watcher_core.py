@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from background_tasks.db import dispose_engine, get_engine
 from background_tasks.errors import TransientError
-from background_tasks.extractors import SUPPORTED_EXTENSIONS
-from background_tasks.watcher_core import (
+from background_tasks.extraction.extractors import SUPPORTED_EXTENSIONS
+from background_tasks.storage.db import dispose_engine, get_engine
+from background_tasks.watcher.core import (
     BATCH_TASK,
     FILE_TASK,
     IGNORED_DIR_PATTERNS,
@@ -29,7 +29,7 @@ from background_tasks.watcher_core import (
     sha256_of,
     walk_files,
 )
-from background_tasks.watcher_history import path_from_db, path_to_db
+from background_tasks.watcher.history import path_from_db, path_to_db
 
 
 class FakeClock:
