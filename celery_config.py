@@ -15,14 +15,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery
 from kombu import Exchange, Queue
 
-from background_tasks.logging_setup import install_task_context
 from background_tasks.settings import QUEUES, Settings, settings_or_exit
 from background_tasks.storage.db import SQLITE_CONNECT_ARGS, configure_sqlite_engine
 from background_tasks.storage.result_backend import BACKEND_PATH
 from background_tasks.task_base import MidasTask
+from background_tasks.worker_signals import wire_signals
 
 log = logging.getLogger("midas.celery")
 
@@ -205,23 +205,8 @@ def create_app(settings: Settings) -> Celery:
         midas_retry_backoff_max=settings.retry_backoff_max,
     )
     app.midas_settings = settings
+    wire_signals(app)
     return app
 
 
-@signals.after_setup_logger.connect
-@signals.after_setup_task_logger.connect
-def _task_id_on_every_line(logger: logging.Logger, **_: Any) -> None:
-    """Worker and Beat logs in the MIDAS format: the task id on each line, logged values escaped
-    (a file name with a newline cannot forge a record). Celery configures the root, task and
-    multiprocessing loggers; these signals come after it did."""
-    install_task_context(logger)
-    if logger is logging.getLogger():
-        from celery.utils.log import get_multiprocessing_logger
-
-        mp_logger = get_multiprocessing_logger()
-        if mp_logger is not None:
-            install_task_context(mp_logger)
-
-
 app = create_app(settings_or_exit())
-import background_tasks.ops.task_history  # noqa: E402,F401  (connects the task history signal handlers)

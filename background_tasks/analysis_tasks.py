@@ -17,13 +17,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from celery import signals
-
 from background_tasks.analysis import analyze as analysis
 from background_tasks.analysis.analyze import get_analysis
 from background_tasks.processing import ocr_pipeline
 from background_tasks.settings import get_settings
-from background_tasks.storage.store import DocumentStore
+from background_tasks.storage.process_store import process_store
 from celery_config import app
 
 log = logging.getLogger(__name__)
@@ -43,36 +41,8 @@ __all__ = [
 ]
 
 
-def analysis_store() -> DocumentStore:
-    """The worker process's store (shared with the document tasks); its schema includes the analyses tables."""
-    from background_tasks.document_tasks import document_store
-
-    return document_store()
-
-
-@signals.worker_init.connect
-def _preload(sender: Any = None, **_: Any) -> None:
-    try:
-        consumed = set(sender.app.amqp.queues.consume_from)
-    except AttributeError:
-        consumed = {"analysis"}
-    preload_modules(with_pandas="analysis" in consumed)
-
-
-def preload_modules(with_pandas: bool = True) -> None:
-    """Import the image library (and pandas, for the analysis queue) once, so forked children inherit them.
-
-    Data profiles and OCR run in forked children; without this each child would import pandas again.
-    The PDF renderer (pypdfium2) is among the parsers ``pipeline.preload_parsers`` loads.
-    """
-    names = ["PIL.Image"]  # OCR also runs inside document tasks
-    if with_pandas:
-        names = ["numpy", "pandas", *names]
-    for name in names:
-        try:
-            __import__(name)
-        except ImportError:
-            log.info("optional module %s not available", name)
+#: the worker process's store (shared with the document tasks); its schema includes the analyses tables
+analysis_store = process_store
 
 
 @app.task(bind=True, name="background_tasks.analysis_tasks.analyze_data_file")

@@ -6,8 +6,6 @@ process_document_file.delay("path/to/document.pdf").get(timeout=60)
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import logging
 import time
 import uuid
@@ -16,13 +14,13 @@ from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
-from celery import signals, states
+from celery import states
 
 from background_tasks import analysis_tasks
 from background_tasks.errors import MidasError, PermanentError
 from background_tasks.processing import batches, pipeline
 from background_tasks.settings import get_settings
-from background_tasks.storage.store import DocumentStore
+from background_tasks.storage.process_store import process_store
 from background_tasks.task_base import MidasTask
 from celery_config import app
 
@@ -32,44 +30,8 @@ BATCH_POLL_MIN_S = 0.5
 BATCH_POLL_MAX_S = 5.0
 
 
-@lru_cache(maxsize=1)
-def document_store() -> DocumentStore:
-    """One store (engine, pool) per worker process, created on first use."""
-    settings = get_settings()
-    # A row still "processing" is taken over only after the broker would have redelivered its task.
-    store = DocumentStore(settings.database_url_resolved, stale_after_s=settings.visibility_timeout)
-    store.create_schema()
-    return store
-
-
-@signals.worker_init.connect
-def _preload_parsers(**_: Any) -> None:
-    """In the worker's main process, before the pool forks: parsers load once, not per task."""
-    missing = pipeline.preload_parsers()
-    if missing:
-        log.warning("optional parser libraries not available: %s", ", ".join(missing))
-    # Keep the garbage collector off the preloaded objects: otherwise every pool process soon
-    # holds a private copy of pages it could share with the main process (copy-on-write).
-    gc.collect()
-    gc.freeze()
-
-
-_LIBC = None
-
-
-@signals.task_postrun.connect
-def _return_freed_memory(sender: Any = None, **_: Any) -> None:
-    """After a document task, hand freed heap pages back to the OS (glibc keeps them otherwise),
-    so a worker that just processed a 90 MB file drops back to its idle size."""
-    global _LIBC
-    if sender is None or not sender.name.startswith("background_tasks.document_tasks."):
-        return
-    try:
-        if _LIBC is None:
-            _LIBC = ctypes.CDLL("libc.so.6")
-        _LIBC.malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to do
-        _LIBC = False
+#: one store (engine, pool) per worker process, shared with the analysis tasks
+document_store = process_store
 
 
 class DocumentFileTask(MidasTask):

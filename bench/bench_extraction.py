@@ -88,11 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger().setLevel(logging.ERROR)
-    from background_tasks import analysis_tasks
-    from background_tasks.processing import pipeline
+    from background_tasks.processing import extract, worker_process
 
-    pipeline.preload_parsers()  # the worker does the same at start-up
-    analysis_tasks.preload_modules()
+    extract.preload_parsers()  # the worker does the same at start-up
+    worker_process.preload_modules()
     paths = corpus_files()
     total_mb = sum(p.stat().st_size for p in paths) / 1024 / 1024
     with tempfile.TemporaryDirectory(prefix="midas-bench-") as tmp:

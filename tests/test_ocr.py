@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from background_tasks.errors import ExtractionTimeout, MissingDependency
 from background_tasks.extraction import tesseract as ocr
 from background_tasks.extraction.extractors import SUPPORTED_EXTENSIONS
-from background_tasks.processing import ocr_pipeline, pipeline
+from background_tasks.processing import extract, ocr_pipeline, pipeline
 from background_tasks.storage.store import DocumentStore
 from tests.corpus import corpus_dir
 from tests.support import wait_until
@@ -257,7 +257,7 @@ def test_mixed_pdf_ocrs_only_the_pages_without_a_text_layer(settings, store, doc
         make_pdf([("text", layer_1), ("image", render(LINES_A)), ("text", layer_3), ("image", render(LINES_B))])
     )
     # the extraction step by step: the text layer, then OCR of what it lacks
-    extraction = pipeline.extract(path, ".pdf", "application/pdf", settings, label=path.name)
+    extraction = extract.extract(path, ".pdf", "application/pdf", settings, label=path.name)
     assert extraction.metadata["pages_without_text"] == [2, 4]
     merged = ocr_pipeline.apply_ocr(extraction, path, ".pdf", settings, path.name)
     per_page = {span.number: merged.text[span.start : span.end] for span in merged.pages}

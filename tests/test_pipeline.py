@@ -228,11 +228,11 @@ def test_preloading_leaves_nothing_for_the_first_document_to_load() -> None:
     """The worker preloads before forking; pool processes must find parsers and language profiles ready."""
     code = (
         "import sys\n"
-        "from background_tasks.processing import pipeline\n"
-        "missing = pipeline.preload_parsers()\n"
+        "from background_tasks.processing import extract\n"
+        "missing = extract.preload_parsers()\n"
         "from langdetect import detector_factory\n"
         "assert detector_factory._factory is not None, 'langdetect profiles not loaded'\n"
-        "assert not [m for m in pipeline.PRELOAD_MODULES if m not in sys.modules and m not in missing]\n"
+        "assert not [m for m in extract.PRELOAD_MODULES if m not in sys.modules and m not in missing]\n"
         "print(len(detector_factory._factory.langlist))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)

@@ -435,11 +435,13 @@ _started: dict[str, float] = {}
 _failed: dict[str, float] = {}
 
 
-def _alert_failure(info: dict[str, Any]) -> None:
-    """On the writer thread, after the failure row is written: the failure alert (rate-limited there)."""
-    from background_tasks.ops import alerts
+#: called on the writer thread after a failure row is written (``wire_signals`` adds the failure alert)
+failure_hooks: list[Callable[[dict[str, Any]], None]] = []
 
-    alerts.on_task_failure(info)
+
+def _alert_failure(info: dict[str, Any]) -> None:
+    for hook in list(failure_hooks):
+        hook(info)
 
 
 def _attempt(request: Any) -> int:
@@ -475,7 +477,6 @@ def _queue_of(request: Any) -> str | None:
     return info.get("routing_key") or info.get("queue")
 
 
-@signals.before_task_publish.connect(weak=False)
 def _on_publish(
     sender: str | None = None,
     body: Any = None,
@@ -506,7 +507,6 @@ def _on_publish(
         log.warning("task history: publish hook failed: %s", exc)
 
 
-@signals.task_received.connect(weak=False)
 def _on_received(request: Any = None, **_: Any) -> None:
     try:
         headers = getattr(request, "request_dict", None) or {}
@@ -533,7 +533,6 @@ def _on_received(request: Any = None, **_: Any) -> None:
         log.warning("task history: received hook failed: %s", exc)
 
 
-@signals.task_prerun.connect(weak=False)
 def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None, **_: Any) -> None:
     try:
         now = time.time()
@@ -570,7 +569,6 @@ def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, k
         log.warning("task history: prerun hook failed: %s", exc)
 
 
-@signals.task_retry.connect(weak=False)
 def _on_retry(sender: Any = None, request: Any = None, reason: Any = None, einfo: Any = None, **_: Any) -> None:
     try:
         # ``reason`` is Celery's Retry; the error that caused it is its ``exc``
@@ -591,7 +589,6 @@ def _on_retry(sender: Any = None, request: Any = None, reason: Any = None, einfo
         log.warning("task history: retry hook failed: %s", exc)
 
 
-@signals.task_failure.connect(weak=False)
 def _on_failure(
     sender: Any = None,
     task_id: str | None = None,
@@ -635,7 +632,6 @@ def _on_failure(
         log.warning("task history: failure hook failed: %s", exc)
 
 
-@signals.task_postrun.connect(weak=False)
 def _on_postrun(
     task_id: str | None = None, task: Any = None, retval: Any = None, state: str | None = None, **_: Any
 ) -> None:
@@ -661,7 +657,6 @@ def _on_postrun(
         log.warning("task history: postrun hook failed: %s", exc)
 
 
-@signals.task_revoked.connect(weak=False)
 def _on_revoked(
     request: Any = None, terminated: bool = False, signum: Any = None, expired: bool = False, **_: Any
 ) -> None:
@@ -694,8 +689,18 @@ def _prepare(**_: Any) -> None:
     recorder.prepare()
 
 
-signals.worker_init.connect(_prepare, weak=False)
-signals.worker_process_init.connect(_prepare, weak=False)
-signals.worker_process_shutdown.connect(_flush_at_exit, weak=False)
-signals.worker_shutdown.connect(_flush_at_exit, weak=False)
+#: (Celery signal, handler) pairs, connected by ``background_tasks.worker_signals.wire_signals``
+SIGNAL_HANDLERS: tuple[tuple[signals.Signal, Callable[..., None]], ...] = (
+    (signals.before_task_publish, _on_publish),
+    (signals.task_received, _on_received),
+    (signals.task_prerun, _on_prerun),
+    (signals.task_retry, _on_retry),
+    (signals.task_failure, _on_failure),
+    (signals.task_postrun, _on_postrun),
+    (signals.task_revoked, _on_revoked),
+    (signals.worker_init, _prepare),
+    (signals.worker_process_init, _prepare),
+    (signals.worker_process_shutdown, _flush_at_exit),
+    (signals.worker_shutdown, _flush_at_exit),
+)
 atexit.register(_flush_at_exit)

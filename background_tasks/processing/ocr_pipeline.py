@@ -28,11 +28,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from background_tasks.errors import MidasError, MissingDependency, PermanentError
+from background_tasks.extraction import detect
 from background_tasks.extraction.extractors.base import Extraction, TextBuilder
 from background_tasks.extraction.extractors.pdf import is_text_layer_warning
 from background_tasks.extraction.isolation import run_isolated
 from background_tasks.extraction.tesseract import OcrOptions, mean_confidence, ocr_document_pages, resolve_languages
 from background_tasks.processing.chunking import Chunk, chunk_text, normalize_with_pages
+from background_tasks.processing.extract import extract
+from background_tasks.processing.intake import take_in
 from background_tasks.processing.textstats import detect_language, word_count
 from background_tasks.storage.db import Base, read_scope, session_scope, transient_db_errors
 
@@ -303,10 +306,6 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
     updated, ``skipped`` when there is nothing to do, or ``failed``.
     Raises TransientError only (database or file not ready).
     """
-    from background_tasks.extraction import detect  # the pipeline imports this module
-    from background_tasks.processing import pipeline
-    from background_tasks.processing.intake import take_in
-
     started = time.monotonic()
     document = store.get_document(document_id)
     if not document or document["status"] != "success":
@@ -340,7 +339,7 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
             if rest:
                 log.info("%s: OCR of %d page(s) done, %d to go", label, len(results), len(rest))
                 return {"status": "partial", "document_id": document_id, "done": len(results), "pending": rest}
-            extraction = pipeline.extract(copy.copy, extension, mime_type, settings, label=label)
+            extraction = extract(copy.copy, extension, mime_type, settings, label=label)
     except MissingDependency as exc:
         _mark(store, document, "skipped", f"OCR skipped: {exc.message}")
         return {"status": "skipped", "document_id": document_id, "reason": exc.message}

@@ -1,0 +1,58 @@
+"""Every Celery signal handler MIDAS uses, connected in one place.
+
+``create_app`` calls ``wire_signals``; nothing is connected as a side effect of importing a module,
+so what runs around each task can be read here. Celery's signals are process-wide, so wiring is
+idempotent (each handler has a ``dispatch_uid``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from background_tasks.logging_setup import install_task_context
+from background_tasks.ops import alerts, task_history
+from background_tasks.processing import worker_process
+
+
+def _task_id_on_every_line(logger: logging.Logger, **_: Any) -> None:
+    """Worker and Beat logs in the MIDAS format: the task id on each line, logged values escaped
+    (a file name with a newline cannot forge a record). Celery configures the root, task and
+    multiprocessing loggers; these signals come after it did."""
+    install_task_context(logger)
+    if logger is logging.getLogger():
+        from celery.utils.log import get_multiprocessing_logger
+
+        mp_logger = get_multiprocessing_logger()
+        if mp_logger is not None:
+            install_task_context(mp_logger)
+
+
+def _preload(sender: Any = None, **_: Any) -> None:
+    try:
+        consumed = set(sender.app.amqp.queues.consume_from)
+    except AttributeError:
+        consumed = {"analysis"}
+    worker_process.preload_worker(consumed)
+
+
+def _after_task(sender: Any = None, **_: Any) -> None:
+    worker_process.return_freed_memory(getattr(sender, "name", "") or "")
+
+
+def wire_signals(app: Celery) -> None:
+    """Connect the log format, worker preloading, memory return, task history and failure alerts."""
+    del app  # Celery's signals are global; the parameter says which app this is done for
+    handlers: list[tuple[signals.Signal, Any]] = [
+        (signals.after_setup_logger, _task_id_on_every_line),
+        (signals.after_setup_task_logger, _task_id_on_every_line),
+        (signals.worker_init, _preload),
+        (signals.task_postrun, _after_task),
+        *task_history.SIGNAL_HANDLERS,
+    ]
+    for signal, handler in handlers:
+        signal.connect(handler, weak=False, dispatch_uid=f"midas:{handler.__module__}.{handler.__name__}")
+    if alerts.on_task_failure not in task_history.failure_hooks:
+        task_history.failure_hooks.append(alerts.on_task_failure)
