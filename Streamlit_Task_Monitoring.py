@@ -32,6 +32,7 @@ import streamlit as st
 from background_tasks.ops import dashboard_data as dd
 from background_tasks.ops import dashboard_gate
 from background_tasks.settings import Settings, SettingsError, get_settings
+from background_tasks.storage.schema import create_schema
 
 log = logging.getLogger("midas.dashboard")
 
@@ -657,7 +658,7 @@ def main() -> None:
         st.markdown(f"[Flower]({dd.flower_url(settings)})")
     with guarded("The database"):
         try:
-            dd.ensure_schema(settings.database_url_resolved)
+            create_schema(settings.database_url_resolved)
         except Exception as exc:
             st.error(
                 f"The database is not reachable: {md(dd.plain_error(exc))}. "

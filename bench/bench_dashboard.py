@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from background_tasks.storage.schema import create_schema
 from bench.common import PROJECT_ROOT, print_table
 from tests.support import free_port
 
@@ -111,7 +112,6 @@ def synthetic_rows(count: int, now: float, rng: random.Random) -> list[dict[str,
 
 def seed(settings: Any, rows: int, documents: int, rng: random.Random) -> dict[str, float]:
     """Write the rows, documents and health samples; returns the seconds each took."""
-    from background_tasks.ops import dashboard_data as dd
     from background_tasks.ops import monitoring
     from background_tasks.ops.task_history import TaskRecord
     from background_tasks.processing.chunking import chunk_text
@@ -119,7 +119,7 @@ def seed(settings: Any, rows: int, documents: int, rng: random.Random) -> dict[s
     from background_tasks.storage.store import DocumentStore
 
     url = settings.database_url_resolved
-    dd.ensure_schema(url)
+    create_schema(url)
     now = time.time()
     took = {}
     started = time.perf_counter()
@@ -225,9 +225,8 @@ def render(settings: Any, section: str) -> float:
 
 
 def measure(settings: Any, runs: int) -> tuple[dict[str, float], dict[str, float]]:
-    from background_tasks.ops import dashboard_data as dd
 
-    dd.ensure_schema(settings.database_url_resolved)
+    create_schema(settings.database_url_resolved)
     q = {name: median_time(fn, runs) for name, fn in queries(settings).items()}
     render(settings, "Overview")  # warm-up: imports, schema check, Celery app
     pages = {section: statistics.median(render(settings, section) for _ in range(runs)) for section in SECTIONS}

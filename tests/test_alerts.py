@@ -22,6 +22,7 @@ from background_tasks.ops import alerts, monitoring
 from background_tasks.ops.task_history import TaskRecord
 from background_tasks.settings import Settings, load_settings
 from background_tasks.storage.db import session_scope
+from background_tasks.storage.schema import create_schema
 from tests import db_fixtures
 from tests.support import WorkerProcess, free_port, wait_until
 
@@ -241,7 +242,7 @@ def test_undeliverable_alerts_are_logged_never_raised(tmp_path, webhook_server, 
 
 
 def _write_failures(settings: Settings, count: int, finished: datetime, tag: str) -> list[str]:
-    monitoring.ensure_schema(settings.database_url_resolved)
+    create_schema(settings.database_url_resolved)
     ids = []
     with session_scope(settings.database_url_resolved) as session:
         for i in range(count):

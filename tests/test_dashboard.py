@@ -31,6 +31,7 @@ from background_tasks.ops.task_history import TaskRecord, utc
 from background_tasks.processing import pipeline
 from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
 from background_tasks.storage.db import get_engine, session_scope
+from background_tasks.storage.schema import create_schema
 from background_tasks.storage.store import DocumentStore
 from tests.db_fixtures import throwaway_postgres
 from tests.support import free_port, wait_until
@@ -210,7 +211,7 @@ def build_seed(now: float) -> Seed:
 
 def seed_history(settings: Settings, seed: Seed) -> None:
     url = settings.database_url_resolved
-    dd.ensure_schema(url)
+    create_schema(url)
     with session_scope(url) as session:
         session.add_all(TaskRecord(**row) for row in seed.rows)
 
@@ -241,7 +242,7 @@ def seed_documents(settings: Settings) -> dict[str, Path]:
 
 def seed_health(settings: Settings, now: float, cpus: list[float]) -> None:
     url = settings.database_url_resolved
-    dd.ensure_schema(url)
+    create_schema(url)
     for i, cpu in enumerate(cpus):
         status = monitoring.WARNING if cpu >= settings.cpu_warn_percent else monitoring.OK
         report = monitoring.HealthReport(

@@ -19,6 +19,7 @@ from background_tasks.ops.monitoring import WATCHER_HEARTBEAT_KEY, HealthSample,
 from background_tasks.ops.task_history import Recorder, TaskRecord, _Event, epoch, recorder, utc
 from background_tasks.settings import QUEUES, Settings, get_settings, load_settings
 from background_tasks.storage.db import get_engine, session_scope
+from background_tasks.storage.schema import create_schema
 from tests import db_fixtures
 from tests.support import WorkerProcess, free_port, wait_until
 
@@ -339,7 +340,7 @@ def test_report_figures_match_the_tasks_that_ran(app, session_worker, tmp_path) 
 def test_cleanup_removes_only_old_rows(app, session_worker) -> None:
     settings = get_settings()
     url = settings.database_url_resolved
-    monitoring.ensure_schema(url)
+    create_schema(url)
     now = datetime.now(UTC)
     old, recent = now - timedelta(days=40), now - timedelta(days=20)
     tag = uuid.uuid4().hex[:8]
@@ -380,7 +381,7 @@ def test_cleanup_removes_only_old_rows(app, session_worker) -> None:
 def test_cleanup_compacts_sqlite_only_when_worthwhile(tmp_path) -> None:
     settings = settings_with(MIDAS_DATA_DIR=str(tmp_path / "data"))
     url = settings.database_url_resolved
-    monitoring.ensure_schema(url)
+    create_schema(url)
     old = datetime.now(UTC) - timedelta(days=100)
     with session_scope(url) as session:
         for i in range(1500):

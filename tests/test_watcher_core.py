@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from background_tasks.errors import TransientError
 from background_tasks.extraction.extractors import SUPPORTED_EXTENSIONS
-from background_tasks.storage.db import dispose_engine, get_engine
+from background_tasks.storage.db import create_all, dispose_engine, get_engine
 from background_tasks.watcher.core import (
     BATCH_TASK,
     FILE_TASK,
@@ -455,7 +455,7 @@ def test_history_keeps_records_while_the_database_fails_and_backs_off_instead_of
     assert len(warnings) == 1 and "could not save 1 records" in warnings[0].getMessage()
     assert history.unsaved == 1
 
-    History(db_url)  # re-creates the table
+    create_all(db_url)  # the table is back (create_schema builds once per engine; this builds again)
     assert history.flush(force=True) is True and history.unsaved == 0
     assert "saved again" in caplog.text
     assert History(db_url).get(path).task_id == "t1"

@@ -15,7 +15,6 @@ a file made before the file was processed is found afterwards too.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import re
@@ -25,13 +24,14 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint, or_, select, text
+from sqlalchemy import or_, select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from background_tasks.errors import PermanentError, UnsupportedFileType
 from background_tasks.processing.textstats import detect_language, word_count
-from background_tasks.storage.db import Base, create_all, is_sqlite, read_scope, session_scope, transient_db_errors
+from background_tasks.storage.db import is_sqlite, read_scope, session_scope, transient_db_errors
+from background_tasks.storage.models import AnalysisRow
+from background_tasks.storage.schema import create_schema
 
 log = logging.getLogger(__name__)
 
@@ -45,35 +45,9 @@ _KEYWORD_CANDIDATES = 60
 MAX_ENTITIES = 100
 
 
-class AnalysisRow(Base):
-    """One analysis of one content: kind "data" (table profiles) or "text" (text analytics)."""
-
-    __tablename__ = "analyses"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sha256: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(16))
-    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16))
-    result_json: Mapped[Any] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-    __table_args__ = (
-        UniqueConstraint("sha256", "kind", name="uq_analyses_sha256_kind"),
-        Index("ix_analyses_document_id", "document_id"),
-    )
-
-
 # --------------------------------------------------------------------------
 # Storage
 # --------------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=8)
-def ensure_schema(url: str) -> None:
-    """Create the analyses table (and any other missing table) once per process and database."""
-    create_all(url)
 
 
 def jsonable(value: Any) -> Any:
@@ -97,7 +71,7 @@ def save_analysis(url: str, sha256: str, kind: str, result: Mapping[str, Any], d
     """Insert or replace the analysis of one content and kind."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    ensure_schema(url)
+    create_schema(url)
     now = datetime.now(UTC)
     values = {
         "sha256": sha256,
@@ -133,7 +107,7 @@ def get_analysis(document_id: int, url: str | None = None) -> dict[str, Any] | N
         from background_tasks.settings import get_settings
 
         url = get_settings().database_url_resolved
-    ensure_schema(url)
+    create_schema(url)
     with transient_db_errors(), read_scope(url) as s:
         sha256 = s.execute(select(DocumentRow.sha256).where(DocumentRow.id == document_id)).scalar_one_or_none()
         condition = AnalysisRow.document_id == document_id
@@ -343,7 +317,7 @@ def document_frequencies(url: str, terms: Iterable[str]) -> tuple[int, dict[str,
     without FTS5 it falls back to a substring scan.
     """
     terms = list(terms)
-    ensure_schema(url)
+    create_schema(url)
     with transient_db_errors(), read_scope(url) as s:
         total = int(s.execute(text("SELECT count(DISTINCT document_id) FROM chunks")).scalar_one())
         found: dict[str, int] = {}

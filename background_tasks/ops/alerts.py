@@ -35,12 +35,13 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import DateTime, Integer, String, select, update
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select, update
 
 from background_tasks.ops.task_history import TaskRecord, epoch, utc
 from background_tasks.settings import Settings, get_settings
-from background_tasks.storage.db import Base, get_engine, read_scope, session_scope
+from background_tasks.storage.db import get_engine, read_scope, session_scope
+from background_tasks.storage.models import AlertState
+from background_tasks.storage.schema import create_schema
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,6 @@ TASK_FAILURE = "task_failure"
 HEALTH_CRITICAL = "health_critical"
 #: failures listed one by one in a summary; the rest are counted
 SUMMARY_EXAMPLES = 10
-
-
-class AlertState(Base):
-    """When each kind of alert was last sent (the quiet period), and how many it covered."""
-
-    __tablename__ = "alert_state"
-
-    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
-    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    last_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 @dataclass(frozen=True)
@@ -175,15 +166,6 @@ def _attempt(channel: str, alert: Alert, send: Any) -> str:
 
 _memory_lock = threading.Lock()
 _memory_claims: dict[str, float] = {}
-_schema_ready: set[str] = set()
-
-
-def _ensure_schema(url: str) -> None:
-    if url not in _schema_ready:
-        from background_tasks.storage.db import create_all
-
-        create_all(url)
-        _schema_ready.add(url)
 
 
 def claim(settings: Settings, kind: str, now: float | None = None) -> tuple[bool, float | None]:
@@ -207,7 +189,7 @@ def claim(settings: Settings, kind: str, now: float | None = None) -> tuple[bool
 
 
 def _claim_db(url: str, kind: str, now: float, quiet: float) -> tuple[bool, float | None]:
-    _ensure_schema(url)
+    create_schema(url)
     engine = get_engine(url)
     table = AlertState.__table__
     if engine.dialect.name == "postgresql":
@@ -284,7 +266,7 @@ def _iso(ts: float | None) -> str:
 
 def _failures_since(settings: Settings, since: float, until: float) -> list[dict[str, Any]]:
     url = settings.database_url_resolved
-    _ensure_schema(url)
+    create_schema(url)
     with read_scope(url) as session:
         rows = session.scalars(
             select(TaskRecord)
@@ -411,7 +393,7 @@ def alert_failures(
 def _unreported(settings: Settings, now: float, quiet: float) -> bool:
     """Failures after the last failure alert, with that alert's quiet period over."""
     url = settings.database_url_resolved
-    _ensure_schema(url)
+    create_schema(url)
     with read_scope(url) as session:
         last = epoch(session.scalar(select(AlertState.last_sent_at).where(AlertState.kind == TASK_FAILURE)))
         if last is not None and now - last < quiet:

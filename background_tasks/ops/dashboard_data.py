@@ -39,6 +39,7 @@ from background_tasks.ops.monitoring import HealthSample
 from background_tasks.ops.task_history import STATES, TaskRecord, utc
 from background_tasks.settings import Settings
 from background_tasks.storage.db import get_engine, read_scope
+from background_tasks.storage.schema import create_schema
 from background_tasks.storage.store import ChunkRow, DocumentStore
 
 log = logging.getLogger(__name__)
@@ -60,21 +61,9 @@ LOG_TAIL_BYTES = 64 * 1024
 _MARK_START = "\ue010"
 _MARK_END = "\ue011"
 
-_schema_ready: set[str] = set()
-
-
 # --------------------------------------------------------------------------
 # Plumbing
 # --------------------------------------------------------------------------
-
-
-def ensure_schema(url: str) -> None:
-    """Create missing tables (and the full-text index) once per process, so a fresh install shows 'empty'."""
-    if url in _schema_ready:
-        return
-    DocumentStore(url).create_schema()
-    monitoring.ensure_schema(url)
-    _schema_ready.add(url)
 
 
 def plain_error(exc: BaseException) -> str:
@@ -373,7 +362,7 @@ _HEALTH_COLUMNS = (
 
 def health_series(url: str, hours: float = 24.0, now: float | None = None) -> pd.DataFrame:
     """Health samples of the last ``hours``, oldest first (the newest HEALTH_POINTS_MAX)."""
-    ensure_schema(url)
+    create_schema(url)
     now = time.time() if now is None else now
     cols = [getattr(HealthSample, c) for c in _HEALTH_COLUMNS]
     stmt = (
@@ -392,7 +381,7 @@ def health_series(url: str, hours: float = 24.0, now: float | None = None) -> pd
 
 def latest_health(url: str) -> dict[str, Any] | None:
     """The newest stored health sample, or None."""
-    ensure_schema(url)
+    create_schema(url)
     cols = [getattr(HealthSample, c) for c in _HEALTH_COLUMNS]
     with read_scope(url) as session:
         row = session.execute(select(*cols).order_by(HealthSample.taken_at.desc()).limit(1)).first()
@@ -483,7 +472,7 @@ def _history_order(url: str) -> list[Any]:
 
 def history_page(url: str, flt: HistoryFilter, page: int = 1, page_size: int = 50) -> tuple[pd.DataFrame, int, bool]:
     """One page of task history, newest first: (rows, matching count, count capped at COUNT_CAP)."""
-    ensure_schema(url)
+    create_schema(url)
     page_size = max(1, min(int(page_size), 500))
     page = max(1, int(page))
     cols = [getattr(TaskRecord, c) for c in HISTORY_COLUMNS]
@@ -501,7 +490,7 @@ def history_page(url: str, flt: HistoryFilter, page: int = 1, page_size: int = 5
 
 def task_detail(url: str, task_id: str) -> dict[str, Any] | None:
     """Everything recorded about one task (arguments summary, result, error, traceback, timings)."""
-    ensure_schema(url)
+    create_schema(url)
     with read_scope(url) as session:
         row = session.get(TaskRecord, task_id)
         if row is None:
@@ -517,7 +506,7 @@ def distinct_values(url: str, column: str) -> list[str]:
     """Task names or queues seen (each served by its own index)."""
     if column not in ("name", "queue"):
         raise ValueError(f"not a filterable column: {column!r}")
-    ensure_schema(url)
+    create_schema(url)
     col = getattr(TaskRecord, column)
     with read_scope(url) as session:
         return [v for (v,) in session.execute(select(col).distinct().where(col.is_not(None)).order_by(col)) if v]
@@ -525,7 +514,7 @@ def distinct_values(url: str, column: str) -> list[str]:
 
 def state_counts(url: str, since: float, now: float | None = None) -> dict[str, int]:
     """Tasks per final state among those finished since ``since`` (index on ``finished_at``)."""
-    ensure_schema(url)
+    create_schema(url)
     now = time.time() if now is None else now
     stmt = (
         select(TaskRecord.state, func.count())
@@ -544,7 +533,7 @@ def success_rate(counts: dict[str, int]) -> float | None:
 
 def running_in_history(url: str) -> int:
     """Tasks the history says are running right now (state 'started', index on ``state``)."""
-    ensure_schema(url)
+    create_schema(url)
     with read_scope(url) as session:
         return int(session.execute(select(func.count()).where(TaskRecord.state == "started")).scalar_one())
 
@@ -572,7 +561,7 @@ def overview(url: str, now: float | None = None) -> dict[str, Any]:
 
 def throughput(url: str, hours: float = 24.0, now: float | None = None) -> tuple[pd.DataFrame, str]:
     """Finished tasks per minute (windows up to 6 h) or per hour, by outcome: (frame, bucket unit)."""
-    ensure_schema(url)
+    create_schema(url)
     now = time.time() if now is None else now
     unit = "minute" if hours <= 6 else "hour"
     if _dialect(url) == "postgresql":
@@ -617,7 +606,7 @@ def performance_by_name(url: str, hours: float = 24.0, now: float | None = None)
 
     Percentiles interpolate linearly, like ``monitoring.percentile`` and the task report.
     """
-    ensure_schema(url)
+    create_schema(url)
     now = time.time() if now is None else now
     stmt = (
         select(TaskRecord.name, TaskRecord.state, TaskRecord.runtime_s, TaskRecord.wait_s)
@@ -676,7 +665,7 @@ def documents_page(
     url: str, page: int = 1, page_size: int = 50, status: str | None = None, file_type: str | None = None
 ) -> tuple[pd.DataFrame, int]:
     """One page of documents, newest first, and the number matching."""
-    ensure_schema(url)
+    create_schema(url)
     store = DocumentStore(url)
     page_size = max(1, min(int(page_size), 500))
     docs = store.list_documents(
@@ -704,7 +693,7 @@ def documents_page(
 
 def document_stats(url: str) -> dict[str, Any]:
     """Documents and chunks per status and file type (the store's own figures)."""
-    ensure_schema(url)
+    create_schema(url)
     return DocumentStore(url).stats()
 
 
@@ -716,7 +705,7 @@ def highlight_html(snippet: str, start: str = _MARK_START, end: str = _MARK_END)
 
 def search_documents(url: str, query: str, limit: int = 20, file_type: str | None = None) -> list[dict[str, Any]]:
     """Full-text search over the chunks; each hit with ``snippet_html`` (escaped, matches in <mark>)."""
-    ensure_schema(url)
+    create_schema(url)
     hits = DocumentStore(url).search(query, limit=limit, file_type=file_type, marks=(_MARK_START, _MARK_END))
     return [
         {
@@ -734,13 +723,13 @@ def search_documents(url: str, query: str, limit: int = 20, file_type: str | Non
 
 
 def document_detail(url: str, document_id: int) -> dict[str, Any] | None:
-    ensure_schema(url)
+    create_schema(url)
     return DocumentStore(url).get_document(int(document_id))
 
 
 def document_chunks(url: str, document_id: int, offset: int = 0, limit: int = 50) -> pd.DataFrame:
     """A page of one document's chunks, in order (unique index on document_id, chunk_index)."""
-    ensure_schema(url)
+    create_schema(url)
     stmt = (
         select(ChunkRow.chunk_index, ChunkRow.page, ChunkRow.start_char, ChunkRow.end_char, ChunkRow.text)
         .where(ChunkRow.document_id == int(document_id))
@@ -937,7 +926,6 @@ __all__ = [
     "document_detail",
     "document_stats",
     "documents_page",
-    "ensure_schema",
     "failed_documents",
     "flower_url",
     "generate_report",

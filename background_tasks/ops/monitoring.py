@@ -35,14 +35,7 @@ from typing import Any
 import psutil
 import redis
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    DateTime,
-    Float,
-    Integer,
     MetaData,
-    String,
     Table,
     delete,
     func,
@@ -50,12 +43,13 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Mapped, mapped_column
 
 from background_tasks.ops.task_history import SENT_HEADER, TaskRecord, epoch, utc
 from background_tasks.settings import QUEUES, Settings
 from background_tasks.storage import write_check as storage_check
-from background_tasks.storage.db import Base, create_all, get_engine, is_sqlite, read_scope, session_scope, sqlite_path
+from background_tasks.storage.db import get_engine, is_sqlite, read_scope, session_scope, sqlite_path
+from background_tasks.storage.models import HealthSample
+from background_tasks.storage.schema import create_schema
 
 log = logging.getLogger(__name__)
 
@@ -71,40 +65,6 @@ VACUUM_MIN_FREE_SHARE = 0.2
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 _RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
-
-
-class HealthSample(Base):
-    """One health check, kept as a time series for the dashboard."""
-
-    __tablename__ = "health_samples"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    cpu_percent: Mapped[float | None] = mapped_column(Float)
-    load_1: Mapped[float | None] = mapped_column(Float)
-    memory_percent: Mapped[float | None] = mapped_column(Float)
-    swap_percent: Mapped[float | None] = mapped_column(Float)
-    data_disk_percent: Mapped[float | None] = mapped_column(Float)
-    redis_ok: Mapped[bool] = mapped_column(Boolean)
-    redis_latency_ms: Mapped[float | None] = mapped_column(Float)
-    redis_used_memory: Mapped[int | None] = mapped_column(BigInteger)
-    workers: Mapped[int | None] = mapped_column(Integer)
-    active_tasks: Mapped[int | None] = mapped_column(Integer)
-    waiting_tasks: Mapped[int | None] = mapped_column(Integer)
-    watcher_age_s: Mapped[float | None] = mapped_column(Float)
-    reasons: Mapped[Any] = mapped_column(JSON)
-    details: Mapped[Any] = mapped_column(JSON)
-
-
-_schema_ready: set[str] = set()
-
-
-def ensure_schema(url: str) -> None:
-    """Create the MIDAS tables once per process and database."""
-    if url not in _schema_ready:
-        create_all(url)
-        _schema_ready.add(url)
 
 
 def _redis_client(settings: Settings) -> redis.Redis:
@@ -529,7 +489,7 @@ def _watched_folders(settings: Settings) -> tuple[Path, ...]:
 
 
 def store_health_sample(url: str, report: HealthReport) -> None:
-    ensure_schema(url)
+    create_schema(url)
     data_disk = report.disks.get("data_dir", {})
     with session_scope(url) as session:
         session.add(
@@ -581,7 +541,7 @@ def _history_times(url: str, task_ids: Sequence[str]) -> dict[str, dict[str, flo
     if not task_ids:
         return {}
     try:
-        ensure_schema(url)
+        create_schema(url)
         with read_scope(url) as session:
             rows = session.execute(
                 select(TaskRecord.task_id, TaskRecord.sent_at, TaskRecord.started_at).where(
@@ -805,7 +765,7 @@ def task_report(settings: Settings, hours: float = 24.0, now: float | None = Non
     now = time.time() if now is None else now
     since = now - hours * 3600
     url = settings.database_url_resolved
-    ensure_schema(url)
+    create_schema(url)
     last_seen = func.coalesce(TaskRecord.finished_at, TaskRecord.started_at, TaskRecord.received_at, TaskRecord.sent_at)
     with session_scope(url) as session:
         rows = session.execute(
@@ -976,7 +936,7 @@ def cleanup(
     url = settings.database_url_resolved
     removed: dict[str, int] = {}
     errors: list[str] = []
-    ensure_schema(url)
+    create_schema(url)
     last_seen = func.coalesce(TaskRecord.finished_at, TaskRecord.started_at, TaskRecord.received_at, TaskRecord.sent_at)
     try:
         with session_scope(url) as session:
@@ -1071,7 +1031,7 @@ def _sqlite_size(path: Path) -> int:
 def recent_health(settings: Settings, hours: float = 24.0) -> list[dict[str, Any]]:
     """Health samples of the last ``hours`` (oldest first), for the dashboard."""
     url = settings.database_url_resolved
-    ensure_schema(url)
+    create_schema(url)
     since = utc(time.time() - hours * 3600)
     with read_scope(url) as session:
         rows = session.scalars(

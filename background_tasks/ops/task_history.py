@@ -35,10 +35,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import signals
-from sqlalchemy import DateTime, Float, Index, Integer, String, Text, case, func
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import case, func
 
-from background_tasks.storage.db import Base, create_all, get_engine, is_transient
+from background_tasks.storage.db import get_engine, is_transient
+from background_tasks.storage.models import TaskRecord
+from background_tasks.storage.schema import create_schema
 
 log = logging.getLogger(__name__)
 
@@ -58,39 +59,6 @@ PHASE = {"pending": 0, "received": 1, "started": 2, "retry": 4, "success": 5, "f
 #: Sequence of final events whose attempt number is unknown (time limit, lost worker, revoke): they win.
 FINAL_SEQ = 10**6
 STATES = ("pending", "received", "started", "retry", "success", "failure", "revoked")
-
-
-class TaskRecord(Base):
-    """The life of one task (one Celery task id)."""
-
-    __tablename__ = "task_history"
-
-    task_id: Mapped[str] = mapped_column(String(155), primary_key=True)
-    name: Mapped[str | None] = mapped_column(String(200), index=True)
-    queue: Mapped[str | None] = mapped_column(String(100), index=True)
-    worker: Mapped[str | None] = mapped_column(String(255))
-    args_summary: Mapped[str | None] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(20), index=True, default="pending")
-    #: ordering of events (attempt * 10 + phase); a row only moves forward
-    seq: Mapped[int] = mapped_column(Integer, default=0)
-    retries: Mapped[int] = mapped_column(Integer, default=0)
-    parent_id: Mapped[str | None] = mapped_column(String(155))
-    #: UTC (SQLite hands them back without the zone; ``epoch`` reads both)
-    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
-    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
-    wait_s: Mapped[float | None] = mapped_column(Float)
-    runtime_s: Mapped[float | None] = mapped_column(Float)
-    result_summary: Mapped[str | None] = mapped_column(Text)
-    error_type: Mapped[str | None] = mapped_column(String(200))
-    error_message: Mapped[str | None] = mapped_column(Text)
-    traceback: Mapped[str | None] = mapped_column(Text)
-
-    __table_args__ = (Index("ix_task_history_name_finished", "name", "finished_at"),)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {c.name: getattr(self, c.name) for c in self.__table__.columns}
 
 
 #: Columns an event sets only when it is the newest word on the task.
@@ -231,7 +199,6 @@ class Recorder:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX)
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
-        self._schema_ready = False
         self._dropped = 0
         self.written = 0
         self.failed_batches = 0
@@ -347,16 +314,11 @@ class Recorder:
 
     def prepare(self) -> None:
         """Start the writer and create the tables now, so the first task does not race a slow first write."""
-        self.call_soon(self._ensure_schema)
-
-    def _ensure_schema(self) -> None:
-        if not self._schema_ready:
-            create_all(self.url)
-            self._schema_ready = True
+        self.call_soon(lambda: create_schema(self.url))
 
     def write(self, events: list[_Event]) -> None:
         """Upsert ``events`` in one transaction (synchronously; the thread calls this)."""
-        self._ensure_schema()
+        create_schema(self.url)
         engine = get_engine(self.url)
         with engine.begin() as conn:
             for event in events:

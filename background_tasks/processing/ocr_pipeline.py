@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint, delete, insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from background_tasks.errors import MidasError, MissingDependency, PermanentError
 from background_tasks.extraction import detect
@@ -37,30 +36,13 @@ from background_tasks.processing.chunking import Chunk, chunk_text, normalize_wi
 from background_tasks.processing.extract import extract
 from background_tasks.processing.intake import take_in
 from background_tasks.processing.textstats import detect_language, word_count
-from background_tasks.storage.db import Base, read_scope, session_scope, transient_db_errors
+from background_tasks.storage.db import read_scope, session_scope, transient_db_errors
+from background_tasks.storage.models import OcrPageRow
 
 log = logging.getLogger(__name__)
 
 #: seconds a child may run past its budget (rendering, Tesseract start-up) before it is killed
 CHILD_GRACE_S = 30.0
-
-
-class OcrPageRow(Base):
-    """The OCR result of one page of a document whose OCR continues on the analysis queue."""
-
-    __tablename__ = "ocr_pages"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
-    page: Mapped[int] = mapped_column(Integer)
-    text: Mapped[str | None] = mapped_column(Text)
-    confidence: Mapped[float | None] = mapped_column(Float)
-    words: Mapped[int] = mapped_column(Integer, default=0)
-    seconds: Mapped[float | None] = mapped_column(Float)
-    error: Mapped[str | None] = mapped_column(Text)
-    error_type: Mapped[str | None] = mapped_column(String(64))
-
-    __table_args__ = (UniqueConstraint("document_id", "page", name="uq_ocr_pages_document_page"),)
 
 
 def ocr_budget(settings: Any, elapsed_s: float = 0.0) -> float:

@@ -1,7 +1,7 @@
 """Database plumbing shared by every MIDAS table.
 
-One declarative ``Base`` holds all models (document store, task history,
-watcher history), so ``create_all`` builds the whole schema. SQLite is the
+One declarative ``Base`` holds all models (every table is in ``models``;
+``schema.create_schema`` builds them all). SQLite is the
 default and is tuned for several worker processes writing at once (WAL,
 busy timeout); PostgreSQL works unchanged through the same URL-based API.
 Database hiccups that retrying can fix (a locked SQLite file, a PostgreSQL

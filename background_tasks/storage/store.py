@@ -24,17 +24,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    CheckConstraint,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     delete,
     func,
     insert,
@@ -43,19 +32,18 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from background_tasks.errors import InvalidQuery, TransientError
 from background_tasks.processing.chunking import Chunk, normalize_text
 from background_tasks.storage.db import (
-    Base,
-    create_all,
-    get_engine,
     is_sqlite,
     read_scope,
     session_scope,
     transient_db_errors,
 )
+from background_tasks.storage.models import ChunkRow, DocumentPathRow, DocumentRow
+from background_tasks.storage.schema import create_schema
 
 logger = logging.getLogger(__name__)
 
@@ -87,98 +75,6 @@ def _now() -> datetime:
 # --------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------
-
-
-class DocumentRow(Base):
-    """One distinct content (or one file rejected before it was read)."""
-
-    __tablename__ = "documents"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
-    file_type: Mapped[str | None] = mapped_column(String(32))
-    mime_type: Mapped[str | None] = mapped_column(String(255))
-    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16))
-    error_type: Mapped[str | None] = mapped_column(String(64))
-    error: Mapped[str | None] = mapped_column(Text)
-    metadata_json: Mapped[Any | None] = mapped_column(JSON)
-    warnings_json: Mapped[Any | None] = mapped_column(JSON)
-    text_chars: Mapped[int | None] = mapped_column(BigInteger)
-    page_count: Mapped[int | None] = mapped_column(Integer)
-    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    duration_s: Mapped[float | None] = mapped_column(Float)
-    task_id: Mapped[str | None] = mapped_column(String(255))
-
-    __table_args__ = (
-        CheckConstraint("status IN ('processing', 'success', 'failed', 'rejected')", name="ck_documents_status"),
-        Index("ix_documents_status", "status"),
-        Index("ix_documents_file_type", "file_type"),
-        Index("ix_documents_created_at", "created_at"),
-    )
-
-
-class DocumentPathRow(Base):
-    """A path a document was seen at.
-
-    Uniqueness and lookup go through ``path_hash`` (SHA-256 of the path), not
-    the path itself: PostgreSQL cannot index text longer than ~2.7 kB and
-    paths may be longer.
-    """
-
-    __tablename__ = "document_paths"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
-    path: Mapped[str] = mapped_column(Text)
-    path_hash: Mapped[str] = mapped_column(String(64))
-    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-    __table_args__ = (
-        UniqueConstraint("document_id", "path_hash", name="uq_document_paths_document_path"),
-        Index("ix_document_paths_path_hash", "path_hash"),
-    )
-
-
-class ChunkRow(Base):
-    """One chunk of a document's normalized text."""
-
-    __tablename__ = "chunks"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
-    chunk_index: Mapped[int] = mapped_column(Integer)
-    text: Mapped[str] = mapped_column(Text)
-    start_char: Mapped[int] = mapped_column(BigInteger)
-    end_char: Mapped[int] = mapped_column(BigInteger)
-    page: Mapped[int | None] = mapped_column(Integer)
-
-    __table_args__ = (UniqueConstraint("document_id", "chunk_index", name="uq_chunks_document_index"),)
-
-
-_SQLITE_FTS_DDL = (
-    "CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5("
-    "text, content='chunks', content_rowid='id', tokenize='unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER IF NOT EXISTS chunks_fts_ai AFTER INSERT ON chunks BEGIN "
-    "INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END",
-    "CREATE TRIGGER IF NOT EXISTS chunks_fts_ad AFTER DELETE ON chunks BEGIN "
-    "INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); END",
-    "CREATE TRIGGER IF NOT EXISTS chunks_fts_au AFTER UPDATE ON chunks BEGIN "
-    "INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES ('delete', old.id, old.text); "
-    "INSERT INTO chunks_fts(rowid, text) VALUES (new.id, new.text); END",
-)
-#: a stored tsvector (ranking reads it instead of re-parsing every matching chunk) and its GIN index
-_PG_FTS_DDL = (
-    "ALTER TABLE chunks ADD COLUMN IF NOT EXISTS tsv tsvector "
-    "GENERATED ALWAYS AS (to_tsvector('simple'::regconfig, text)) STORED",
-    "CREATE INDEX IF NOT EXISTS ix_chunks_tsv ON chunks USING GIN (tsv)",
-)
 
 
 # --------------------------------------------------------------------------
@@ -414,52 +310,8 @@ class DocumentStore:
 
     @_db_call
     def create_schema(self) -> None:
-        """Create tables and the full-text index if missing (idempotent, safe to race)."""
-        create_all(self.url)
-        engine = get_engine(self.url)
-        if self._sqlite:
-            self._fts = self._create_sqlite_fts(engine)
-        else:
-            self._create_postgres_fts(engine)
-            self._fts = True
-
-    @staticmethod
-    def _create_postgres_fts(engine: Any) -> None:
-        # Look before taking locks: ALTER TABLE locks the table even when the column exists.
-        check = text(
-            "SELECT (SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
-            "AND table_name = 'chunks' AND column_name = 'tsv') + (SELECT count(*) FROM pg_indexes "
-            "WHERE schemaname = current_schema() AND indexname = 'ix_chunks_tsv')"
-        )
-        with engine.connect() as conn:
-            if conn.execute(check).scalar_one() == len(_PG_FTS_DDL):
-                return
-        with engine.begin() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": 0x4D4944415346})
-            for ddl in _PG_FTS_DDL:
-                conn.execute(text(ddl))
-
-    def _create_sqlite_fts(self, engine: Any) -> bool:
-        for attempt in range(5):
-            try:
-                with engine.begin() as conn:
-                    existed = conn.execute(
-                        text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts'")
-                    ).first()
-                    for ddl in _SQLITE_FTS_DDL:
-                        conn.execute(text(ddl))
-                    if not existed and conn.execute(text("SELECT 1 FROM chunks LIMIT 1")).first():
-                        conn.execute(text("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')"))
-                return True
-            except OperationalError as error:
-                message = str(error.orig).lower()
-                if "no such module" in message:
-                    logger.warning("SQLite was built without FTS5; search falls back to slow substring matching")
-                    return False
-                if "already exists" in message and attempt < 4:
-                    continue
-                raise
-        return True
+        """Create every table and the full-text index if missing (idempotent, safe to race)."""
+        self._fts = create_schema(self.url)
 
     def _has_fts(self, session: Session) -> bool:
         if self._fts is None:

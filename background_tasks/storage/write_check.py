@@ -17,26 +17,15 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, String
-from sqlalchemy.orm import Mapped, mapped_column
-
 from background_tasks.settings import Settings
-from background_tasks.storage.db import Base, get_engine, session_scope, sqlite_path, transient_db_errors
+from background_tasks.storage.db import session_scope, sqlite_path, transient_db_errors
+from background_tasks.storage.models import StorageProbe
+from background_tasks.storage.schema import create_schema
 
 log = logging.getLogger(__name__)
 
 #: the state of the results database's probe row (not a task state; nothing waits for it)
 PROBE_STATE = "PROBE"
-_tables_ready: set[str] = set()
-
-
-class StorageProbe(Base):
-    """The last successful storage probe per host and process (one row each, overwritten)."""
-
-    __tablename__ = "storage_probes"
-
-    name: Mapped[str] = mapped_column(String(200), primary_key=True)
-    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 def _probe_name() -> str:
@@ -52,10 +41,8 @@ def _error(exc: BaseException) -> str:
 
 
 def _write_store(url: str) -> None:
-    if url not in _tables_ready:
-        with transient_db_errors():
-            Base.metadata.create_all(get_engine(url), tables=[StorageProbe.__table__], checkfirst=True)
-        _tables_ready.add(url)
+    with transient_db_errors():
+        create_schema(url)
     now = datetime.now(UTC)
     with transient_db_errors(), session_scope(url) as session:
         session.merge(StorageProbe(name=_probe_name(), written_at=now))

@@ -25,29 +25,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, Text, exc, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import exc, select
 
 from background_tasks.logging_setup import escape_control
 from background_tasks.processing.intake import open_without_links
-from background_tasks.storage.db import Base, create_all, is_transient, read_scope, session_scope
+from background_tasks.storage.db import is_transient, read_scope, session_scope
+from background_tasks.storage.models import WatchedFile
+from background_tasks.storage.schema import create_schema
 
 log = logging.getLogger("background_tasks.watcher.core")  # the name its lines had before the split
-
-
-class WatchedFile(Base):
-    """One file the watcher has handled: what it looked like and which task it went to."""
-
-    __tablename__ = "watcher_history"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    path: Mapped[str] = mapped_column(Text, unique=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
-    task_id: Mapped[str | None] = mapped_column(String(64))
-    same_as: Mapped[str | None] = mapped_column(Text)  # a copy/rename: the path whose content was processed
-    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 @dataclass
@@ -169,7 +155,7 @@ class History:
         self.clock = clock
         self.backoff_start = backoff_start
         self.backoff_max = backoff_max
-        create_all(database_url)
+        create_schema(database_url)
         self._by_path: dict[str, HistoryEntry] = {}
         self._by_hash: dict[str, str] = {}
         self._unsaved: dict[str, HistoryEntry] = {}

@@ -1,0 +1,254 @@
+"""Every MIDAS table on one page.
+
+One declarative ``Base`` (``storage.db``) holds them all, so ``storage.schema.create_schema``
+builds the whole schema at once in any process, whichever wing it serves. The SQL that reads
+and writes them lives beside them in ``storage/``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from background_tasks.storage.db import Base
+
+# -- Documents, the paths they were seen at, and their chunks (the store) ----------------------
+
+
+class DocumentRow(Base):
+    """One distinct content (or one file rejected before it was read)."""
+
+    __tablename__ = "documents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    file_type: Mapped[str | None] = mapped_column(String(32))
+    mime_type: Mapped[str | None] = mapped_column(String(255))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    metadata_json: Mapped[Any | None] = mapped_column(JSON)
+    warnings_json: Mapped[Any | None] = mapped_column(JSON)
+    text_chars: Mapped[int | None] = mapped_column(BigInteger)
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    chunk_count: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    task_id: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (
+        CheckConstraint("status IN ('processing', 'success', 'failed', 'rejected')", name="ck_documents_status"),
+        Index("ix_documents_status", "status"),
+        Index("ix_documents_file_type", "file_type"),
+        Index("ix_documents_created_at", "created_at"),
+    )
+
+
+class DocumentPathRow(Base):
+    """A path a document was seen at.
+
+    Uniqueness and lookup go through ``path_hash`` (SHA-256 of the path), not
+    the path itself: PostgreSQL cannot index text longer than ~2.7 kB and
+    paths may be longer.
+    """
+
+    __tablename__ = "document_paths"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    path_hash: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("document_id", "path_hash", name="uq_document_paths_document_path"),
+        Index("ix_document_paths_path_hash", "path_hash"),
+    )
+
+
+class ChunkRow(Base):
+    """One chunk of a document's normalized text."""
+
+    __tablename__ = "chunks"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    chunk_index: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    start_char: Mapped[int] = mapped_column(BigInteger)
+    end_char: Mapped[int] = mapped_column(BigInteger)
+    page: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (UniqueConstraint("document_id", "chunk_index", name="uq_chunks_document_index"),)
+
+
+# -- OCR continued page by page on the analysis queue ------------------------------------------
+
+
+class OcrPageRow(Base):
+    """The OCR result of one page of a document whose OCR continues on the analysis queue."""
+
+    __tablename__ = "ocr_pages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    page: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str | None] = mapped_column(Text)
+    confidence: Mapped[float | None] = mapped_column(Float)
+    words: Mapped[int] = mapped_column(Integer, default=0)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("document_id", "page", name="uq_ocr_pages_document_page"),)
+
+
+# -- Analyses (data profiles and text analytics) -----------------------------------------------
+
+
+class AnalysisRow(Base):
+    """One analysis of one content: kind "data" (table profiles) or "text" (text analytics)."""
+
+    __tablename__ = "analyses"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    document_id: Mapped[int | None] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))
+    result_json: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("sha256", "kind", name="uq_analyses_sha256_kind"),
+        Index("ix_analyses_document_id", "document_id"),
+    )
+
+
+# -- The watcher's memory of files it handed on ------------------------------------------------
+
+
+class WatchedFile(Base):
+    """One file the watcher has handled: what it looked like and which task it went to."""
+
+    __tablename__ = "watcher_history"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    task_id: Mapped[str | None] = mapped_column(String(64))
+    same_as: Mapped[str | None] = mapped_column(Text)  # a copy/rename: the path whose content was processed
+    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# -- Task history (one row per Celery task id) -------------------------------------------------
+
+
+class TaskRecord(Base):
+    """The life of one task (one Celery task id)."""
+
+    __tablename__ = "task_history"
+
+    task_id: Mapped[str] = mapped_column(String(155), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200), index=True)
+    queue: Mapped[str | None] = mapped_column(String(100), index=True)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    args_summary: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20), index=True, default="pending")
+    #: ordering of events (attempt * 10 + phase); a row only moves forward
+    seq: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    parent_id: Mapped[str | None] = mapped_column(String(155))
+    #: UTC (SQLite hands them back without the zone; ``epoch`` reads both)
+    sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    received_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    wait_s: Mapped[float | None] = mapped_column(Float)
+    runtime_s: Mapped[float | None] = mapped_column(Float)
+    result_summary: Mapped[str | None] = mapped_column(Text)
+    error_type: Mapped[str | None] = mapped_column(String(200))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    traceback: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_task_history_name_finished", "name", "finished_at"),)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {c.name: getattr(self, c.name) for c in self.__table__.columns}
+
+
+# -- Health samples (the monitoring time series) -----------------------------------------------
+
+
+class HealthSample(Base):
+    """One health check, kept as a time series for the dashboard."""
+
+    __tablename__ = "health_samples"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    cpu_percent: Mapped[float | None] = mapped_column(Float)
+    load_1: Mapped[float | None] = mapped_column(Float)
+    memory_percent: Mapped[float | None] = mapped_column(Float)
+    swap_percent: Mapped[float | None] = mapped_column(Float)
+    data_disk_percent: Mapped[float | None] = mapped_column(Float)
+    redis_ok: Mapped[bool] = mapped_column(Boolean)
+    redis_latency_ms: Mapped[float | None] = mapped_column(Float)
+    redis_used_memory: Mapped[int | None] = mapped_column(BigInteger)
+    workers: Mapped[int | None] = mapped_column(Integer)
+    active_tasks: Mapped[int | None] = mapped_column(Integer)
+    waiting_tasks: Mapped[int | None] = mapped_column(Integer)
+    watcher_age_s: Mapped[float | None] = mapped_column(Float)
+    reasons: Mapped[Any] = mapped_column(JSON)
+    details: Mapped[Any] = mapped_column(JSON)
+
+
+# -- Alert quiet periods -----------------------------------------------------------------------
+
+
+class AlertState(Base):
+    """When each kind of alert was last sent (the quiet period), and how many it covered."""
+
+    __tablename__ = "alert_state"
+
+    kind: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# -- Storage write probes (health check) -------------------------------------------------------
+
+
+class StorageProbe(Base):
+    """The last successful storage probe per host and process (one row each, overwritten)."""
+
+    __tablename__ = "storage_probes"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
