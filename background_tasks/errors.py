@@ -4,16 +4,51 @@
 cannot help, so they are recorded and never retried. ``TransientError`` is the
 single retryable type: the task base class (``task_base.MidasTask``) retries it
 with exponential backoff and jitter.
-Each class carries an ``error_type`` string that results and the store record.
+Each class carries an ``error_type`` (an ``ErrorType``, a ``StrEnum``) that results and the store record.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorType(StrEnum):
+    """Every ``error_type`` a result or the store can carry: one per exception class, and a few more."""
+
+    ERROR = "error"
+    PERMANENT = "permanent"
+    REJECTED = "rejected"
+    PATH_NOT_ALLOWED = "path_not_allowed"
+    INVALID_ARGUMENT = "invalid_argument"
+    INVALID_QUERY = "invalid_query"
+    TOO_LARGE = "too_large"
+    UNSUPPORTED = "unsupported"
+    TYPE_MISMATCH = "type_mismatch"
+    EXTRACTION_FAILED = "extraction_failed"
+    CORRUPT = "corrupt"
+    EMPTY = "empty"
+    ENCRYPTED = "encrypted"
+    LIMIT_EXCEEDED = "limit_exceeded"
+    TIMEOUT = "timeout"
+    PARSER_CRASHED = "parser_crashed"
+    MISSING_DEPENDENCY = "missing_dependency"
+    UNSAFE_RESULT = "unsafe_result"
+    REDELIVERY_LIMIT = "redelivery_limit"
+    TRANSIENT = "transient"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    FILE_NOT_READY = "file_not_ready"
+    #: an operating-system error reading the file (``OSError`` other than the ones above)
+    IO_ERROR = "io_error"
+    #: text analysis of a document id the store does not have
+    NOT_FOUND = "not_found"
+    #: text analysis of a document that was not processed successfully
+    NOT_PROCESSED = "not_processed"
 
 
 class MidasError(Exception):
     """Root of every error MIDAS raises on purpose."""
 
-    error_type = "error"
+    error_type: ErrorType = ErrorType.ERROR
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message or self.__doc__ or self.error_type)
@@ -26,115 +61,115 @@ class MidasError(Exception):
 class PermanentError(MidasError):
     """Retrying will not help; record the error and move on."""
 
-    error_type = "permanent"
+    error_type: ErrorType = ErrorType.PERMANENT
 
 
 class RejectedError(PermanentError):
     """The request is refused before the content is read (policy, not content)."""
 
-    error_type = "rejected"
+    error_type: ErrorType = ErrorType.REJECTED
 
 
 class PathNotAllowed(RejectedError):
     """The path is outside the allowed roots, or is not a regular file."""
 
-    error_type = "path_not_allowed"
+    error_type: ErrorType = ErrorType.PATH_NOT_ALLOWED
 
 
 class InvalidArgument(RejectedError):
     """The task was given something that is not a usable file path (not a string, a NUL byte, empty)."""
 
-    error_type = "invalid_argument"
+    error_type: ErrorType = ErrorType.INVALID_ARGUMENT
 
 
 class InvalidQuery(RejectedError):
     """A search query the store will not run (too long, too many words in a phrase)."""
 
-    error_type = "invalid_query"
+    error_type: ErrorType = ErrorType.INVALID_QUERY
 
 
 class FileTooLarge(RejectedError):
     """The file is larger than MIDAS_MAX_FILE_MB."""
 
-    error_type = "too_large"
+    error_type: ErrorType = ErrorType.TOO_LARGE
 
 
 class UnsupportedFileType(RejectedError):
     """No extractor handles this file type."""
 
-    error_type = "unsupported"
+    error_type: ErrorType = ErrorType.UNSUPPORTED
 
 
 class TypeMismatch(RejectedError):
     """The content contradicts the file extension and cannot be handled as what it is."""
 
-    error_type = "type_mismatch"
+    error_type: ErrorType = ErrorType.TYPE_MISMATCH
 
 
 class ExtractionError(PermanentError):
     """The content was read but could not be turned into text."""
 
-    error_type = "extraction_failed"
+    error_type: ErrorType = ErrorType.EXTRACTION_FAILED
 
 
 class CorruptDocument(ExtractionError):
     """The document is corrupt, truncated or malformed."""
 
-    error_type = "corrupt"
+    error_type: ErrorType = ErrorType.CORRUPT
 
 
 class EmptyDocument(ExtractionError):
     """The file has no content at all."""
 
-    error_type = "empty"
+    error_type: ErrorType = ErrorType.EMPTY
 
 
 class EncryptedDocument(ExtractionError):
     """The document is encrypted and the empty password did not open it."""
 
-    error_type = "encrypted"
+    error_type: ErrorType = ErrorType.ENCRYPTED
 
 
 class ResourceLimitExceeded(ExtractionError):
     """Decompression bomb, nesting too deep, entity expansion or similar."""
 
-    error_type = "limit_exceeded"
+    error_type: ErrorType = ErrorType.LIMIT_EXCEEDED
 
 
 class ExtractionTimeout(ExtractionError):
     """The parser did not finish within the per-file time limit."""
 
-    error_type = "timeout"
+    error_type: ErrorType = ErrorType.TIMEOUT
 
 
 class ExtractorCrashed(ExtractionError):
     """The parser process died (for example killed by the OS)."""
 
-    error_type = "parser_crashed"
+    error_type: ErrorType = ErrorType.PARSER_CRASHED
 
 
 class MissingDependency(PermanentError):
     """An optional library or program needed for this format is not installed."""
 
-    error_type = "missing_dependency"
+    error_type: ErrorType = ErrorType.MISSING_DEPENDENCY
 
 
 class UnsafeResult(PermanentError):
     """A stored task result is not JSON (for example a pickle); it is refused, never deserialized."""
 
-    error_type = "unsafe_result"
+    error_type: ErrorType = ErrorType.UNSAFE_RESULT
 
 
 class RedeliveryLimitExceeded(PermanentError):
     """The task's worker process died on it too often; it is failed, not run again."""
 
-    error_type = "redelivery_limit"
+    error_type: ErrorType = ErrorType.REDELIVERY_LIMIT
 
 
 class TransientError(MidasError):
     """Worth retrying later: a locked or still-growing file, a busy database, a broker hiccup."""
 
-    error_type = "transient"
+    error_type: ErrorType = ErrorType.TRANSIENT
 
 
 class StorageUnavailable(TransientError):
@@ -144,10 +179,10 @@ class StorageUnavailable(TransientError):
     document is fine, and giving up could not even be recorded while the storage is down.
     """
 
-    error_type = "storage_unavailable"
+    error_type: ErrorType = ErrorType.STORAGE_UNAVAILABLE
 
 
 class FileNotReady(TransientError):
     """The file is still being written or is locked by another program."""
 
-    error_type = "file_not_ready"
+    error_type: ErrorType = ErrorType.FILE_NOT_READY

@@ -26,6 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from background_tasks.statuses import DocumentStatus, sql_in
 from background_tasks.storage.db import Base
 
 # -- Documents, the paths they were seen at, and their chunks (the store) ----------------------
@@ -58,7 +59,7 @@ class DocumentRow(Base):
     task_id: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (
-        CheckConstraint("status IN ('processing', 'success', 'failed', 'rejected')", name="ck_documents_status"),
+        CheckConstraint(sql_in("status", DocumentStatus), name="ck_documents_status"),
         Index("ix_documents_status", "status"),
         Index("ix_documents_file_type", "file_type"),
         Index("ix_documents_created_at", "created_at"),

@@ -1,0 +1,50 @@
+"""The words MIDAS records: document, task and health statuses, defined once.
+
+They are ``StrEnum``s, so they compare equal to the plain strings that results, the database
+and the dashboard carry (``DocumentStatus.SUCCESS == "success"``) and serialize to JSON as those
+strings. The CHECK constraint of ``documents.status`` is built from ``DocumentStatus``.
+Error types live with their exceptions (``errors.ErrorType``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DocumentStatus(StrEnum):
+    """Where a document stands in the store (and the ``status`` of its task result)."""
+
+    PROCESSING = "processing"
+    SUCCESS = "success"
+    FAILED = "failed"
+    REJECTED = "rejected"
+
+    @classmethod
+    def finished_badly(cls) -> frozenset[DocumentStatus]:
+        """The statuses a document can be recorded with when it did not succeed."""
+        return frozenset({cls.FAILED, cls.REJECTED})
+
+
+class TaskState(StrEnum):
+    """A task's state in the task history (Celery's states, lower case), in the order they happen."""
+
+    PENDING = "pending"
+    RECEIVED = "received"
+    STARTED = "started"
+    RETRY = "retry"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    REVOKED = "revoked"
+
+
+class HealthStatus(StrEnum):
+    """The verdict of a health check, from best to worst."""
+
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+def sql_in(column: str, values: type[StrEnum]) -> str:
+    """``column IN ('a', 'b')`` for a CHECK constraint (the values are our own constants)."""
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
