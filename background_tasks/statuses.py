@@ -37,6 +37,15 @@ class TaskState(StrEnum):
     REVOKED = "revoked"
 
 
+class LedgerState(StrEnum):
+    """Where a submission stands in the intake ledger: sent, taken by a worker, or over."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
 class HealthStatus(StrEnum):
     """The verdict of a health check, from best to worst."""
 

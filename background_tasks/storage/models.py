@@ -26,7 +26,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from background_tasks.statuses import DocumentStatus, sql_in
+from background_tasks.statuses import DocumentStatus, LedgerState, sql_in
 from background_tasks.storage.db import Base
 
 # -- Documents, the paths they were seen at, and their chunks (the store) ----------------------
@@ -253,3 +253,44 @@ class StorageProbe(Base):
 
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+# -- The intake ledger (every submission until it is done) -----------------------------------
+
+
+class LedgerEntry(Base):
+    """One submitted task, from the moment it is published until it is done or failed for good.
+
+    The broker may lose a message (kombu's Redis transport pops it before it records it as
+    unacknowledged; a Redis restart without its append-only file forgets every queue); the
+    ledger does not, so the reaper can send again what nobody holds.
+    """
+
+    __tablename__ = "ledger"
+
+    task_id: Mapped[str] = mapped_column(String(155), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: ``{"args": [...], "kwargs": {...}}`` exactly as published (JSON, never pickle)
+    call_json: Mapped[Any | None] = mapped_column(JSON)
+    queue: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16))
+    #: times a worker started it; times the reaper sent it again
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    resends: Mapped[int] = mapped_column(Integer, default=0)
+    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_resent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: a running entry whose lease has passed lost its worker
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: the reaper looks at the entry again no earlier than this
+    check_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(sql_in("state", LedgerState), name="ck_ledger_state"),
+        Index("ix_ledger_state_check_after", "state", "check_after"),
+        Index("ix_ledger_worker_state", "worker", "state"),
+        Index("ix_ledger_finished_at", "finished_at"),
+    )
