@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
+from background_tasks.ops.ledger import LedgeredAMQP
 from background_tasks.settings import QUEUES, Settings, settings_or_exit
 from background_tasks.storage.db import SQLITE_CONNECT_ARGS, configure_sqlite_engine
 from background_tasks.storage.result_backend import BACKEND_PATH
@@ -71,6 +72,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             settings.task_cleanup_interval,
             days=settings.retention_days,
         ),
+        "ledger-reaper": entry("background_tasks.monitoring_tasks.reap_ledger", settings.ledger_reap_interval),
         "processed-file-cleanup": entry(
             "background_tasks.document_tasks.cleanup_old_processed_files",
             settings.file_cleanup_interval,
@@ -142,7 +144,12 @@ _survive_restore_on_a_dead_connection()
 
 def create_app(settings: Settings) -> Celery:
     """A Celery app configured from ``settings``."""
-    app = Celery("midas", task_cls=MidasTask, include=available_task_modules(settings.extra_task_modules))
+    app = Celery(
+        "midas",
+        task_cls=MidasTask,
+        amqp=LedgeredAMQP,
+        include=available_task_modules(settings.extra_task_modules),
+    )
     # "db+<SQLAlchemy URL>" means MIDAS's JSON-only database backend, which never unpickles a result
     # and never loses an outcome it could not write (background_tasks/storage/result_backend.py).
     app.loader.override_backends = {**app.loader.override_backends, "db": BACKEND_PATH}
@@ -200,6 +207,11 @@ def create_app(settings: Settings) -> Celery:
         timezone="UTC",
         enable_utc=True,
         midas_max_redeliveries=settings.max_redeliveries,
+        # The intake ledger (background_tasks/ops/ledger.py): publish, lease, reaper.
+        midas_ledger=settings.ledger_enabled,
+        midas_database_url=settings.database_url_resolved,
+        midas_ledger_grace=settings.ledger_grace_seconds,
+        midas_ledger_lease=settings.ledger_lease_seconds,
         # The retry policy of MidasTask (background_tasks/task_base.py).
         midas_max_retries=settings.max_retries,
         midas_retry_backoff_max=settings.retry_backoff_max,

@@ -87,8 +87,40 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_ledger(args: argparse.Namespace, out: TextIO) -> int:
+    from datetime import UTC, datetime
+
+    from background_tasks.storage import ledger
+
+    settings = settings_or_exit()
+    if args.action == "reap":
+        from background_tasks.ops import reaper
+        from celery_config import app
+
+        with app.connection_for_write() as conn:
+            report = reaper.reap(settings, app, conn.default_channel.client)
+        print(
+            f"looked at {report.looked_at}: sent again {len(report.resent)}, still held {report.held}, "
+            f"failed for good {len(report.failed)}",
+            file=out,
+        )
+        for task_id, reason in report.failed.items():
+            print(f"  failed {task_id}: {_safe(reason)}", file=out)
+        return 1 if report.send_errors else 0
+    counts = ledger.counts(settings.database_url_resolved, datetime.now(UTC))
+    oldest = "-" if counts.oldest_queued_s is None else f"{counts.oldest_queued_s:.0f} s"
+    print(
+        f"queued {counts.queued}  running {counts.running}  done {counts.done}  failed {counts.failed}  "
+        f"re-sent in the last hour {counts.resent_last_hour}  oldest queued {oldest}",
+        file=out,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m background_tasks", description="MIDAS document store")
+    parser = argparse.ArgumentParser(
+        prog="python -m background_tasks", description="MIDAS document store and intake ledger"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     search = sub.add_parser("search", help="full-text search over processed documents")
@@ -106,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     stats = sub.add_parser("stats", help="document and chunk counts")
     stats.set_defaults(func=_cmd_stats)
+
+    ledger = sub.add_parser("ledger", help="the intake ledger: what is queued, running, done; send lost tasks again")
+    ledger.add_argument("action", choices=("status", "reap"), help="status: counts; reap: one reaper pass now")
+    ledger.set_defaults(func=_cmd_ledger)
     return parser
 
 

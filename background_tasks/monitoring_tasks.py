@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from background_tasks.ops import alerts, monitoring
+from background_tasks.ops import alerts, monitoring, reaper
 from background_tasks.settings import get_settings
 from celery_config import app
 
@@ -61,3 +61,16 @@ def cleanup_old_tasks(days: float | None = None) -> dict[str, Any]:
     result = monitoring.cleanup(get_settings(), days=days)
     log.info("cleanup older than %s days: %s", result.days, result.removed)
     return result.as_dict()
+
+
+@app.task(name="background_tasks.monitoring_tasks.reap_ledger")
+def reap_ledger(limit: int = 500) -> dict[str, Any]:
+    """Send again the ledgered tasks that the broker lost or whose worker died (see ``ops.reaper``)."""
+    settings = get_settings()
+    if not settings.ledger_enabled:
+        return {"enabled": False}
+    with app.connection_for_write() as conn:
+        report = reaper.reap(settings, app, conn.default_channel.client, limit=int(limit))
+    if report.resent or report.failed:
+        log.warning("ledger reaper: %d sent again, %d failed for good", len(report.resent), len(report.failed))
+    return {"enabled": True, **report.as_dict()}

@@ -13,7 +13,7 @@ from typing import Any
 from celery import Celery, signals
 
 from background_tasks.logging_setup import install_task_context
-from background_tasks.ops import alerts, task_history
+from background_tasks.ops import alerts, ledger, task_history
 from background_tasks.processing import worker_process
 
 
@@ -43,7 +43,7 @@ def _after_task(sender: Any = None, **_: Any) -> None:
 
 
 def wire_signals(app: Celery) -> None:
-    """Connect the log format, worker preloading, memory return, task history and failure alerts."""
+    """Connect the log format, worker preloading, memory return, task history, the ledger and failure alerts."""
     del app  # Celery's signals are global; the parameter says which app this is done for
     handlers: list[tuple[signals.Signal, Any]] = [
         (signals.after_setup_logger, _task_id_on_every_line),
@@ -51,6 +51,7 @@ def wire_signals(app: Celery) -> None:
         (signals.worker_init, _preload),
         (signals.task_postrun, _after_task),
         *task_history.SIGNAL_HANDLERS,
+        *ledger.SIGNAL_HANDLERS,
     ]
     for signal, handler in handlers:
         signal.connect(handler, weak=False, dispatch_uid=f"midas:{handler.__module__}.{handler.__name__}")

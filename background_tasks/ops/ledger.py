@@ -1,0 +1,220 @@
+"""The intake ledger around each task: recorded as it is published, leased while it runs, closed after.
+
+Publishing goes through the app's AMQP (``LedgeredAMQP``), so every ``.delay()`` and
+``apply_async`` of a document or analysis task is recorded, whoever sends it (users' code, the
+watcher, batches, the dashboard, the reaper itself). The worker process that runs a task holds
+a lease on its entry and a thread renews it; when the process or its host dies the lease runs
+out and the reaper (``ops.reaper``) sends the task again. A ledger write that fails is logged
+and never fails a task or a publish: the worker's ``start`` enters a task that was published
+without an entry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import signals
+from celery.app.amqp import AMQP
+from kombu.utils.objects import cached_property
+
+from background_tasks.statuses import LedgerState
+from background_tasks.storage import ledger as ledger_store
+from background_tasks.storage.ledger import Submission
+
+log = logging.getLogger(__name__)
+
+#: task modules whose tasks carry documents: they are kept in the ledger (monitoring tasks are not)
+LEDGER_TASK_PREFIXES = ("background_tasks.document_tasks.", "background_tasks.analysis_tasks.")
+
+
+def is_ledgered(task_name: str | None) -> bool:
+    return bool(task_name) and task_name.startswith(LEDGER_TASK_PREFIXES)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _split_body(body: Any) -> tuple[list[Any], dict[str, Any]]:
+    if isinstance(body, list | tuple) and len(body) >= 2:
+        args, kwargs = body[0], body[1]
+        return list(args or ()), dict(kwargs or {})
+    return [], {}
+
+
+# -- leases ------------------------------------------------------------------------------
+
+
+class Leases:
+    """The tasks this process runs, and the thread that renews their leases."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, tuple[str, str]] = {}  # task id -> (database url, worker)
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.renewals = 0
+
+    def add(self, task_id: str, url: str, worker: str, lease_s: float) -> None:
+        with self._lock:
+            self._running[task_id] = (url, worker)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._renew_forever, args=(lease_s,), name="midas-ledger-leases", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, task_id: str) -> None:
+        with self._lock:
+            self._running.pop(task_id, None)
+
+    def held(self) -> list[str]:
+        with self._lock:
+            return sorted(self._running)
+
+    def _renew_forever(self, lease_s: float) -> None:
+        interval = max(1.0, lease_s / 3)
+        while not self._wake.wait(interval):
+            with self._lock:
+                by_target: dict[tuple[str, str], list[str]] = {}
+                for task_id, target in self._running.items():
+                    by_target.setdefault(target, []).append(task_id)
+            for (url, worker), task_ids in by_target.items():
+                try:
+                    ledger_store.renew(url, worker, lease_s, _now(), task_ids)
+                    self.renewals += 1
+                except Exception as exc:
+                    log.warning("ledger: could not renew the leases of %d tasks: %s", len(task_ids), exc)
+
+
+leases = Leases()
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=leases._reset)
+
+
+# -- signal handlers ---------------------------------------------------------------------
+
+
+class LedgeredAMQP(AMQP):
+    """Celery's AMQP with the ledger written as each message is published (``Celery(amqp=...)``).
+
+    Publishing is where a submission is known for sure, by whichever app sends it, so the entry
+    goes to that app's database (``midas_database_url``), not whatever this process's
+    environment names: a publisher bound to another MIDAS (a test's private stack, a second
+    site) records in the right ledger.
+    """
+
+    @cached_property
+    def send_task_message(self) -> Callable[..., Any]:  # type: ignore[override]
+        send = self._create_task_sender()
+        conf = self.app.conf
+
+        def send_and_record(producer: Any, name: str, message: Any, **options: Any) -> Any:
+            if conf.get("midas_ledger") and is_ledgered(name):
+                _record_publish(conf, name, message, options)
+            return send(producer, name, message, **options)
+
+        return send_and_record
+
+
+def _queue_name(options: dict[str, Any], conf: Any) -> str | None:
+    queue = options.get("queue")
+    if isinstance(queue, str):
+        return queue
+    if queue is not None and getattr(queue, "name", None):
+        return queue.name
+    return options.get("routing_key") or conf.get("task_default_queue")
+
+
+def _record_publish(conf: Any, name: str, message: Any, options: dict[str, Any]) -> None:
+    try:
+        headers = message.headers or {}
+        task_id = headers.get("id")
+        if not task_id:
+            return
+        args, kwargs = _split_body(message.body)
+        ledger_store.record_sent(
+            conf.midas_database_url,
+            [Submission(task_id, name, args, kwargs, _queue_name(options, conf))],
+            _now(),
+            conf.midas_ledger_grace,
+        )
+    except Exception as exc:
+        log.warning("ledger: could not record the publish of %s[%s]: %s", name, getattr(message, "headers", {}), exc)
+
+
+def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, kwargs: Any = None, **_: Any) -> None:
+    try:
+        request = getattr(task, "request", None)
+        if not task_id or not is_ledgered(getattr(task, "name", None)) or request is None:
+            return
+        if getattr(request, "is_eager", False) or getattr(request, "called_directly", False):
+            return
+        conf = task.app.conf
+        if not conf.get("midas_ledger"):
+            return
+        info = getattr(request, "delivery_info", None) or {}
+        queue = info.get("routing_key") or info.get("queue")
+        worker = getattr(request, "hostname", None) or f"pid-{os.getpid()}"
+        url = conf.midas_database_url
+        submission = Submission(task_id, task.name, list(args or ()), dict(kwargs or {}), queue)
+        ledger_store.start(url, submission, worker, conf.midas_ledger_lease, _now())
+        leases.add(task_id, url, worker, conf.midas_ledger_lease)
+    except Exception as exc:
+        log.warning("ledger: could not lease %s: %s", task_id, exc)
+
+
+def _close(conf: Any, task_id: str | None, state: LedgerState, error: str | None) -> None:
+    if not task_id:
+        return
+    leases.remove(task_id)
+    if conf.get("midas_ledger"):
+        ledger_store.finish(conf.midas_database_url, task_id, state, _now(), error)
+
+
+def _on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, retval: Any = None, **_: Any):
+    try:
+        if not is_ledgered(getattr(task, "name", None)):
+            return
+        request = getattr(task, "request", None)
+        if getattr(request, "is_eager", False) or getattr(request, "called_directly", False):
+            return
+        if state == "SUCCESS":
+            _close(task.app.conf, task_id, LedgerState.DONE, None)
+        elif state == "FAILURE":
+            _close(task.app.conf, task_id, LedgerState.FAILED, f"{type(retval).__name__}: {retval}"[:4000])
+        else:
+            # RETRY: its message re-opened the entry as queued; interrupted (no state): the lease runs out
+            leases.remove(task_id or "")
+    except Exception as exc:
+        log.warning("ledger: could not close %s: %s", task_id, exc)
+
+
+def _on_revoked(
+    sender: Any = None, request: Any = None, terminated: bool = False, expired: bool = False, **_: Any
+) -> None:
+    try:
+        name = getattr(request, "task", None) or getattr(request, "name", None)
+        app = getattr(sender, "app", None)
+        if is_ledgered(name) and app is not None:
+            reason = "expired" if expired else ("terminated" if terminated else "revoked")
+            _close(app.conf, getattr(request, "id", None), LedgerState.FAILED, f"task {reason}")
+    except Exception as exc:
+        log.warning("ledger: could not close a revoked task: %s", exc)
+
+
+#: (Celery signal, handler) pairs, connected by ``background_tasks.worker_signals.wire_signals``
+SIGNAL_HANDLERS: tuple[tuple[signals.Signal, Any], ...] = (
+    (signals.task_prerun, _on_prerun),
+    (signals.task_postrun, _on_postrun),
+    (signals.task_revoked, _on_revoked),
+)
