@@ -184,6 +184,9 @@ def create_app(settings: Settings) -> Celery:
         worker_prefetch_multiplier=1,
         worker_deduplicate_successful_tasks=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # A cold stop (SIGQUIT, Ctrl+C) lets running tasks finish for this long, then hands the
+        # rest back to the queue (late ack), so another worker takes them at once.
+        worker_soft_shutdown_timeout=float(settings.soft_shutdown_timeout),
         worker_max_tasks_per_child=settings.max_tasks_per_child,
         worker_max_memory_per_child=settings.max_memory_per_child_mb * 1024,  # in KiB
         worker_concurrency=settings.concurrency,

@@ -51,7 +51,7 @@ def test_beat_schedule_intervals_expiry_and_overrides(tmp_path) -> None:
         "task-report": 86400,
         "task-cleanup": 86400,
         "processed-file-cleanup": 86400,
-        "ledger-reaper": 15,
+        "ledger-reaper": 10,
     }
     for entry in schedule.values():
         assert 0 < entry["options"]["expires"] < entry["schedule"].total_seconds()
