@@ -679,7 +679,7 @@ def test_postgres_errors_are_transient() -> None:
 
 def test_a_long_document_is_written_in_batches_and_searchable_only_when_complete(store, monkeypatch) -> None:
     """Chunks go in in several short transactions; a failure half-way leaves nothing searchable."""
-    from background_tasks.storage import store as store_module
+    from background_tasks.storage import documents as store_module  # where the record transactions are
 
     monkeypatch.setattr(store_module, "CHUNK_WRITE_BATCH", 4)
     body = normalize_text(" ".join(f"Sentence {i} about the batched lighthouse keeper." for i in range(60)))
