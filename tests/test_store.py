@@ -709,3 +709,45 @@ def test_a_long_document_is_written_in_batches_and_searchable_only_when_complete
         ]
     assert sorted(indexes) == list(range(len(chunks)))
     assert store.search("lighthouse keeper")
+
+
+def test_the_ledger_entry_is_finished_in_the_transaction_that_records_the_outcome(store, monkeypatch) -> None:
+    """``in_transaction`` commits with the record, and a record that fails leaves the entry open."""
+    from datetime import UTC, datetime
+
+    from background_tasks.statuses import LedgerState
+    from background_tasks.storage import documents, ledger
+
+    now = datetime.now(UTC)
+    ledger.record_sent(
+        store.url, [ledger.Submission(task_id=f"t-{n}", name="process") for n in ("ok", "bad", "fail")], now, 30
+    )
+
+    def finish(task_id: str, state: LedgerState = LedgerState.DONE):
+        return lambda session: ledger.finish_in(session, task_id, state, now)
+
+    body = normalize_text(" ".join(f"Sentence {i} about the ledgered lighthouse." for i in range(60)))
+    chunks = chunk_text(body, size=200, overlap=40)
+    ok = store.claim(sha("ledger-ok"), "/in/ok.txt", "txt", task_id="t-ok")
+    store.record_success(ok.document_id, {}, chunks, len(body), in_transaction=finish("t-ok"))
+    assert store.get_document(ok.document_id)["status"] == "success"
+    assert ledger.get(store.url, "t-ok")["state"] == LedgerState.DONE
+
+    monkeypatch.setattr(documents, "CHUNK_WRITE_BATCH", 4)  # the hook runs with the last of several batches
+    bad = store.claim(sha("ledger-bad"), "/in/bad.txt", "txt", task_id="t-bad")
+
+    def finish_then_fail(session) -> None:
+        finish("t-bad")(session)
+        raise TransientError("simulated: the commit of the outcome failed")
+
+    with pytest.raises(TransientError):
+        store.record_success(bad.document_id, {}, chunks, len(body), in_transaction=finish_then_fail)
+    assert store.get_document(bad.document_id)["status"] == "processing"
+    assert ledger.get(store.url, "t-bad")["state"] == LedgerState.QUEUED  # rolled back with the record
+
+    failed = store.record_failure(
+        "/in/fail.txt", "failed", "corrupt", "broken", sha256=sha("ledger-fail"), task_id="t-fail",
+        in_transaction=finish("t-fail", LedgerState.FAILED),
+    )  # fmt: skip
+    assert store.get_document(failed)["status"] == "failed"
+    assert ledger.get(store.url, "t-fail")["state"] == LedgerState.FAILED
