@@ -80,6 +80,13 @@ def get_document(url: str, document_id: int) -> dict[str, Any] | None:
 
 
 @db_call
+def document_id_by_sha(url: str, sha256: str) -> int | None:
+    """The id of the document holding this content, if one does."""
+    with read_scope(url) as s:
+        return s.execute(select(DocumentRow.id).where(DocumentRow.sha256 == sha256)).scalar_one_or_none()
+
+
+@db_call
 def list_documents(
     url: str, limit: int = 50, offset: int = 0, status: str | None = None, file_type: str | None = None
 ) -> list[dict[str, Any]]:

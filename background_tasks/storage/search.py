@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from background_tasks.errors import InvalidQuery
 from background_tasks.processing.chunking import normalize_text
-from background_tasks.storage.db import is_sqlite, read_scope
+from background_tasks.storage.db import is_sqlite, read_scope, transient_db_errors
+from background_tasks.storage.schema import create_schema
 from background_tasks.storage.values import file_type_of
 
 logger = logging.getLogger(__name__)
@@ -283,6 +284,54 @@ def _search_substring(s: Session, parsed: _ParsedQuery, limit: int, ftype: str |
         _Row(r.document_id, r.chunk_index, r.page, r.file_type, r.path, _substring_snippet(r.text, parsed.terms), 1.0)
         for r in s.execute(text(sql), params)
     ]
+
+
+# --------------------------------------------------------------------------
+# Document frequencies (for keyword weighting)
+# --------------------------------------------------------------------------
+
+
+def document_frequencies(url: str, terms: Iterable[str]) -> tuple[int, dict[str, int]]:
+    """(documents with chunks, {term: documents containing it}) from the full-text index.
+
+    One indexed lookup per term (SQLite FTS5 or PostgreSQL's GIN-indexed
+    tsvector), so the cost does not grow with the size of the store;
+    without FTS5 it falls back to a substring scan.
+    """
+    terms = list(terms)
+    create_schema(url)
+    with transient_db_errors(), read_scope(url) as s:
+        total = int(s.execute(text("SELECT count(DISTINCT document_id) FROM chunks")).scalar_one())
+        found: dict[str, int] = {}
+        if not terms:
+            return total, found
+        if is_sqlite(url):
+            sql = (
+                "SELECT count(DISTINCT c.document_id) FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+                "WHERE chunks_fts MATCH :q"
+            )
+            try:
+                for term in terms:
+                    found[term] = int(s.execute(text(sql), {"q": f'"{term}"'}).scalar_one())
+                return total, found
+            except OperationalError as error:
+                if "no such table" not in str(error.orig).lower() and "fts5" not in str(error.orig).lower():
+                    raise
+                s.rollback()
+            sql = "SELECT count(DISTINCT document_id) FROM chunks WHERE lower(text) LIKE :p"
+            for term in terms:
+                found[term] = int(s.execute(text(sql), {"p": f"%{term}%"}).scalar_one())
+            return total, found
+        sql = "SELECT count(DISTINCT document_id) FROM chunks WHERE tsv @@ plainto_tsquery('simple', :t)"
+        try:
+            for term in terms:
+                found[term] = int(s.execute(text(sql), {"t": term}).scalar_one())
+        except ProgrammingError:  # no tsv column: a store created without full-text search
+            s.rollback()
+            sql = "SELECT count(DISTINCT document_id) FROM chunks WHERE lower(text) LIKE :p"
+            for term in terms:
+                found[term] = int(s.execute(text(sql), {"p": f"%{term}%"}).scalar_one())
+        return total, found
 
 
 def _substring_snippet(chunk: str, terms: Sequence[str], width: int = 200) -> str:
