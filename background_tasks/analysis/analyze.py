@@ -99,7 +99,6 @@ def analyze_data_path(raw_path: str, settings: Any, store: Any, document_id: int
     ``status: failed`` with ``error_type`` and ``error``.
     """
     from background_tasks.analysis.profiles import DATA_EXTENSIONS, profile_file
-    from background_tasks.extraction import detect
     from background_tasks.extraction.extractors.base import Limits
     from background_tasks.extraction.isolation import run_isolated
     from background_tasks.processing.intake import take_in
@@ -113,15 +112,15 @@ def analyze_data_path(raw_path: str, settings: Any, store: Any, document_id: int
             original = copy.original
             result["path"] = str(original)
             sha256 = copy.sha256
-            extension, _mime = detect.resolve_extension(copy.copy, original.suffix.lower())
-            result["file_type"] = extension.lstrip(".")
-            if extension not in DATA_EXTENSIONS:
+            kind = copy.identify()
+            result["file_type"] = kind.file_type
+            if kind.extension not in DATA_EXTENSIONS:
                 raise UnsupportedFileType(
-                    f"{original.name}: data analysis handles CSV, XLSX, XLS and JSON records, not {extension}"
+                    f"{original.name}: data analysis handles CSV, XLSX, XLS and JSON records, not {kind.extension}"
                 )
             profile = run_isolated(
                 profile_file,
-                (str(copy.copy), extension, Limits.from_settings(settings)),
+                (str(copy.copy), kind.extension, Limits.from_settings(settings)),
                 timeout=settings.extract_timeout,
                 work_dir=settings.work_dir,
                 label=original.name,

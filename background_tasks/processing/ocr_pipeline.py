@@ -24,15 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from background_tasks.errors import MidasError, MissingDependency, PermanentError
-from background_tasks.extraction import detect
 from background_tasks.extraction.extractors.base import Extraction, TextBuilder
 from background_tasks.extraction.extractors.pdf import is_text_layer_warning
 from background_tasks.extraction.isolation import run_isolated
 from background_tasks.extraction.tesseract import OcrOptions, mean_confidence, ocr_document_pages, resolve_languages
-from background_tasks.processing.chunking import Chunk, chunk_text, normalize_with_pages
+from background_tasks.processing.chunking import Chunk
 from background_tasks.processing.extract import extract
+from background_tasks.processing.finish import finish, normalise
 from background_tasks.processing.intake import take_in
-from background_tasks.processing.textstats import detect_language, word_count
 from background_tasks.storage import ocr_pages
 
 log = logging.getLogger(__name__)
@@ -240,14 +239,14 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
         with take_in(raw_path, settings, wait_until_complete=False) as copy:
             if copy.sha256 != document.get("sha256"):
                 raise PermanentError(f"{label} changed since it was processed; OCR abandoned")
-            extension, mime_type = detect.resolve_extension(copy.copy, copy.original.suffix.lower())
+            kind = copy.identify()
             options = OcrOptions.from_settings(settings)
             todo = list(pages[: settings.ocr_max_pages_per_task])
             budget = max(ocr_budget(settings), options.page_timeout)
             try:
                 payload = run_isolated(
                     ocr_document_pages,
-                    (str(copy.copy), extension, todo, options, budget),
+                    (str(copy.copy), kind.extension, todo, options, budget),
                     timeout=budget + CHILD_GRACE_S,
                     work_dir=settings.work_dir,
                     label=label,
@@ -262,7 +261,7 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
             if rest:
                 log.info("%s: OCR of %d page(s) done, %d to go", label, len(results), len(rest))
                 return {"status": "partial", "document_id": document_id, "done": len(results), "pending": rest}
-            extraction = extract(copy.copy, extension, mime_type, settings, label=label)
+            extraction = extract(copy.copy, kind.extension, kind.mime_type, settings, label=label)
     except MissingDependency as exc:
         _mark(store, document, "skipped", f"OCR skipped: {exc.message}")
         return {"status": "skipped", "document_id": document_id, "reason": exc.message}
@@ -273,29 +272,26 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
     merged = merge_ocr(
         extraction, ocr_pages.load(store.url, document_id), languages=payload["languages"], extra_warnings=[]
     )
-    text, spans = normalize_with_pages(merged.text, merged.pages)
-    chunks = chunk_text(text, settings.chunk_size, settings.chunk_overlap, spans)
+    del extraction
     metadata = {**(document.get("metadata") or {}), **merged.metadata}
     metadata.pop("ocr_pending_pages", None)
-    metadata["word_count"] = word_count(text)
-    metadata["language"] = detect_language(text)
-    warnings = list(merged.warnings) or ([] if text.strip() else ["no text found in the document"])
-    store.record_success(
+    body = normalise(merged, metadata, recount=True)  # the text changed: count it again
+    del merged
+    done = finish(
+        store,
         document_id,
-        metadata=metadata,
-        chunks=chunks,
-        text_chars=len(text),
+        body,
+        settings,
         page_count=document.get("page_count"),
-        warnings=warnings,
-        duration_s=round((document.get("duration_s") or 0.0) + time.monotonic() - started, 4),
+        elapsed=lambda: round((document.get("duration_s") or 0.0) + time.monotonic() - started, 4),
     )
     ocr_pages.forget(store.url, document_id)
-    log.info("%s: OCR finished, %d chunks", label, len(chunks))
+    log.info("%s: OCR finished, %d chunks", label, done.chunks)
     return {
         "status": "success",
         "document_id": document_id,
-        "ocr_pages": metadata["ocr_pages"],
-        "ocr_mean_confidence": metadata["ocr_mean_confidence"],
-        "chunks_created": len(chunks),
-        "text_chars": len(text),
+        "ocr_pages": body.metadata["ocr_pages"],
+        "ocr_mean_confidence": body.metadata["ocr_mean_confidence"],
+        "chunks_created": done.chunks,
+        "text_chars": done.text_chars,
     }
