@@ -74,10 +74,6 @@ class Claim:
     state: str
     attempts: int = 1
 
-    @property
-    def should_process(self) -> bool:
-        return self.state in ("new", "resume")
-
 
 def add_path(session: Session, document_id: int, path: Any, now: datetime) -> None:
     """Record (or refresh) that ``document_id`` was seen at ``path``."""

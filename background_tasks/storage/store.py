@@ -41,8 +41,6 @@ from background_tasks.storage.search import (
 )
 from background_tasks.storage.values import clean_path, db_call
 
-CLAIM_STATES = ("new", "duplicate", "resume", "busy")
-
 
 class DocumentStore:
     """Documents, their paths and chunks, and search over them, in one database.
@@ -186,7 +184,6 @@ class DocumentStore:
 
 __all__ = [
     "CHUNK_WRITE_BATCH",
-    "CLAIM_STATES",
     "DEFAULT_MARKS",
     "FAILURE_STATUSES",
     "MAX_PHRASE_WORDS",
