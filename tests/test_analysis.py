@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 
 from background_tasks.analysis import analyze as analysis
+from background_tasks.analysis import columns as profile_columns
 from background_tasks.analysis import profiles as data_profile
+from background_tasks.analysis import table_readers
 from background_tasks.analysis_tasks import schedule_follow_ups
 from background_tasks.extraction.extractors.base import Limits
 from background_tasks.processing import pipeline
@@ -75,7 +77,7 @@ def assert_numeric_matches(profile: dict, series: pd.Series) -> None:
 
 
 def test_csv_profile_matches_pandas_across_many_chunks(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(data_profile, "CHUNK_ROWS", 997)  # read in six uneven chunks, merged
+    monkeypatch.setattr(table_readers, "CHUNK_ROWS", 997)  # read in six uneven chunks, merged
     path = tmp_path / "sales.csv"
     known_frame().to_csv(path, index=False)
     profile = data_profile.profile_file(str(path), ".csv", Limits())
@@ -123,8 +125,8 @@ def test_csv_with_title_lines_bad_lines_and_no_header(tmp_path) -> None:
 
 
 def test_quartiles_beyond_the_sample_are_close_and_flagged(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(data_profile, "QUANTILE_SAMPLE", 4000)
-    monkeypatch.setattr(data_profile, "CHUNK_ROWS", 5000)
+    monkeypatch.setattr(profile_columns, "QUANTILE_SAMPLE", 4000)
+    monkeypatch.setattr(table_readers, "CHUNK_ROWS", 5000)
     rng = np.random.default_rng(3)
     path = tmp_path / "big.csv"
     pd.DataFrame({"x": rng.uniform(0, 1000, 60_000).round(3)}).to_csv(path, index=False)
@@ -140,8 +142,8 @@ def test_quartiles_beyond_the_sample_are_close_and_flagged(tmp_path, monkeypatch
 
 
 def test_top_values_survive_pruning_of_rare_values(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(data_profile, "MAX_TRACKED_VALUES", 200)
-    monkeypatch.setattr(data_profile, "CHUNK_ROWS", 500)
+    monkeypatch.setattr(profile_columns, "MAX_TRACKED_VALUES", 200)
+    monkeypatch.setattr(table_readers, "CHUNK_ROWS", 500)
     values = ["alpha"] * 900 + ["beta"] * 600 + ["gamma"] * 300 + [f"id-{i}" for i in range(3000)]
     rng = np.random.default_rng(5)
     rng.shuffle(values)
@@ -220,9 +222,9 @@ def test_json_records_streamed_in_small_reads_match_pandas(tmp_path, monkeypatch
     ]
     path = tmp_path / "items.json"
     path.write_text(json.dumps(records, indent=1), encoding="utf-8")
-    monkeypatch.setattr(data_profile, "CHUNK_ROWS", 100)
+    monkeypatch.setattr(table_readers, "CHUNK_ROWS", 100)
     whole = data_profile.profile_file(str(path), ".json", Limits())
-    monkeypatch.setattr(data_profile, "_JSON_READ", 64)  # every record crosses a buffer boundary
+    monkeypatch.setattr(table_readers, "_JSON_READ", 64)  # every record crosses a buffer boundary
     streamed = data_profile.profile_file(str(path), ".json", Limits())
     assert streamed == whole
     [table] = streamed["tables"]

@@ -238,3 +238,19 @@ def test_preloading_leaves_nothing_for_the_first_document_to_load() -> None:
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 50  # langdetect ships 55 language profiles
+
+
+def test_the_outcome_and_the_callers_rows_are_recorded_in_one_transaction(settings, store, docs_dir) -> None:
+    """``in_transaction`` sees the outcome row in its session, for a success and for a failure."""
+    from sqlalchemy import text
+
+    seen = []
+
+    def look(session) -> None:
+        seen.append(session.execute(text("SELECT status FROM documents ORDER BY id DESC LIMIT 1")).scalar_one())
+
+    good = write(docs_dir, "good.txt", "A document whose outcome is recorded with the ledger. " * 40)
+    bad = write(docs_dir, "bad.pdf", os.urandom(4096))
+    assert pipeline.process_file(str(good), settings, store, "t-good", in_transaction=look).status == "success"
+    assert pipeline.process_file(str(bad), settings, store, "t-bad", in_transaction=look).status == "rejected"
+    assert seen == ["success", "rejected"]

@@ -36,6 +36,11 @@ def sha(label: str) -> str:
     return hashlib.sha256(label.encode()).hexdigest()
 
 
+def processes(claim) -> bool:
+    """What a task does with a claim (see ``Claim``): it processes the file when the content is new or resumed."""
+    return claim.state in ("new", "resume")
+
+
 @pytest.fixture
 def db_url(database_url):
     return database_url
@@ -72,7 +77,7 @@ def add_document(
 
 def test_claim_new_duplicate_resume_busy(store, db_url) -> None:
     first = store.claim(sha("a"), "/in/a.txt", "TXT", "text/plain", 11, task_id="t1")
-    assert (first.state, first.attempts, first.should_process) == ("new", 1, True)
+    assert (first.state, first.attempts, processes(first)) == ("new", 1, True)
     doc = store.get_document(first.document_id)
     assert doc["status"] == "processing" and doc["file_type"] == "txt" and doc["task_id"] == "t1"
     assert doc["paths"][0]["path"] == "/in/a.txt"
@@ -82,7 +87,7 @@ def test_claim_new_duplicate_resume_busy(store, db_url) -> None:
     assert (again.document_id, again.state, again.attempts) == (first.document_id, "resume", 2)
     # another task while t1 is (recently) processing: do not process twice
     other = store.claim(sha("a"), "/in/copy-of-a.txt", "txt", "text/plain", 11, task_id="t2")
-    assert (other.state, other.should_process) == ("busy", False)
+    assert (other.state, processes(other)) == ("busy", False)
     # ... unless the processing row is abandoned
     impatient = DocumentStore(db_url, stale_after_s=0)
     taken = impatient.claim(sha("a"), "/in/a.txt", "txt", None, None, task_id="t3")
@@ -91,7 +96,7 @@ def test_claim_new_duplicate_resume_busy(store, db_url) -> None:
     store.record_success(first.document_id, {"k": 1}, chunk_text("some words here"), 15)
     before = store.get_document(first.document_id)
     dup = store.claim(sha("a"), "/elsewhere/a-copy.txt", "txt", "text/plain", 11, task_id="t4")
-    assert (dup.document_id, dup.state, dup.should_process) == (first.document_id, "duplicate", False)
+    assert (dup.document_id, dup.state, processes(dup)) == (first.document_id, "duplicate", False)
     after = store.get_document(first.document_id)
     assert after["status"] == "success" and after["attempts"] == before["attempts"]
     assert after["task_id"] == before["task_id"] and after["chunk_count"] == 1
@@ -133,10 +138,10 @@ def test_claim_race_between_threads(store) -> None:
         for t in threads:
             t.join(60)
         assert len(results) == 6
-        winners = [r for r in results if r.should_process]
+        winners = [r for r in results if processes(r)]
         assert len(winners) == 1, results
         assert winners[0].state == ("resume" if round_ % 2 else "new")
-        assert {r.state for r in results if not r.should_process} == {"busy"}
+        assert {r.state for r in results if not processes(r)} == {"busy"}
         assert len({r.document_id for r in results}) == 1
         assert store.count_documents() == round_ + 1
         assert len(store.get_document(winners[0].document_id)["paths"]) >= 6
@@ -679,7 +684,7 @@ def test_postgres_errors_are_transient() -> None:
 
 def test_a_long_document_is_written_in_batches_and_searchable_only_when_complete(store, monkeypatch) -> None:
     """Chunks go in in several short transactions; a failure half-way leaves nothing searchable."""
-    from background_tasks.storage import store as store_module
+    from background_tasks.storage import documents as store_module  # where the record transactions are
 
     monkeypatch.setattr(store_module, "CHUNK_WRITE_BATCH", 4)
     body = normalize_text(" ".join(f"Sentence {i} about the batched lighthouse keeper." for i in range(60)))
@@ -709,3 +714,45 @@ def test_a_long_document_is_written_in_batches_and_searchable_only_when_complete
         ]
     assert sorted(indexes) == list(range(len(chunks)))
     assert store.search("lighthouse keeper")
+
+
+def test_the_ledger_entry_is_finished_in_the_transaction_that_records_the_outcome(store, monkeypatch) -> None:
+    """``in_transaction`` commits with the record, and a record that fails leaves the entry open."""
+    from datetime import UTC, datetime
+
+    from background_tasks.statuses import LedgerState
+    from background_tasks.storage import documents, ledger
+
+    now = datetime.now(UTC)
+    ledger.record_sent(
+        store.url, [ledger.Submission(task_id=f"t-{n}", name="process") for n in ("ok", "bad", "fail")], now, 30
+    )
+
+    def finish(task_id: str, state: LedgerState = LedgerState.DONE):
+        return lambda session: ledger.finish_in(session, task_id, state, now)
+
+    body = normalize_text(" ".join(f"Sentence {i} about the ledgered lighthouse." for i in range(60)))
+    chunks = chunk_text(body, size=200, overlap=40)
+    ok = store.claim(sha("ledger-ok"), "/in/ok.txt", "txt", task_id="t-ok")
+    store.record_success(ok.document_id, {}, chunks, len(body), in_transaction=finish("t-ok"))
+    assert store.get_document(ok.document_id)["status"] == "success"
+    assert ledger.get(store.url, "t-ok")["state"] == LedgerState.DONE
+
+    monkeypatch.setattr(documents, "CHUNK_WRITE_BATCH", 4)  # the hook runs with the last of several batches
+    bad = store.claim(sha("ledger-bad"), "/in/bad.txt", "txt", task_id="t-bad")
+
+    def finish_then_fail(session) -> None:
+        finish("t-bad")(session)
+        raise TransientError("simulated: the commit of the outcome failed")
+
+    with pytest.raises(TransientError):
+        store.record_success(bad.document_id, {}, chunks, len(body), in_transaction=finish_then_fail)
+    assert store.get_document(bad.document_id)["status"] == "processing"
+    assert ledger.get(store.url, "t-bad")["state"] == LedgerState.QUEUED  # rolled back with the record
+
+    failed = store.record_failure(
+        "/in/fail.txt", "failed", "corrupt", "broken", sha256=sha("ledger-fail"), task_id="t-fail",
+        in_transaction=finish("t-fail", LedgerState.FAILED),
+    )  # fmt: skip
+    assert store.get_document(failed)["status"] == "failed"
+    assert ledger.get(store.url, "t-fail")["state"] == LedgerState.FAILED

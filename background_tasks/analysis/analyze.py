@@ -24,14 +24,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import or_, select, text
-from sqlalchemy.exc import OperationalError, ProgrammingError
-
 from background_tasks.errors import PermanentError, UnsupportedFileType
 from background_tasks.processing.textstats import detect_language, word_count
-from background_tasks.storage.db import is_sqlite, read_scope, session_scope, transient_db_errors
+from background_tasks.storage import analyses, reading
 from background_tasks.storage.models import AnalysisRow
-from background_tasks.storage.schema import create_schema
+from background_tasks.storage.search import document_frequencies
 
 log = logging.getLogger(__name__)
 
@@ -71,28 +68,8 @@ def save_analysis(url: str, sha256: str, kind: str, result: Mapping[str, Any], d
     """Insert or replace the analysis of one content and kind."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    create_schema(url)
-    now = datetime.now(UTC)
-    values = {
-        "sha256": sha256,
-        "kind": kind,
-        "document_id": document_id,
-        "status": str(result.get("status", "success"))[:16],
-        "result_json": jsonable(dict(result)),
-        "created_at": now,
-        "updated_at": now,
-    }
-    if is_sqlite(url):
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    stmt = dialect_insert(AnalysisRow).values(**values)
-    changes = {k: stmt.excluded[k] for k in ("status", "result_json", "updated_at")}
-    if document_id is not None:
-        changes["document_id"] = stmt.excluded.document_id
-    stmt = stmt.on_conflict_do_update(index_elements=["sha256", "kind"], set_=changes)
-    with transient_db_errors(), session_scope(url) as s:
-        s.execute(stmt)
+    status = str(result.get("status", "success"))[:16]
+    analyses.save(url, sha256, kind, status, jsonable(dict(result)), document_id)
 
 
 def get_analysis(document_id: int, url: str | None = None) -> dict[str, Any] | None:
@@ -101,34 +78,11 @@ def get_analysis(document_id: int, url: str | None = None) -> dict[str, Any] | N
     ``{"document_id", "data": <table profiles or None>, "text": <text analytics or None>, "updated_at"}``;
     each analysis is the dict its task returned (``status`` "success", or "failed" with ``error``).
     """
-    from background_tasks.storage.store import DocumentRow
-
     if url is None:
         from background_tasks.settings import get_settings
 
         url = get_settings().database_url_resolved
-    create_schema(url)
-    with transient_db_errors(), read_scope(url) as s:
-        sha256 = s.execute(select(DocumentRow.sha256).where(DocumentRow.id == document_id)).scalar_one_or_none()
-        condition = AnalysisRow.document_id == document_id
-        if sha256:
-            condition = or_(condition, AnalysisRow.sha256 == sha256)
-        rows = list(s.execute(select(AnalysisRow).where(condition).order_by(AnalysisRow.updated_at)).scalars())
-    if not rows:
-        return None
-    out: dict[str, Any] = {"document_id": document_id, "data": None, "text": None}
-    for row in rows:
-        out[row.kind] = row.result_json
-    updated = max(row.updated_at for row in rows)
-    out["updated_at"] = (updated if updated.tzinfo else updated.replace(tzinfo=UTC)).isoformat()
-    return out
-
-
-def _document_by_sha(url: str, sha256: str) -> int | None:
-    from background_tasks.storage.store import DocumentRow
-
-    with transient_db_errors(), read_scope(url) as s:
-        return s.execute(select(DocumentRow.id).where(DocumentRow.sha256 == sha256)).scalar_one_or_none()
+    return analyses.for_document(url, document_id, KINDS)
 
 
 # --------------------------------------------------------------------------
@@ -145,7 +99,6 @@ def analyze_data_path(raw_path: str, settings: Any, store: Any, document_id: int
     ``status: failed`` with ``error_type`` and ``error``.
     """
     from background_tasks.analysis.profiles import DATA_EXTENSIONS, profile_file
-    from background_tasks.extraction import detect
     from background_tasks.extraction.extractors.base import Limits
     from background_tasks.extraction.isolation import run_isolated
     from background_tasks.processing.intake import take_in
@@ -159,15 +112,15 @@ def analyze_data_path(raw_path: str, settings: Any, store: Any, document_id: int
             original = copy.original
             result["path"] = str(original)
             sha256 = copy.sha256
-            extension, _mime = detect.resolve_extension(copy.copy, original.suffix.lower())
-            result["file_type"] = extension.lstrip(".")
-            if extension not in DATA_EXTENSIONS:
+            kind = copy.identify()
+            result["file_type"] = kind.file_type
+            if kind.extension not in DATA_EXTENSIONS:
                 raise UnsupportedFileType(
-                    f"{original.name}: data analysis handles CSV, XLSX, XLS and JSON records, not {extension}"
+                    f"{original.name}: data analysis handles CSV, XLSX, XLS and JSON records, not {kind.extension}"
                 )
             profile = run_isolated(
                 profile_file,
-                (str(copy.copy), extension, Limits.from_settings(settings)),
+                (str(copy.copy), kind.extension, Limits.from_settings(settings)),
                 timeout=settings.extract_timeout,
                 work_dir=settings.work_dir,
                 label=original.name,
@@ -179,7 +132,7 @@ def analyze_data_path(raw_path: str, settings: Any, store: Any, document_id: int
     result["analyzed_at"] = datetime.now(UTC).isoformat()
     if sha256:
         if result["document_id"] is None:
-            result["document_id"] = _document_by_sha(store.url, sha256)
+            result["document_id"] = reading.document_id_by_sha(store.url, sha256)
         save_analysis(store.url, sha256, "data", result, result["document_id"])
     return jsonable(result)
 
@@ -307,49 +260,6 @@ def sentence_count(text: str) -> int:
 def keyword_counts(text: str) -> Counter[str]:
     """Candidate keyword counts: lower-case words of 3+ letters that are not stopwords."""
     return Counter(t for t in (m.group().lower() for m in _TOKEN.finditer(text)) if t not in STOPWORDS)
-
-
-def document_frequencies(url: str, terms: Iterable[str]) -> tuple[int, dict[str, int]]:
-    """(documents with chunks, {term: documents containing it}) from the full-text index.
-
-    One indexed lookup per term (SQLite FTS5 or PostgreSQL's GIN-indexed
-    tsvector), so the cost does not grow with the size of the store;
-    without FTS5 it falls back to a substring scan.
-    """
-    terms = list(terms)
-    create_schema(url)
-    with transient_db_errors(), read_scope(url) as s:
-        total = int(s.execute(text("SELECT count(DISTINCT document_id) FROM chunks")).scalar_one())
-        found: dict[str, int] = {}
-        if not terms:
-            return total, found
-        if is_sqlite(url):
-            sql = (
-                "SELECT count(DISTINCT c.document_id) FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
-                "WHERE chunks_fts MATCH :q"
-            )
-            try:
-                for term in terms:
-                    found[term] = int(s.execute(text(sql), {"q": f'"{term}"'}).scalar_one())
-                return total, found
-            except OperationalError as error:
-                if "no such table" not in str(error.orig).lower() and "fts5" not in str(error.orig).lower():
-                    raise
-                s.rollback()
-            sql = "SELECT count(DISTINCT document_id) FROM chunks WHERE lower(text) LIKE :p"
-            for term in terms:
-                found[term] = int(s.execute(text(sql), {"p": f"%{term}%"}).scalar_one())
-            return total, found
-        sql = "SELECT count(DISTINCT document_id) FROM chunks WHERE tsv @@ plainto_tsquery('simple', :t)"
-        try:
-            for term in terms:
-                found[term] = int(s.execute(text(sql), {"t": term}).scalar_one())
-        except ProgrammingError:  # no tsv column: a store created without full-text search
-            s.rollback()
-            sql = "SELECT count(DISTINCT document_id) FROM chunks WHERE lower(text) LIKE :p"
-            for term in terms:
-                found[term] = int(s.execute(text(sql), {"p": f"%{term}%"}).scalar_one())
-        return total, found
 
 
 def distinctive_keywords(url: str, text_value: str, limit: int = KEYWORDS) -> list[dict[str, Any]]:

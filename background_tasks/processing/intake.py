@@ -6,13 +6,15 @@ symbolic link, so a file swapped for a link between the check and the open
 (time-of-check/time-of-use) is refused instead of read. Size, type of file and
 stability come from that descriptor (``fstat``), and the private working copy
 is hashed and copied from the same descriptor. The user's original is only
-ever opened for reading; everything after intake works on the copy.
+ever opened for reading; everything after intake works on the copy, starting
+with ``Intake.identify`` (what the content really is) and ``file_facts``.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import mimetypes
 import os
 import shutil
 import stat
@@ -21,9 +23,12 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from background_tasks.errors import FileNotReady, FileTooLarge, InvalidArgument, PathNotAllowed
+from background_tasks.errors import EmptyDocument, FileNotReady, FileTooLarge, InvalidArgument, PathNotAllowed
+from background_tasks.extraction import detect
 from background_tasks.settings import PROJECT_ROOT, Settings
 
 COPY_BUFFER = 1024 * 1024
@@ -315,6 +320,18 @@ def working_copy(opened: OpenedFile, settings: Settings, max_bytes: int) -> Iter
 
 
 @dataclass(frozen=True)
+class FileKind:
+    """What a document is processed as: the extension its content agrees with, and its MIME type."""
+
+    extension: str
+    mime_type: str
+
+    @property
+    def file_type(self) -> str:
+        return self.extension.lstrip(".")
+
+
+@dataclass(frozen=True)
 class Intake:
     """A vetted document: where it really is, what ``fstat`` said of it, and its private copy."""
 
@@ -323,6 +340,36 @@ class Intake:
     copy: Path
     sha256: str
     size: int
+
+    def identify(self, *, refuse_empty: bool = False) -> FileKind:
+        """The copy's real type (``TypeMismatch``, ``EncryptedDocument``... when it cannot be processed).
+
+        A separate step rather than part of ``take_in``: a file refused here is
+        recorded with what intake already knows of it (real path, hash, size).
+        ``refuse_empty`` refuses a 0-byte file before its content is looked at.
+        """
+        if refuse_empty and self.size == 0:
+            raise EmptyDocument(f"{self.original.name} is empty (0 bytes)")
+        extension, mime_type = detect.resolve_extension(self.copy, self.original.suffix.lower())
+        return FileKind(extension, mime_type)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat()
+
+
+def file_facts(intake: Intake, mime_type: str | None) -> dict[str, Any]:
+    """Metadata every file has, whatever its format (times from the descriptor intake opened)."""
+    original, st, sha256, size = intake.original, intake.stat, intake.sha256, intake.size
+    return {
+        "file_name": original.name,
+        "extension": original.suffix.lower(),
+        "mime_type": mime_type or mimetypes.guess_type(original.name)[0] or "application/octet-stream",
+        "size_bytes": size,
+        "sha256": sha256,
+        "modified_at": _iso(st.st_mtime),
+        "created_at": _iso(getattr(st, "st_birthtime", st.st_ctime)),
+    }
 
 
 @contextmanager

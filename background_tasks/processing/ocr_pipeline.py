@@ -23,21 +23,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import IntegrityError
-
 from background_tasks.errors import MidasError, MissingDependency, PermanentError
-from background_tasks.extraction import detect
 from background_tasks.extraction.extractors.base import Extraction, TextBuilder
 from background_tasks.extraction.extractors.pdf import is_text_layer_warning
 from background_tasks.extraction.isolation import run_isolated
 from background_tasks.extraction.tesseract import OcrOptions, mean_confidence, ocr_document_pages, resolve_languages
-from background_tasks.processing.chunking import Chunk, chunk_text, normalize_with_pages
+from background_tasks.processing.chunking import Chunk
 from background_tasks.processing.extract import extract
+from background_tasks.processing.finish import finish, normalise
 from background_tasks.processing.intake import take_in
-from background_tasks.processing.textstats import detect_language, word_count
-from background_tasks.storage.db import read_scope, session_scope, transient_db_errors
-from background_tasks.storage.models import OcrPageRow
+from background_tasks.storage import ocr_pages
 
 log = logging.getLogger(__name__)
 
@@ -202,61 +197,6 @@ def deferred_pages(metadata: dict[str, Any]) -> list[int]:
 # --------------------------------------------------------------------------
 
 
-def _save_pages(url: str, document_id: int, results: list[dict[str, Any]]) -> None:
-    rows = [
-        {
-            "document_id": document_id,
-            "page": int(r["page"]),
-            "text": (r.get("text") or "").replace("\x00", ""),
-            "confidence": r.get("confidence"),
-            "words": int(r.get("words") or 0),
-            "seconds": r.get("seconds"),
-            "error": r.get("error"),
-            "error_type": r.get("error_type"),
-        }
-        for r in results
-    ]
-    if not rows:
-        return
-    numbers = [row["page"] for row in rows]
-    for attempt in range(3):
-        try:
-            with transient_db_errors(), session_scope(url) as s:
-                s.execute(delete(OcrPageRow).where(OcrPageRow.document_id == document_id, OcrPageRow.page.in_(numbers)))
-                s.execute(insert(OcrPageRow), rows)
-            return
-        except IntegrityError:  # the same range saved by a duplicate task at the same moment
-            if attempt == 2:
-                raise
-
-
-def _load_pages(url: str, document_id: int) -> list[dict[str, Any]]:
-    with transient_db_errors(), read_scope(url) as s:
-        rows = s.execute(
-            select(OcrPageRow).where(OcrPageRow.document_id == document_id).order_by(OcrPageRow.page)
-        ).scalars()
-        out = []
-        for row in rows:
-            if row.error:
-                out.append({"page": row.page, "error": row.error, "error_type": row.error_type})
-            else:
-                out.append(
-                    {
-                        "page": row.page,
-                        "text": row.text or "",
-                        "confidence": row.confidence,
-                        "words": row.words,
-                        "seconds": row.seconds,
-                    }
-                )
-        return out
-
-
-def _forget_pages(url: str, document_id: int) -> None:
-    with transient_db_errors(), session_scope(url) as s:
-        s.execute(delete(OcrPageRow).where(OcrPageRow.document_id == document_id))
-
-
 def _stored_chunks(store: Any, document_id: int) -> list[Chunk]:
     return [
         Chunk(c["chunk_index"], c["text"], c["start_char"], c["end_char"], c["page"])
@@ -277,7 +217,7 @@ def _mark(store: Any, document: dict[str, Any], status: str, warning: str) -> No
         warnings=[*(w for w in document.get("warnings") or () if "queued for OCR" not in w), warning],
         duration_s=document.get("duration_s"),
     )
-    _forget_pages(store.url, document["id"])
+    ocr_pages.forget(store.url, document["id"])
 
 
 def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: Any, store: Any) -> dict[str, Any]:
@@ -299,14 +239,14 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
         with take_in(raw_path, settings, wait_until_complete=False) as copy:
             if copy.sha256 != document.get("sha256"):
                 raise PermanentError(f"{label} changed since it was processed; OCR abandoned")
-            extension, mime_type = detect.resolve_extension(copy.copy, copy.original.suffix.lower())
+            kind = copy.identify()
             options = OcrOptions.from_settings(settings)
             todo = list(pages[: settings.ocr_max_pages_per_task])
             budget = max(ocr_budget(settings), options.page_timeout)
             try:
                 payload = run_isolated(
                     ocr_document_pages,
-                    (str(copy.copy), extension, todo, options, budget),
+                    (str(copy.copy), kind.extension, todo, options, budget),
                     timeout=budget + CHILD_GRACE_S,
                     work_dir=settings.work_dir,
                     label=label,
@@ -317,11 +257,11 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
             except MidasError as exc:  # this range crashed or hung: record it as failed, go on with the rest
                 results = [{"page": p, "error": exc.message, "error_type": exc.error_type} for p in todo]
                 rest, payload = list(pages[len(todo) :]), {"languages": None, "warnings": []}
-            _save_pages(store.url, document_id, results)
+            ocr_pages.save(store.url, document_id, results)
             if rest:
                 log.info("%s: OCR of %d page(s) done, %d to go", label, len(results), len(rest))
                 return {"status": "partial", "document_id": document_id, "done": len(results), "pending": rest}
-            extraction = extract(copy.copy, extension, mime_type, settings, label=label)
+            extraction = extract(copy.copy, kind.extension, kind.mime_type, settings, label=label)
     except MissingDependency as exc:
         _mark(store, document, "skipped", f"OCR skipped: {exc.message}")
         return {"status": "skipped", "document_id": document_id, "reason": exc.message}
@@ -330,31 +270,28 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
         return {"status": "failed", "document_id": document_id, "error_type": exc.error_type, "error": exc.message}
 
     merged = merge_ocr(
-        extraction, _load_pages(store.url, document_id), languages=payload["languages"], extra_warnings=[]
+        extraction, ocr_pages.load(store.url, document_id), languages=payload["languages"], extra_warnings=[]
     )
-    text, spans = normalize_with_pages(merged.text, merged.pages)
-    chunks = chunk_text(text, settings.chunk_size, settings.chunk_overlap, spans)
+    del extraction
     metadata = {**(document.get("metadata") or {}), **merged.metadata}
     metadata.pop("ocr_pending_pages", None)
-    metadata["word_count"] = word_count(text)
-    metadata["language"] = detect_language(text)
-    warnings = list(merged.warnings) or ([] if text.strip() else ["no text found in the document"])
-    store.record_success(
+    body = normalise(merged, metadata, recount=True)  # the text changed: count it again
+    del merged
+    done = finish(
+        store,
         document_id,
-        metadata=metadata,
-        chunks=chunks,
-        text_chars=len(text),
+        body,
+        settings,
         page_count=document.get("page_count"),
-        warnings=warnings,
-        duration_s=round((document.get("duration_s") or 0.0) + time.monotonic() - started, 4),
+        elapsed=lambda: round((document.get("duration_s") or 0.0) + time.monotonic() - started, 4),
     )
-    _forget_pages(store.url, document_id)
-    log.info("%s: OCR finished, %d chunks", label, len(chunks))
+    ocr_pages.forget(store.url, document_id)
+    log.info("%s: OCR finished, %d chunks", label, done.chunks)
     return {
         "status": "success",
         "document_id": document_id,
-        "ocr_pages": metadata["ocr_pages"],
-        "ocr_mean_confidence": metadata["ocr_mean_confidence"],
-        "chunks_created": len(chunks),
-        "text_chars": len(text),
+        "ocr_pages": body.metadata["ocr_pages"],
+        "ocr_mean_confidence": body.metadata["ocr_mean_confidence"],
+        "chunks_created": done.chunks,
+        "text_chars": done.text_chars,
     }

@@ -1,0 +1,348 @@
+"""Full-text search over the stored chunks, the same on both databases.
+
+SQLite: an FTS5 external-content table kept in sync by triggers, ranked with
+BM25. PostgreSQL: a stored, GIN-indexed ``to_tsvector('simple', text)``
+column queried with ``websearch_to_tsquery``, so any language works. A SQLite
+build without FTS5 falls back to an unranked substring match. The user's
+query is parsed once (``parse_query``) and written out for each backend so
+that no syntax of the user's reaches the database's query language.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
+
+from background_tasks.errors import InvalidQuery
+from background_tasks.processing.chunking import normalize_text
+from background_tasks.storage.db import is_sqlite, read_scope, transient_db_errors
+from background_tasks.storage.schema import create_schema
+from background_tasks.storage.values import file_type_of
+
+logger = logging.getLogger(__name__)
+
+MAX_QUERY_TERMS = 32
+#: Longest query searched: PostgreSQL refuses a phrase of ~13,000 words ("statement too complex").
+MAX_QUERY_CHARS = 1000
+#: Most words in one "quoted phrase".
+MAX_PHRASE_WORDS = 64
+
+#: highlight markers used inside the database; replaced by the caller's marks
+_HL_START = "\ue000"
+_HL_END = "\ue001"
+DEFAULT_MARKS = ("**", "**")
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One matching chunk. ``score``: higher is better (comparable within one search)."""
+
+    document_id: int
+    path: str | None
+    file_type: str | None
+    page: int | None
+    chunk_index: int
+    snippet: str
+    score: float
+
+
+# --------------------------------------------------------------------------
+# The query
+# --------------------------------------------------------------------------
+
+_QUERY_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+
+
+@dataclass(frozen=True)
+class _ParsedQuery:
+    groups: tuple[tuple[str, ...], ...]  # OR of AND-groups of phrases
+    negatives: tuple[str, ...]
+
+    @property
+    def terms(self) -> list[str]:
+        return [t for g in self.groups for t in g]
+
+
+def parse_query(query: str) -> _ParsedQuery:
+    """Web-search syntax: words, "quoted phrases", ``or``, ``-excluded``. Never fails.
+
+    Terms without a letter or digit are dropped, since they cannot match
+    anything; repeated terms are dropped and at most ``MAX_QUERY_TERMS`` are
+    kept, since highlighting cost grows with the number of terms.
+    """
+    groups: list[list[str]] = [[]]
+    negatives: list[str] = []
+    seen: set[tuple[int, bool, str]] = set()
+    or_pending = False
+    for match in _QUERY_TOKEN.finditer(query or ""):
+        if len(seen) >= MAX_QUERY_TERMS:
+            break
+        negative = match.group(1) == "-"
+        if match.group(2) is not None:
+            term = match.group(2)
+        else:
+            term = match.group(3)
+            if term.lower() == "or":
+                or_pending = bool(groups[-1])
+                continue
+            if term.startswith("-") and len(term) > 1:
+                negative, term = True, term[1:]
+        term = " ".join(term.replace('"', " ").split())
+        if not any(ch.isalnum() for ch in term):
+            continue
+        key = (len(groups) if not (or_pending or negative) else len(groups) + 1, negative, term.casefold())
+        if key in seen:
+            continue
+        seen.add(key)
+        if negative:
+            negatives.append(term)
+        elif or_pending:
+            groups.append([term])
+        else:
+            groups[-1].append(term)
+        or_pending = False
+    return _ParsedQuery(tuple(tuple(g) for g in groups if g), tuple(negatives))
+
+
+def websearch_query(parsed: _ParsedQuery) -> str:
+    """The parsed query written back in ``websearch_to_tsquery`` syntax (PostgreSQL)."""
+    groups = [" ".join(f'"{t}"' for t in group) for group in parsed.groups]
+    return " or ".join(groups) + "".join(f' -"{t}"' for t in parsed.negatives)
+
+
+def _fts5_phrase(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def fts5_query(parsed: _ParsedQuery) -> str | None:
+    """An FTS5 MATCH expression in which every user term is a quoted string (no syntax leaks)."""
+    if not parsed.groups:
+        return None
+    ors = ["(" + " AND ".join(_fts5_phrase(t) for t in group) + ")" for group in parsed.groups]
+    expr = "(" + " OR ".join(ors) + ")"
+    for term in parsed.negatives:
+        expr += " NOT " + _fts5_phrase(term)
+    return expr
+
+
+# --------------------------------------------------------------------------
+# Searching
+# --------------------------------------------------------------------------
+
+
+def sqlite_has_fts(session: Session) -> bool:
+    """Whether this SQLite database has the FTS5 index (``create_schema`` makes it where FTS5 exists)."""
+    found = session.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts'")).first()
+    return found is not None
+
+
+def search(
+    url: str,
+    query: str,
+    limit: int,
+    file_type: str | None,
+    marks: tuple[str, str],
+    has_fts: Callable[[Session], bool],
+) -> list[SearchHit]:
+    """Best-matching chunks for a web-search style query, best first (see ``DocumentStore.search``).
+
+    ``has_fts`` tells whether a SQLite database has its FTS5 index; the store remembers the answer.
+    """
+    query = normalize_text(query or "")  # same form as the indexed text; no NUL or control characters
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidQuery(f"the query has {len(query):,} characters; at most {MAX_QUERY_CHARS:,} are searched")
+    parsed = parse_query(query)
+    longest = max((len(t.split()) for t in (*parsed.terms, *parsed.negatives)), default=0)
+    if longest > MAX_PHRASE_WORDS:
+        raise InvalidQuery(f"a quoted phrase has {longest} words; at most {MAX_PHRASE_WORDS} are searched")
+    if not parsed.groups or limit <= 0:
+        return []
+    limit = min(int(limit), 1000)
+    ftype = file_type_of(file_type)
+    with read_scope(url) as s:
+        if not is_sqlite(url):
+            rows = _search_postgres(s, websearch_query(parsed), limit, ftype)
+        elif has_fts(s):
+            rows = _search_sqlite(s, parsed, limit, ftype)
+        else:
+            rows = _search_substring(s, parsed, limit, ftype)
+    start, end = marks
+    return [
+        SearchHit(
+            document_id=r.document_id,
+            path=r.path,
+            file_type=r.file_type,
+            page=r.page,
+            chunk_index=r.chunk_index,
+            snippet=(r.snippet or "").replace(_HL_START, start).replace(_HL_END, end),
+            score=float(r.score or 0.0),
+        )
+        for r in rows
+    ]
+
+
+_PATH_SUBQUERY = (
+    "(SELECT p.path FROM document_paths p WHERE p.document_id = d.id ORDER BY p.last_seen DESC, p.id DESC LIMIT 1)"
+)
+
+
+def _search_sqlite(s: Session, parsed: _ParsedQuery, limit: int, ftype: str | None) -> list[Any]:
+    match = fts5_query(parsed)
+    sql = (
+        "SELECT c.document_id, c.chunk_index, c.page, d.file_type, "
+        f"{_PATH_SUBQUERY} AS path, "
+        "snippet(chunks_fts, 0, :hs, :he, '…', 32) AS snippet, -bm25(chunks_fts) AS score "
+        "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+        "JOIN documents d ON d.id = c.document_id "
+        "WHERE chunks_fts MATCH :q AND d.status = 'success' "
+        + ("AND d.file_type = :ft " if ftype else "")
+        + "ORDER BY bm25(chunks_fts), c.id LIMIT :limit"
+    )
+    params = {"q": match, "hs": _HL_START, "he": _HL_END, "limit": limit, "ft": ftype}
+    try:
+        return list(s.execute(text(sql), params))
+    except OperationalError as error:
+        message = str(error.orig).lower()
+        if any(m in message for m in ("fts5", "match", "unterminated", "syntax")):  # never let a query crash search
+            logger.warning("full-text query %r rejected by SQLite: %s", match, error.orig)
+            return []
+        raise
+
+
+def _search_postgres(s: Session, query: str, limit: int, ftype: str | None) -> list[Any]:
+    options = (
+        f'StartSel="{_HL_START}", StopSel="{_HL_END}", MaxWords=35, MinWords=15, '
+        'ShortWord=2, MaxFragments=2, FragmentDelimiter=" … "'
+    )
+    sql = (
+        "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, :q) AS tsq), "
+        "best AS ("
+        "  SELECT c.id, ts_rank(c.tsv, q.tsq) AS score "
+        "  FROM chunks c JOIN documents d ON d.id = c.document_id, q "
+        "  WHERE c.tsv @@ q.tsq AND d.status = 'success' "
+        + ("AND d.file_type = :ft " if ftype else "")
+        + "  ORDER BY score DESC, c.id LIMIT :limit"
+        ") "
+        "SELECT c.document_id, c.chunk_index, c.page, d.file_type, "
+        f"{_PATH_SUBQUERY} AS path, "
+        "ts_headline('simple'::regconfig, c.text, q.tsq, :opts) AS snippet, best.score "
+        "FROM best JOIN chunks c ON c.id = best.id JOIN documents d ON d.id = c.document_id, q "
+        "ORDER BY best.score DESC, c.id"
+    )
+    params = {"q": query, "limit": limit, "ft": ftype, "opts": options}
+    return list(s.execute(text(sql), params))
+
+
+@dataclass(frozen=True)
+class _Row:
+    document_id: int
+    chunk_index: int
+    page: int | None
+    file_type: str | None
+    path: str | None
+    snippet: str
+    score: float
+
+
+def _like(term: str) -> str:
+    return "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _search_substring(s: Session, parsed: _ParsedQuery, limit: int, ftype: str | None) -> list[Any]:
+    """Fallback for SQLite builds without FTS5: case-insensitive substring match, no ranking."""
+    params: dict[str, Any] = {"limit": limit, "ft": ftype}
+    ors = []
+    for gi, group in enumerate(parsed.groups):
+        ands = []
+        for ti, term in enumerate(group):
+            params[f"t{gi}_{ti}"] = _like(term)
+            ands.append(f"lower(c.text) LIKE :t{gi}_{ti} ESCAPE '\\'")
+        ors.append("(" + " AND ".join(ands) + ")")
+    nots = []
+    for ni, term in enumerate(parsed.negatives):
+        params[f"n{ni}"] = _like(term)
+        nots.append(f"AND lower(c.text) NOT LIKE :n{ni} ESCAPE '\\' ")
+    sql = (
+        "SELECT c.document_id, c.chunk_index, c.page, d.file_type, c.text, "
+        f"{_PATH_SUBQUERY} AS path "
+        "FROM chunks c JOIN documents d ON d.id = c.document_id "
+        "WHERE d.status = 'success' AND ("
+        + " OR ".join(ors)
+        + ") "
+        + "".join(nots)
+        + ("AND d.file_type = :ft " if ftype else "")
+        + "ORDER BY c.document_id, c.chunk_index LIMIT :limit"
+    )
+    return [
+        _Row(r.document_id, r.chunk_index, r.page, r.file_type, r.path, _substring_snippet(r.text, parsed.terms), 1.0)
+        for r in s.execute(text(sql), params)
+    ]
+
+
+# --------------------------------------------------------------------------
+# Document frequencies (for keyword weighting)
+# --------------------------------------------------------------------------
+
+
+def document_frequencies(url: str, terms: Iterable[str]) -> tuple[int, dict[str, int]]:
+    """(documents with chunks, {term: documents containing it}) from the full-text index.
+
+    One indexed lookup per term (SQLite FTS5 or PostgreSQL's GIN-indexed
+    tsvector), so the cost does not grow with the size of the store;
+    without FTS5 it falls back to a substring scan.
+    """
+    terms = list(terms)
+    create_schema(url)
+    with transient_db_errors(), read_scope(url) as s:
+        total = int(s.execute(text("SELECT count(DISTINCT document_id) FROM chunks")).scalar_one())
+        found: dict[str, int] = {}
+        if not terms:
+            return total, found
+        if is_sqlite(url):
+            sql = (
+                "SELECT count(DISTINCT c.document_id) FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+                "WHERE chunks_fts MATCH :q"
+            )
+            try:
+                for term in terms:
+                    found[term] = int(s.execute(text(sql), {"q": f'"{term}"'}).scalar_one())
+                return total, found
+            except OperationalError as error:
+                if "no such table" not in str(error.orig).lower() and "fts5" not in str(error.orig).lower():
+                    raise
+                s.rollback()
+            sql = "SELECT count(DISTINCT document_id) FROM chunks WHERE lower(text) LIKE :p"
+            for term in terms:
+                found[term] = int(s.execute(text(sql), {"p": f"%{term}%"}).scalar_one())
+            return total, found
+        sql = "SELECT count(DISTINCT document_id) FROM chunks WHERE tsv @@ plainto_tsquery('simple', :t)"
+        try:
+            for term in terms:
+                found[term] = int(s.execute(text(sql), {"t": term}).scalar_one())
+        except ProgrammingError:  # no tsv column: a store created without full-text search
+            s.rollback()
+            sql = "SELECT count(DISTINCT document_id) FROM chunks WHERE lower(text) LIKE :p"
+            for term in terms:
+                found[term] = int(s.execute(text(sql), {"p": f"%{term}%"}).scalar_one())
+        return total, found
+
+
+def _substring_snippet(chunk: str, terms: Sequence[str], width: int = 200) -> str:
+    lowered = chunk.lower()
+    positions = [(lowered.find(t.lower()), t) for t in terms]
+    positions = [(p, t) for p, t in positions if p >= 0]
+    if not positions:
+        return chunk[:width]
+    pos, _ = min(positions)
+    start = max(0, pos - width // 2)
+    piece = chunk[start : start + width]
+    for t in {t for _, t in positions}:
+        piece = re.sub(re.escape(t), lambda m: _HL_START + m.group(0) + _HL_END, piece, flags=re.IGNORECASE)
+    return ("…" if start else "") + piece + ("…" if start + width < len(chunk) else "")
