@@ -18,6 +18,7 @@ from celery import states
 
 from background_tasks import analysis_tasks
 from background_tasks.errors import MidasError, PermanentError
+from background_tasks.ops import ledger
 from background_tasks.processing import batches, pipeline
 from background_tasks.settings import get_settings
 from background_tasks.storage.process_store import process_store
@@ -39,7 +40,9 @@ class DocumentFileTask(MidasTask):
 
     def give_up(self, exc: BaseException, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         file_path = args[0] if args else kwargs["file_path"]
-        return pipeline.record_gave_up(document_store(), file_path, exc, self.request.id).as_dict()
+        return pipeline.record_gave_up(
+            document_store(), file_path, exc, self.request.id, in_transaction=ledger.outcome_hook(self)
+        ).as_dict()
 
 
 @app.task(bind=True, base=DocumentFileTask, name="background_tasks.document_tasks.process_document_file")
@@ -49,7 +52,9 @@ def process_document_file(self, file_path: str) -> dict[str, Any]:
     A ``TransientError`` (file still being written, database locked, storage
     read-only) is retried by the base class with backoff (``task_base``).
     """
-    result = pipeline.process_file(file_path, get_settings(), document_store(), task_id=self.request.id).as_dict()
+    result = pipeline.process_file(
+        file_path, get_settings(), document_store(), task_id=self.request.id, in_transaction=ledger.outcome_hook(self)
+    ).as_dict()
     analysis_tasks.schedule_follow_ups(result)  # tables get profiled, long scans OCR'd, on the analysis queue
     return result
 

@@ -44,6 +44,9 @@ def test_every_publish_is_in_the_ledger_of_the_app_that_sent_it(isolated_stack, 
     wait_until(lambda: {e["state"] for e in entries(stack, [r.id for r in results]).values()} == {"done"}, 10)
     done = entries(stack, [r.id for r in results])
     assert {e["attempts"] for e in done.values()} == {1} and {e["resends"] for e in done.values()} == {0}
+    # which document each submission recorded, written in the transaction that recorded it
+    assert {e["outcome"] for e in done.values()} == {"success"}
+    assert sorted(e["document_id"] for e in done.values()) == sorted(r.get()["document_id"] for r in results)
 
 
 def test_messages_lost_from_the_queue_are_sent_again_and_processed_exactly_once(isolated_stack, docs_dir: Path) -> None:

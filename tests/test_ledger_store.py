@@ -160,3 +160,18 @@ def test_two_reapers_never_take_the_same_entry(database_url: str) -> None:
 def test_finishing_as_anything_but_done_or_failed_is_a_bug() -> None:
     with pytest.raises(ValueError):
         ledger.finish_in(None, "t", LedgerState.RUNNING, T0)  # type: ignore[arg-type]
+
+
+def test_a_ledger_made_by_an_older_midas_gets_the_new_columns(tmp_path) -> None:
+    """Columns are added to existing tables (``create_all`` alone never alters a table)."""
+    import sqlite3
+
+    from background_tasks.storage.schema import create_schema
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE ledger (task_id VARCHAR(155) PRIMARY KEY, name VARCHAR(200), state VARCHAR(16))")
+    create_schema(f"sqlite:///{path}")
+    with sqlite3.connect(path) as db:
+        columns = {row[1] for row in db.execute("PRAGMA table_info(ledger)")}
+    assert {"document_id", "outcome", "lease_until", "worker", "error"} <= columns  # every nullable one

@@ -246,11 +246,12 @@ def test_the_outcome_and_the_callers_rows_are_recorded_in_one_transaction(settin
 
     seen = []
 
-    def look(session) -> None:
-        seen.append(session.execute(text("SELECT status FROM documents ORDER BY id DESC LIMIT 1")).scalar_one())
+    def look(session, document_id: int, status: str) -> None:
+        query = text("SELECT status FROM documents WHERE id = :id")
+        seen.append((session.execute(query, {"id": document_id}).scalar_one(), status))
 
     good = write(docs_dir, "good.txt", "A document whose outcome is recorded with the ledger. " * 40)
     bad = write(docs_dir, "bad.pdf", os.urandom(4096))
     assert pipeline.process_file(str(good), settings, store, "t-good", in_transaction=look).status == "success"
     assert pipeline.process_file(str(bad), settings, store, "t-bad", in_transaction=look).status == "rejected"
-    assert seen == ["success", "rejected"]
+    assert seen == [("success", "success"), ("rejected", "rejected")]

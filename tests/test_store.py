@@ -729,7 +729,7 @@ def test_the_ledger_entry_is_finished_in_the_transaction_that_records_the_outcom
     )
 
     def finish(task_id: str, state: LedgerState = LedgerState.DONE):
-        return lambda session: ledger.finish_in(session, task_id, state, now)
+        return lambda session, document_id, status: ledger.finish_in(session, task_id, state, now)
 
     body = normalize_text(" ".join(f"Sentence {i} about the ledgered lighthouse." for i in range(60)))
     chunks = chunk_text(body, size=200, overlap=40)
@@ -741,8 +741,8 @@ def test_the_ledger_entry_is_finished_in_the_transaction_that_records_the_outcom
     monkeypatch.setattr(documents, "CHUNK_WRITE_BATCH", 4)  # the hook runs with the last of several batches
     bad = store.claim(sha("ledger-bad"), "/in/bad.txt", "txt", task_id="t-bad")
 
-    def finish_then_fail(session) -> None:
-        finish("t-bad")(session)
+    def finish_then_fail(session, document_id: int, status: str) -> None:
+        finish("t-bad")(session, document_id, status)
         raise TransientError("simulated: the commit of the outcome failed")
 
     with pytest.raises(TransientError):

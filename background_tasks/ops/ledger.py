@@ -173,6 +173,21 @@ def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, k
         log.warning("ledger: could not lease %s: %s", task_id, exc)
 
 
+def outcome_hook(task: Any) -> Callable[[Any, int, str], object] | None:
+    """For the store's ``in_transaction``: the entry learns its document in the recording transaction."""
+    request = getattr(task, "request", None)
+    task_id = getattr(request, "id", None)
+    if not task_id or getattr(request, "is_eager", False) or getattr(request, "called_directly", False):
+        return None
+    if not task.app.conf.get("midas_ledger") or not is_ledgered(getattr(task, "name", None)):
+        return None
+
+    def record(session: Any, document_id: int, status: str) -> None:
+        ledger_store.record_outcome_in(session, task_id, document_id, status)
+
+    return record
+
+
 def _close(conf: Any, task_id: str | None, state: LedgerState, error: str | None) -> None:
     if not task_id:
         return

@@ -50,9 +50,10 @@ FAILURE_STATUSES = ("failed", "rejected")
 #: Attempts at a compare-and-set before a claim or a failure record gives up as transient.
 _RACE_ATTEMPTS = 20
 
-#: Called with the session of the transaction that records a document's outcome, before it commits.
-#: It may run more than once when the record is retried after a race; only the committed run counts.
-InTransaction = Callable[[Session], object]
+#: Called with the session of the transaction that records a document's outcome, the document's id
+#: and its new status, before it commits. It may run more than once when the record is retried
+#: after a race; only the committed run counts.
+InTransaction = Callable[[Session, int, str], object]
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,7 @@ def record_success(
             if batch:
                 s.execute(insert(ChunkRow), batch)
             if last and in_transaction is not None:
-                in_transaction(s)
+                in_transaction(s, document_id, "success")
 
 
 @db_call
@@ -396,7 +397,7 @@ def _try_record_failure(url: str, failure: _Failure, in_transaction: InTransacti
             add_path(s, doc.id, path, now)
             document_id = doc.id
         if in_transaction is not None:
-            in_transaction(s)
+            in_transaction(s, document_id, status)
         return document_id
 
 

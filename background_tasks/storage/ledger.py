@@ -216,6 +216,22 @@ def finish_in(session: Session, task_id: str, state: LedgerState, now: datetime,
     return bool(result.rowcount)
 
 
+def record_outcome_in(session: Session, task_id: str, document_id: int, outcome: str) -> bool:
+    """Write which document an entry recorded, inside the transaction that records it.
+
+    The entry stays open: it is closed after the task's follow-ups are published, so a worker
+    that dies in between is noticed by its lease and the task runs again (finding its stored
+    result and publishing what was missing). The store and the ledger never disagree about
+    what was recorded.
+    """
+    result = session.execute(
+        update(LedgerEntry)
+        .where(LedgerEntry.task_id == task_id)
+        .values(document_id=int(document_id), outcome=str(outcome)[:20])
+    )
+    return bool(result.rowcount)
+
+
 def finish(url: str, task_id: str, state: LedgerState, now: datetime, error: str | None = None) -> bool:
     """Close an entry in a transaction of its own; False when it was not open."""
     create_schema(url)

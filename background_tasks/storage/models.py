@@ -287,6 +287,9 @@ class LedgerEntry(Base):
     check_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     worker: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
+    #: the document the task recorded and how, written in the transaction that recorded it
+    document_id: Mapped[int | None] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(20))
 
     __table_args__ = (
         CheckConstraint(sql_in("state", LedgerState), name="ck_ledger_state"),

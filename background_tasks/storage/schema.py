@@ -14,10 +14,10 @@ import os
 import threading
 import weakref
 
-from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, inspect, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from background_tasks.storage import models  # noqa: F401  (registers every table on Base)
+from background_tasks.storage import models  # registers every table on Base
 from background_tasks.storage.db import create_all, get_engine
 
 logger = logging.getLogger(__name__)
@@ -68,9 +68,40 @@ def create_schema(url: str) -> bool:
         if built is not None:
             return built
         create_all(url)
+        add_missing_columns(engine)
         fts = _create_sqlite_fts(engine) if engine.dialect.name == "sqlite" else _create_postgres_fts(engine)
         _built[engine] = fts
         return fts
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Add the nullable columns a newer MIDAS declares to tables an older one created.
+
+    ``create_all`` creates missing tables but never alters existing ones; columns are only ever
+    added (nullable, no default), so an older worker still running beside a newer one keeps
+    working. Returns the ``table.column`` names added.
+    """
+    existing = inspect(engine)
+    tables = set(existing.get_table_names())
+    added: list[str] = []
+    for table in models.Base.metadata.sorted_tables:
+        if table.name not in tables:
+            continue
+        have = {c["name"] for c in existing.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have or not column.nullable or column.primary_key:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            guard = "IF NOT EXISTS " if engine.dialect.name == "postgresql" else ""
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN {guard}"{column.name}" {kind}'))
+            except (OperationalError, ProgrammingError) as error:
+                if "duplicate column" not in str(error.orig).lower():  # another process added it first
+                    raise
+            added.append(f"{table.name}.{column.name}")
+            logger.info("schema: added column %s.%s", table.name, column.name)
+    return added
 
 
 def _create_postgres_fts(engine: Engine) -> bool:
