@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ChildPids, RedisServer, WorkerProcess, free_port
+from tests.support import BeatProcess, ChildPids, RedisServer, WorkerProcess, free_port
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="midas-test-"))
 _REDIS_PORT = free_port()
@@ -189,6 +189,7 @@ class IsolatedStack:
         self.settings = load_settings(self.env, env_file=Path(os.devnull))
         self.app = celery_config.create_app(self.settings)
         self.workers: list[WorkerProcess] = []
+        self.beats: list[BeatProcess] = []
 
     def start_worker(self, **kwargs) -> WorkerProcess:
         env = {**self.env, **kwargs.pop("env", {})}
@@ -196,10 +197,18 @@ class IsolatedStack:
         self.workers.append(worker)
         return worker.wait_ready(self.app)
 
+    def start_beat(self) -> BeatProcess:
+        """Beat on this stack's schedule (the ledger reaper among it)."""
+        beat = BeatProcess(self.env, self.root / f"beat{len(self.beats)}")
+        self.beats.append(beat)
+        return beat
+
     def send(self, name: str, *args, **kwargs):
         return self.app.send_task(name, args=list(args), kwargs=kwargs)
 
     def close(self) -> None:
+        for beat in self.beats:
+            beat.stop()
         for worker in self.workers:
             worker.stop()
         self.redis.kill()

@@ -248,6 +248,43 @@ class WorkerProcess:
             pass
 
 
+class BeatProcess:
+    """A real ``celery -A celery_config beat`` subprocess (its schedule file in ``run_dir``)."""
+
+    def __init__(self, env: Mapping[str, str], run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = run_dir / "beat.log"
+        self._log = self.log_path.open("ab")
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "celery_config", "beat",
+            "--schedule", str(run_dir / "celerybeat-schedule"),
+            "--pidfile", "",
+            "--loglevel", "INFO",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            cmd,
+            cwd=PROJECT_ROOT,
+            env=dict(env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
 # --------------------------------------------------------------------------
 # The launcher, run as users run it (python -m background_tasks.services)
 # --------------------------------------------------------------------------
