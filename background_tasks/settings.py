@@ -322,6 +322,14 @@ VARIABLES: tuple[Var, ...] = (
         "Tasks",
     ),
     Var(
+        "MIDAS_LEDGER_WARN_AGE",
+        "ledger_warn_age_seconds",
+        _pos_int,
+        "900",
+        "The health check warns when a ledger entry has waited this long (s) without finishing.",
+        "Monitoring",
+    ),
+    Var(
         "MIDAS_LEDGER_REAP_INTERVAL",
         "ledger_reap_interval",
         _pos_int,

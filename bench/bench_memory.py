@@ -91,14 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="midas-bench-mem-") as tmp:
         root = Path(tmp)
-        docs = root / "data" / "docs"
+        docs = root / "docs"  # outside the data folder, which MIDAS never reads
         docs.mkdir(parents=True)
         text, csv = docs / "big.txt", docs / "big.csv"
         make_text(text, args.mb)
         make_csv(csv, args.mb)
-        with private_stack(
-            root, concurrency=1, MIDAS_TASK_SOFT_TIME_LIMIT="1200", MIDAS_TASK_TIME_LIMIT="1300"
-        ) as stack:
+        with private_stack(root, 1, [docs], MIDAS_TASK_SOFT_TIME_LIMIT="1200", MIDAS_TASK_TIME_LIMIT="1300") as stack:
             pid = stack.worker.process.pid
             # Idle = warm idle: after small documents have run, the pool process has touched (and so
             # privately copied) the code paths it shares with the main process; that is its steady size.

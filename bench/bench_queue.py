@@ -31,9 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="midas-bench-queue-") as tmp:
         root = Path(tmp)
-        with private_stack(root, concurrency=2) as stack:
-            docs = root / "data" / "docs"
-            docs.mkdir(parents=True)
+        docs = root / "docs"  # outside the data folder, which MIDAS never reads
+        docs.mkdir(parents=True)
+        with private_stack(root, concurrency=2, extra_roots=[docs]) as stack:
             paths = []
             for i in range(args.count):
                 path = docs / f"tiny-{i}.txt"
@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
             stack.send("background_tasks.system_tasks.ping", "warm").get(timeout=60)
             warm = docs / "warm.txt"
             warm.write_text("warm up")
-            stack.send("background_tasks.document_tasks.process_document_file", str(warm)).get(timeout=60)
+            warmed = stack.send("background_tasks.document_tasks.process_document_file", str(warm)).get(timeout=60)
+            if warmed["status"] != "success":
+                raise SystemExit(f"the warm-up document was not processed: {warmed}")
             noop = throughput(stack, "background_tasks.system_tasks.ping", [["x"]] * args.count)
             documents = throughput(stack, "background_tasks.document_tasks.process_document_file", paths)
     print_table(
