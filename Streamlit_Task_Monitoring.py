@@ -228,6 +228,9 @@ def section_overview(settings: Settings, app: Any) -> None:
         st.subheader("Queues")
         st.dataframe(dd.queue_table(snap), hide_index=True)
 
+    with guarded("The intake ledger"):
+        section_ledger(settings)
+
     st.subheader("Links")
     flower = dd.flower_url(settings)
     left, right = st.columns(2)
@@ -242,6 +245,28 @@ def section_overview(settings: Settings, app: Any) -> None:
             with st.expander("Show a log file"):
                 name = st.selectbox("Log file", files["file"].tolist(), key="log_file")
                 st.code(dd.log_tail(settings, name), language=None)
+
+
+def section_ledger(settings: Settings) -> None:
+    """Every submission from publish to done: what the reaper watches."""
+    st.subheader("Intake ledger")
+    ledger = dd.ledger_summary(settings)
+    if not ledger.get("enabled"):
+        st.caption("The intake ledger is off (MIDAS_LEDGER=false): a task the broker loses is not sent again.")
+        return
+    if not ledger.get("ok"):
+        st.warning(f"The ledger cannot be read: {ledger.get('error')}")
+        return
+    cols = st.columns(5)
+    cols[0].metric("Queued", ledger["queued"], help="published, not started yet")
+    cols[1].metric("Running", ledger["running"])
+    cols[2].metric("Re-sent, last hour", ledger["resent_last_hour"], help="sent again by the reaper")
+    cols[3].metric("Done", ledger["done"])
+    cols[4].metric("Failed", ledger["failed"], help="could not be sent again: unknown task, file gone, …")
+    oldest = ledger["oldest_queued_s"]
+    st.caption("Oldest queued entry: " + ("none" if oldest is None else fmt_seconds(oldest)))
+    for finding in ledger["findings"]:
+        st.warning(finding)
 
 
 def section_live(settings: Settings, app: Any) -> None:

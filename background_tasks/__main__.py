@@ -90,8 +90,6 @@ def _cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_ledger(args: argparse.Namespace, out: TextIO) -> int:
     from datetime import UTC, datetime
 
-    from background_tasks.storage import ledger
-
     settings = settings_or_exit()
     if args.action == "reap":
         from background_tasks.ops import reaper
@@ -107,13 +105,23 @@ def _cmd_ledger(args: argparse.Namespace, out: TextIO) -> int:
         for task_id, reason in report.failed.items():
             print(f"  failed {task_id}: {_safe(reason)}", file=out)
         return 1 if report.send_errors else 0
-    counts = ledger.counts(settings.database_url_resolved, datetime.now(UTC))
-    oldest = "-" if counts.oldest_queued_s is None else f"{counts.oldest_queued_s:.0f} s"
+    from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
+
+    figures = ledger_figures(settings, datetime.now(UTC))
+    if not figures.get("enabled"):
+        print("the intake ledger is off (MIDAS_LEDGER=false)", file=out)
+        return 0
+    if not figures.get("ok"):
+        print(f"the ledger cannot be read: {_safe(figures.get('error', ''))}", file=out)
+        return 1
+    oldest = "-" if figures["oldest_queued_s"] is None else f"{figures['oldest_queued_s']:.0f} s"
     print(
-        f"queued {counts.queued}  running {counts.running}  done {counts.done}  failed {counts.failed}  "
-        f"re-sent in the last hour {counts.resent_last_hour}  oldest queued {oldest}",
+        f"queued {figures['queued']}  running {figures['running']}  done {figures['done']}  "
+        f"failed {figures['failed']}  re-sent in the last hour {figures['resent_last_hour']}  oldest queued {oldest}",
         file=out,
     )
+    for level, reason in ledger_findings(settings, figures):
+        print(f"{level}: {reason}", file=out)
     return 0
 
 

@@ -322,6 +322,29 @@ def test_overview_figures_come_from_the_history_and_the_store(seeded, tmp_path: 
     assert str(settings.log_dir) in visible_text(at)
 
 
+def test_overview_shows_the_intake_ledger_and_its_warnings(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from background_tasks.statuses import LedgerState
+    from background_tasks.storage import ledger
+    from background_tasks.storage.ledger import Submission
+
+    settings = make_settings(tmp_path, MIDAS_LEDGER_WARN_AGE="600")
+    url = settings.database_url_resolved
+    now = datetime.now(UTC)
+    name = "background_tasks.document_tasks.process_document_file"
+    ledger.record_sent(url, [Submission(f"q{i}", name, ["/x"]) for i in range(3)], now - timedelta(hours=1), 60)
+    ledger.record_sent(url, [Submission("d1", name, ["/y"])], now, 60)
+    ledger.finish(url, "d1", LedgerState.DONE, now)
+    at = page(settings, "Overview")
+    assert_no_traceback(at)
+    assert "Intake ledger" in [s.value for s in at.subheader]
+    assert (metric(at, "Queued"), metric(at, "Done"), metric(at, "Failed")) == ("3", "1", "0")
+    warnings = [w.value for w in at.warning]
+    assert any("3 submitted tasks wait in the ledger, the oldest for 36" in w for w in warnings)  # ~3600 s
+    assert any("overdue for the reaper" in w for w in warnings)
+
+
 def test_overview_shows_a_log_file_tail(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     settings.log_dir.mkdir(parents=True)

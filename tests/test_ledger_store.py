@@ -175,3 +175,42 @@ def test_a_ledger_made_by_an_older_midas_gets_the_new_columns(tmp_path) -> None:
     with sqlite3.connect(path) as db:
         columns = {row[1] for row in db.execute("PRAGMA table_info(ledger)")}
     assert {"document_id", "outcome", "lease_until", "worker", "error"} <= columns  # every nullable one
+
+
+def test_the_health_check_warns_of_old_queued_entries_and_of_a_reaper_that_does_not_run(settings_for) -> None:
+    from background_tasks.ops import monitoring
+    from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
+
+    settings = settings_for(MIDAS_LEDGER_WARN_AGE="600", MIDAS_LEDGER_REAP_INTERVAL="10")
+    url = settings.database_url_resolved
+    now = datetime.now(UTC)
+    ledger.record_sent(url, [sub("fresh")], now - timedelta(seconds=5), grace_s=60)
+    assert ledger_findings(settings, ledger_figures(settings, now)) == []  # young, not yet due
+
+    ledger.record_sent(url, [sub("old")], now - timedelta(seconds=900), grace_s=60)
+    figures = ledger_figures(settings, now)
+    assert (figures["queued"], figures["overdue"]) == (2, 1)  # "old" was due 840 s ago: nobody reaps
+    reasons = [reason for _, reason in ledger_findings(settings, figures)]
+    assert any("the oldest for 90" in r for r in reasons)  # ~900 s
+    assert any("1 ledger entries are overdue for the reaper" in r for r in reasons)
+    status, found = monitoring.evaluate(settings, {}, {}, {"ok": True}, None, {}, {}, figures)
+    assert status == "warning" and any("overdue for the reaper" in r for r in found)
+
+    assert ledger_figures(settings_for(MIDAS_LEDGER="false")) == {"enabled": False}
+    assert ledger_findings(settings, {"enabled": False}) == []
+
+
+def test_retention_removes_old_finished_entries_with_the_task_history(settings_for) -> None:
+    from background_tasks.ops import monitoring
+
+    settings = settings_for()
+    url = settings.database_url_resolved
+    now = datetime.now(UTC)
+    ledger.record_sent(url, [sub("old-done"), sub("old-open"), sub("new-done")], now - timedelta(days=40), grace_s=60)
+    ledger.finish(url, "old-done", LedgerState.DONE, now - timedelta(days=35))
+    ledger.finish(url, "new-done", LedgerState.DONE, now - timedelta(days=1))
+    result = monitoring.cleanup(settings, days=30, now=now.timestamp(), compact=False)
+    assert result.removed["ledger"] == 1 and not result.errors
+    assert ledger.get(url, "old-done") is None
+    assert ledger.get(url, "old-open")["state"] == "queued"  # open entries are never purged
+    assert ledger.get(url, "new-done")["state"] == "done"

@@ -483,6 +483,7 @@ def test_report_cleanup_and_samples_on_each_database(database_url, tmp_path) -> 
     assert result.removed == {
         "task_history": 1,
         "health_samples": 0,
+        "ledger": 0,
         "orphan_analyses": 0,
         "results": 0,
         "result_groups": 0,

@@ -554,6 +554,14 @@ def overview(url: str, now: float | None = None) -> dict[str, Any]:
     }
 
 
+def ledger_summary(settings: Settings) -> dict[str, Any]:
+    """The intake ledger's counts and what the health check would say of them."""
+    from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
+
+    figures = ledger_figures(settings)
+    return {**figures, "findings": [f"{level}: {reason}" for level, reason in ledger_findings(settings, figures)]}
+
+
 # --------------------------------------------------------------------------
 # Performance
 # --------------------------------------------------------------------------

@@ -44,8 +44,10 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect as sa_inspect
 
+from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
 from background_tasks.ops.task_history import SENT_HEADER, TaskRecord, epoch, utc
 from background_tasks.settings import QUEUES, Settings
+from background_tasks.storage import ledger as ledger_store
 from background_tasks.storage import write_check as storage_check
 from background_tasks.storage.db import get_engine, is_sqlite, read_scope, session_scope, sqlite_path
 from background_tasks.storage.models import HealthSample
@@ -194,6 +196,7 @@ class HealthReport:
     duration_s: float
     stored: bool = False
     storage: dict[str, dict[str, Any]] = field(default_factory=dict)  # the probe's write to store and results
+    ledger: dict[str, Any] = field(default_factory=dict)  # the intake ledger's counts (ops.ledger_health)
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -373,9 +376,10 @@ def evaluate(
     celery_info: Mapping[str, Any] | None,
     queues: Mapping[str, Mapping[str, Any]],
     watcher: Mapping[str, Any],
+    ledger: Mapping[str, Any] | None = None,
 ) -> tuple[str, tuple[str, ...]]:
     """Overall status and its reasons, from the thresholds in the settings."""
-    findings: list[tuple[str, str]] = []
+    findings: list[tuple[str, str]] = list(ledger_findings(settings, dict(ledger or {})))
 
     def add(level: str, reason: str) -> None:
         if level != OK:
@@ -455,7 +459,8 @@ def system_health(
     reported = (watcher.get("heartbeat") or {}).get("watch_dirs") or []
     extra = {f"watch:{d}": Path(d) for d in reported if isinstance(d, str) and f"watch:{d}" not in disks}
     disks.update(disk_figures(extra))
-    status, reasons = evaluate(settings, system, disks, redis_info, celery_info, queues, watcher)
+    ledger = ledger_figures(settings)
+    status, reasons = evaluate(settings, system, disks, redis_info, celery_info, queues, watcher, ledger)
     storage = storage_check.probe_storage(settings, app)  # a real write: a read-only store is critical
     status, reasons = storage_check.with_storage(status, reasons, storage)
     report = HealthReport(
@@ -470,6 +475,7 @@ def system_health(
         watcher=watcher,
         duration_s=round(time.perf_counter() - started, 3),
         storage=storage,
+        ledger=ledger,
     )
     if store:
         try:
@@ -946,6 +952,10 @@ def cleanup(
             )
     except sa_exc.SQLAlchemyError as exc:
         errors.append(f"history: {_err(exc)}")
+    try:
+        removed["ledger"] = ledger_store.purge_finished(url, utc(cutoff))  # done and failed entries
+    except sa_exc.SQLAlchemyError as exc:
+        errors.append(f"ledger: {_err(exc)}")
     try:
         removed["orphan_analyses"] = _delete_orphan_analyses(url, cutoff)
     except sa_exc.SQLAlchemyError as exc:

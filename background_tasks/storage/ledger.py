@@ -70,6 +70,8 @@ class LedgerCounts:
     failed: int
     resent_last_hour: int
     oldest_queued_s: float | None
+    #: open entries the reaper should have looked at more than ``overdue_s`` ago (is Beat running?)
+    overdue: int = 0
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -301,7 +303,7 @@ def fail(url: str, task_id: str, reason: str, now: datetime) -> bool:
     return finish(url, task_id, LedgerState.FAILED, now, reason)
 
 
-def counts(url: str, now: datetime) -> LedgerCounts:
+def counts(url: str, now: datetime, overdue_s: float = 120.0) -> LedgerCounts:
     """How many entries are in each state, re-sends in the last hour, the oldest queued entry's age."""
     create_schema(url)
     with transient_db_errors(), read_scope(url) as session:
@@ -310,6 +312,12 @@ def counts(url: str, now: datetime) -> LedgerCounts:
         oldest = _utc(
             session.scalar(select(func.min(LedgerEntry.sent_at)).where(LedgerEntry.state == LedgerState.QUEUED.value))
         )
+        overdue = session.scalar(
+            select(func.count()).where(
+                LedgerEntry.state.in_([s.value for s in _OPEN]),
+                LedgerEntry.check_after < now - timedelta(seconds=overdue_s),
+            )
+        )
     return LedgerCounts(
         queued=int(by_state.get(LedgerState.QUEUED.value, 0)),
         running=int(by_state.get(LedgerState.RUNNING.value, 0)),
@@ -317,6 +325,7 @@ def counts(url: str, now: datetime) -> LedgerCounts:
         failed=int(by_state.get(LedgerState.FAILED.value, 0)),
         resent_last_hour=int(resent or 0),
         oldest_queued_s=max(0.0, (now - oldest).total_seconds()) if oldest else None,
+        overdue=int(overdue or 0),
     )
 
 
