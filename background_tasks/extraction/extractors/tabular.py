@@ -42,6 +42,7 @@ from background_tasks.errors import (
 )
 from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits, PageSpan, TextBuilder
 from background_tasks.extraction.extractors.encoding import split_long_lines
+from background_tasks.extraction.extractors.ole import summary_information
 from background_tasks.extraction.extractors.text import load_text
 
 log = logging.getLogger(__name__)
@@ -377,40 +378,42 @@ def _ole_is_encrypted(path: Path, limits: Limits) -> bool:
     return any(name.encode("utf-16-le") in data for name in ("EncryptedPackage", "EncryptionInfo"))
 
 
+#: SummaryInformation names (``ole.SUMMARY_PROPERTIES``) -> workbook metadata keys, in output order
+_SUMMARY_KEYS = {
+    "title": "title",
+    "subject": "subject",
+    "author": "creator",
+    "keywords": "keywords",
+    "comments": "description",
+    "last_saved_by": "last_modified_by",
+    "create_time": "created",
+    "last_saved_time": "modified",
+}
+
+
 def _ole_summary(path: Path) -> dict[str, Any]:
-    """Title, author and dates from an OLE file's SummaryInformation (olefile comes with extract-msg)."""
+    """Title, author and dates from an OLE file's SummaryInformation (olefile comes with extract-msg).
+
+    Read by ``ole.summary_information`` with bounds checks, never olefile's
+    ``get_metadata``: that trusts vector counts and can loop on a hostile file.
+    """
     try:
         import olefile
     except ImportError:
         return {}
     try:
         with olefile.OleFileIO(str(path)) as ole:
-            meta = ole.get_metadata()
+            summary = summary_information(ole, path.name)
     except Exception as exc:  # metadata is optional; the workbook itself may still be readable
         log.debug("no OLE summary for %s: %s", path.name, exc)
         return {}
-    codec = f"cp{meta.codepage}" if meta.codepage and meta.codepage not in (1200, 65001) else "utf-8"
     result: dict[str, Any] = {}
-    for key, attr in (
-        ("title", "title"),
-        ("subject", "subject"),
-        ("creator", "author"),
-        ("keywords", "keywords"),
-        ("description", "comments"),
-        ("last_modified_by", "last_saved_by"),
-        ("created", "create_time"),
-        ("modified", "last_saved_time"),
-    ):
-        value = getattr(meta, attr, None)
-        if isinstance(value, bytes):
-            try:
-                value = value.decode(codec)
-            except (LookupError, UnicodeDecodeError):
-                value = value.decode("cp1252", errors="replace")
-            value = value.strip("\x00 ").strip()
-        elif isinstance(value, dt.datetime):
-            value = value.isoformat() if value.year > 1601 else None  # 1601-01-01 is a zero FILETIME
-        if value:
+    for name, key in _SUMMARY_KEYS.items():
+        value = summary.get(name)
+        if key in ("created", "modified"):
+            if isinstance(value, dt.datetime) and value.year > 1601:  # 1601-01-01 is a zero FILETIME
+                result[key] = value.isoformat()
+        elif isinstance(value, str):
             result[key] = value
     return result
 

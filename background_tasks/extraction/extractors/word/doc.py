@@ -4,7 +4,7 @@
 antiword rejects (Word 6/95, tiny text streams). Neither tool can hide deleted
 tracked changes, so Word 97+ files that contain revision marks are read by the
 built-in piece-table reader (``word97``), which drops deleted runs and field
-codes. Metadata comes from the OLE summary information.
+codes. Metadata comes from the OLE summary information (``ole``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import shutil
 import struct
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from background_tasks.errors import (
     MissingDependency,
 )
 from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits
+from background_tasks.extraction.extractors.ole import summary_information
 from background_tasks.extraction.extractors.word.common import clip, split_authors, tidy
 from background_tasks.extraction.extractors.word.word97 import Word97Reader
 
@@ -119,60 +120,33 @@ def _inspect_doc(path: Path, with_reader: bool = True) -> _DocInfo:
     return _DocInfo(metadata=metadata, reader=reader, reader_error=error, word97=word97)
 
 
-def _codec(codepage: int | None) -> str:
-    if codepage is None:
-        return "cp1252"
-    codepage &= 0xFFFF
-    known = {65001: "utf-8", 1200: "utf-16-le", 1201: "utf-16-be", 10000: "mac_roman", 20127: "ascii"}
-    name = known.get(codepage, f"cp{codepage}")
-    try:
-        "".encode(name)
-    except LookupError:
-        return "cp1252"
-    return name
-
-
-#: SummaryInformation property ids -> metadata keys (MS-OLEPS PIDSI_*)
-_PIDSI = {
-    2: "title",
-    3: "subject",
-    4: "authors",
-    5: "keywords",
-    8: "last_modified_by",
-    9: "revision",
-    12: "created",
-    13: "modified",
-    14: "page_count",
-    18: "application",
+#: SummaryInformation names (``ole.SUMMARY_PROPERTIES``) -> metadata keys, in output order
+_SUMMARY_KEYS = {
+    "title": "title",
+    "subject": "subject",
+    "author": "authors",
+    "keywords": "keywords",
+    "last_saved_by": "last_modified_by",
+    "revision_number": "revision",
+    "create_time": "created",
+    "last_saved_time": "modified",
+    "num_pages": "page_count",
+    "creating_application": "application",
 }
-_VT_I2, _VT_I4, _VT_LPSTR, _VT_LPWSTR, _VT_FILETIME = 2, 3, 30, 31, 64
-_MAX_SUMMARY_BYTES = 1024 * 1024
 
 
 def _ole_metadata(ole: Any, path: Path) -> dict[str, Any]:
     """Title, authors, subject, dates and page count from the OLE SummaryInformation stream.
 
-    Parsed here with bounds checks on every offset and length: olefile's own
-    property parser trusts vector counts and can loop for minutes on a damaged file.
+    Read by ``ole.summary_information`` with bounds checks on every offset and
+    length: olefile's own property parser trusts vector counts and can loop for
+    minutes on a damaged file.
     """
-    try:
-        if not ole.exists("\x05SummaryInformation"):
-            return {}
-        stream = ole.openstream("\x05SummaryInformation").read(_MAX_SUMMARY_BYTES)
-        raw = _property_set(stream)
-    except Exception as exc:
-        logger.info("%s: summary information unreadable (%s)", path.name, exc)
-        return {}
-    codec = _codec(raw.pop(1, None) if isinstance(raw.get(1), int) else None)
+    summary = summary_information(ole, path.name)
     metadata: dict[str, Any] = {}
-    for pid, key in _PIDSI.items():
-        value = raw.get(pid)
-        if isinstance(value, bytes):
-            value = value.decode(codec, errors="replace")
+    for name, key in _SUMMARY_KEYS.items():
+        value = summary.get(name)
         if isinstance(value, str):
-            value = value.replace("\x00", "").strip()
-            if not value:
-                continue
             if key == "authors":
                 metadata[key] = split_authors(value)
             elif key not in ("created", "modified", "page_count"):
@@ -182,45 +156,6 @@ def _ole_metadata(ole: Any, path: Path) -> dict[str, Any]:
         elif isinstance(value, int) and key == "page_count" and value > 0:
             metadata[key] = value
     return {k: v for k, v in metadata.items() if v}
-
-
-def _property_set(stream: bytes) -> dict[int, Any]:
-    """Property id -> value (bytes, str, int or datetime) of the first section of a property set stream."""
-    if len(stream) < 48 or stream[:2] != b"\xfe\xff":
-        return {}
-    (section,) = struct.unpack_from("<I", stream, 44)
-    if section + 8 > len(stream):
-        return {}
-    size, count = struct.unpack_from("<II", stream, section)
-    end = min(len(stream), section + size)
-    count = min(count, (end - section - 8) // 8)
-    values: dict[int, Any] = {}
-    for i in range(count):
-        pid, offset = struct.unpack_from("<II", stream, section + 8 + 8 * i)
-        at = section + offset
-        if at + 4 > end:
-            continue
-        vtype = struct.unpack_from("<H", stream, at)[0]
-        body = at + 4
-        try:
-            if vtype == _VT_I2:
-                values[pid] = struct.unpack_from("<h", stream, body)[0]
-            elif vtype == _VT_I4:
-                values[pid] = struct.unpack_from("<i", stream, body)[0]
-            elif vtype == _VT_LPSTR:
-                (length,) = struct.unpack_from("<I", stream, body)
-                values[pid] = stream[body + 4 : min(body + 4 + length, end)].split(b"\x00", 1)[0]
-            elif vtype == _VT_LPWSTR:
-                (length,) = struct.unpack_from("<I", stream, body)
-                data = stream[body + 4 : min(body + 4 + 2 * length, end)]
-                values[pid] = data.decode("utf-16-le", errors="replace").split("\x00", 1)[0]
-            elif vtype == _VT_FILETIME:
-                (ticks,) = struct.unpack_from("<Q", stream, body)
-                if ticks:
-                    values[pid] = datetime(1601, 1, 1) + timedelta(microseconds=ticks // 10)
-        except (struct.error, OverflowError, ValueError):
-            continue
-    return values
 
 
 def _run_tools(path: Path, limits: Limits, info: _DocInfo) -> tuple[str, list[str]]:
