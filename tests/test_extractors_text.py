@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import os
 import re
+import struct
 import time
 import zipfile
 from pathlib import Path
@@ -220,6 +221,65 @@ def test_xls_dates_are_formatted_as_dates() -> None:
     result = extract(corpus("xls/Formate.xls"))
     assert "2005-02-23" in result.text
     assert "Blätt1" in [s["name"] for s in result.metadata["sheets"]]
+
+
+def _hostile_summary_stream(size: int) -> bytes:
+    """A SummaryInformation stream that lies: huge section size and property count, a vector of
+    4 billion empty values (olefile's parser loops over it), offsets and lengths past the end."""
+    fmtid = bytes.fromhex("e0859ff2f94f6810ab9108002b27b3d9")
+    head = b"\xfe\xff\x00\x00" + b"\x05\x01\x02\x00" + bytes(16) + struct.pack("<I", 1) + fmtid + struct.pack("<I", 48)
+    entries = [(2, 48), (3, 0xFFFFFF00), (4, 56), (5, 72), (12, size - 48 - 6)]
+    table = struct.pack("<II", 0xFFFFFFF0, 0x7FFFFFFF) + b"".join(struct.pack("<II", p, o) for p, o in entries)
+    values = struct.pack("<II", 0x1000, 0xFFFFFFFF)  # title: VT_VECTOR | VT_EMPTY, 4294967295 items
+    values += struct.pack("<II", 30, 8) + b"Mallory\x00"  # author: a sound VT_LPSTR
+    values += struct.pack("<II", 30, 0xFFFFFFFF)  # keywords: a string running off the stream
+    body = table.ljust(48) + values
+    stream = head + body
+    return stream.ljust(size - 6, b"\x00") + struct.pack("<H", 64) + b"\x00" * 4  # truncated FILETIME
+
+
+@pytest.mark.timeout(30)
+def test_xls_with_a_hostile_summary_stream_is_read_without_olefiles_property_parser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import olefile
+
+    path = tmp_path / "hostile.xls"
+    path.write_bytes(corpus("xls/testEXCEL.xls").read_bytes())
+    with olefile.OleFileIO(str(path), write_mode=True) as ole:
+        size = ole.get_size("\x05SummaryInformation")
+        ole.write_stream("\x05SummaryInformation", _hostile_summary_stream(size))
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("olefile's property parser loops on hostile counts; it must not be used")
+
+    monkeypatch.setattr(olefile.OleFileIO, "getproperties", refuse)
+    monkeypatch.setattr(olefile.OleFileIO, "get_metadata", refuse)
+    started = time.monotonic()
+    result = extract(path)
+    metadata = XlsExtractor().metadata(path, LIMITS)
+    assert time.monotonic() - started < 10
+    assert result.text.strip() and result.metadata["sheet_count"] == metadata["sheet_count"] >= 1
+    for found in (result.metadata, metadata):
+        assert found["creator"] == "Mallory"  # the one sound property survives
+        assert not {"title", "subject", "keywords", "created"} & set(found)  # the garbled ones are left out
+
+
+@pytest.mark.timeout(30)
+def test_property_set_reader_survives_any_truncation_or_noise() -> None:
+    import random
+
+    from background_tasks.extraction.extractors.ole import parse_property_set
+
+    stream = _hostile_summary_stream(256)
+    for cut in range(len(stream) + 1):
+        assert isinstance(parse_property_set(stream[:cut]), dict)
+    noise = random.Random(13)
+    for _ in range(300):
+        garbled = bytearray(stream)
+        for _ in range(8):
+            garbled[noise.randrange(len(garbled))] = noise.randrange(256)
+        assert isinstance(parse_property_set(bytes(garbled)), dict)
 
 
 @pytest.mark.timeout(30)
