@@ -143,44 +143,82 @@ def record_sent(url: str, submissions: Iterable[Submission], now: datetime, grac
     return len(rows)
 
 
+@dataclass(frozen=True)
+class Started:
+    """A worker took a task at ``at`` (its lease runs ``lease_s`` from then)."""
+
+    submission: Submission
+    worker: str
+    lease_s: float
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A task's entry closes as done or failed."""
+
+    task_id: str
+    state: LedgerState
+    at: datetime
+    error: str | None = None
+
+
 def start(url: str, submission: Submission, worker: str, lease_s: float, now: datetime) -> int:
     """A worker takes the entry (creating it when its publisher kept no ledger); returns its attempts.
 
     A finished entry is not re-opened: a redelivery after the outcome was recorded is the
     task's own business (it finds its stored result).
     """
-    lease = now + timedelta(seconds=lease_s)
     create_schema(url)
     with transient_db_errors(), session_scope(url) as session:
-        stmt = _insert(session).values(
-            task_id=submission.task_id,
-            name=_clip("name", submission.name) or "",
-            call_json=_call_json(submission),
-            queue=_clip("queue", submission.queue),
-            state=LedgerState.RUNNING.value,
-            attempts=1,
-            resends=0,
-            sent_at=now,
-            started_at=now,
-            lease_until=lease,
-            check_after=lease,
-            worker=_clip("worker", worker),
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[LedgerEntry.task_id],
-            set_={
-                "state": LedgerState.RUNNING.value,
-                "attempts": LedgerEntry.attempts + 1,
-                "started_at": now,
-                "lease_until": lease,
-                "check_after": lease,
-                "worker": _clip("worker", worker),
-            },
-            where=_not_over(),
-        )
-        session.execute(stmt)
+        start_in(session, Started(submission, worker, lease_s, now))
         attempts = session.scalar(select(LedgerEntry.attempts).where(LedgerEntry.task_id == submission.task_id))
     return int(attempts or 0)
+
+
+def apply(url: str, started: Sequence[Started] = (), finished: Sequence[Finished] = ()) -> None:
+    """Starts, then finishes, of one worker process in one transaction (the worker batches them)."""
+    if not started and not finished:
+        return
+    create_schema(url)
+    with transient_db_errors(), session_scope(url) as session:
+        for event in started:
+            start_in(session, event)
+        for event in finished:
+            finish_in(session, event.task_id, event.state, event.at, event.error)
+
+
+def start_in(session: Session, event: Started) -> None:
+    """``start`` inside the caller's transaction."""
+    submission, worker, now = event.submission, event.worker, event.at
+    lease = now + timedelta(seconds=event.lease_s)
+    stmt = _insert(session).values(
+        task_id=submission.task_id,
+        name=_clip("name", submission.name) or "",
+        call_json=_call_json(submission),
+        queue=_clip("queue", submission.queue),
+        state=LedgerState.RUNNING.value,
+        attempts=1,
+        resends=0,
+        sent_at=now,
+        started_at=now,
+        lease_until=lease,
+        check_after=lease,
+        worker=_clip("worker", worker),
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[LedgerEntry.task_id],
+        set_={
+            "state": LedgerState.RUNNING.value,
+            "attempts": LedgerEntry.attempts + 1,
+            "started_at": now,
+            "lease_until": lease,
+            "check_after": lease,
+            "worker": _clip("worker", worker),
+        },
+        where=_not_over(),
+    )
+    session.execute(stmt)
 
 
 def renew(url: str, worker: str, lease_s: float, now: datetime, task_ids: Iterable[str] | None = None) -> int:
