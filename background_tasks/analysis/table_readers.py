@@ -28,7 +28,12 @@ from background_tasks.errors import (
     UnsupportedFileType,
 )
 from background_tasks.extraction.extractors.base import Limits
-from background_tasks.extraction.extractors.tabular import HEADER_SCAN_ROWS, find_header_row, is_header_row
+from background_tasks.extraction.extractors.tabular import (
+    HEADER_SCAN_ROWS,
+    find_header_row,
+    is_header_row,
+    leading_rows,
+)
 
 #: rows per DataFrame chunk
 CHUNK_ROWS = 50_000
@@ -60,14 +65,7 @@ def row_frames(rows: Iterable[Sequence[Any]], table: TableProfile, batch: int = 
             cells.pop()
         return cells
 
-    iterator = iter(rows)
-    head: list[list[Any]] = []
-    for row in iterator:
-        cells = filled(row)
-        if cells:
-            head.append(cells)
-            if len(head) >= HEADER_SCAN_ROWS:
-                break
+    head, iterator = leading_rows(rows, filled)
     if not head:
         return
     width = max(len(r) for r in head)

@@ -31,6 +31,7 @@ from background_tasks.extraction.extractors.tabular.table import (
     format_value,
     is_header_row,
     iter_lines,
+    leading_rows,
     looks_like_value,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "format_value",
     "is_header_row",
     "iter_lines",
+    "leading_rows",
     "looks_like_value",
     "sniff_delimiter",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from background_tasks.errors import ResourceLimitExceeded
@@ -50,6 +50,23 @@ def _trim(cells: Sequence[str]) -> list[str]:
     while end and not cells[end - 1]:
         end -= 1
     return list(cells[:end])
+
+
+def leading_rows(
+    rows: Iterable[Sequence[Any]], trim: Callable[[Sequence[Any]], list[Any]]
+) -> tuple[list[list[Any]], Iterator[Sequence[Any]]]:
+    """The first ``HEADER_SCAN_ROWS`` non-empty rows (trimmed), where the header is looked for,
+    and the iterator that goes on after them. Text extraction and data profiles share it, so
+    both find the same header."""
+    iterator = iter(rows)
+    head: list[list[Any]] = []
+    for row in iterator:
+        cells = trim(row)
+        if cells:
+            head.append(cells)
+            if len(head) >= HEADER_SCAN_ROWS:
+                break
+    return head, iterator
 
 
 def looks_like_value(cell: Any) -> bool:
@@ -120,14 +137,7 @@ class TableWriter:
 
     def write(self, rows: Iterable[Sequence[str]]) -> None:
         """Consume rows of cell strings (empty rows allowed and skipped)."""
-        iterator = iter(rows)
-        head: list[list[str]] = []
-        for row in iterator:
-            cells = _trim(row)
-            if cells:
-                head.append(cells)
-                if len(head) >= HEADER_SCAN_ROWS:
-                    break
+        head, iterator = leading_rows(rows, _trim)
         if not head:
             return
         header_index = find_header_row(head)
