@@ -19,13 +19,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from background_tasks.statuses import LedgerState
 from background_tasks.storage.db import read_scope, session_scope, transient_db_errors
 from background_tasks.storage.models import LedgerEntry
 from background_tasks.storage.schema import create_schema
+from background_tasks.storage.values import upsert
 
 #: arguments larger than this are not kept (the entry can then not be sent again, and says so)
 MAX_CALL_BYTES = 4 * 1024 * 1024
@@ -99,10 +99,6 @@ def _not_over() -> Any:
     return and_(*(LedgerEntry.state != s.value for s in _OVER))
 
 
-def _insert(session: Session) -> Any:
-    return (postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert)(LedgerEntry)
-
-
 def record_sent(url: str, submissions: Iterable[Submission], now: datetime, grace_s: float) -> int:
     """Record published tasks as queued (a retry's or a re-send's message re-opens its entry).
 
@@ -127,7 +123,7 @@ def record_sent(url: str, submissions: Iterable[Submission], now: datetime, grac
         return 0
     create_schema(url)
     with transient_db_errors(), session_scope(url) as session:
-        stmt = _insert(session)
+        stmt = upsert(session, LedgerEntry)
         stmt = stmt.on_conflict_do_update(
             index_elements=[LedgerEntry.task_id],
             set_={
@@ -192,7 +188,7 @@ def start_in(session: Session, event: Started) -> None:
     """``start`` inside the caller's transaction."""
     submission, worker, now = event.submission, event.worker, event.at
     lease = now + timedelta(seconds=event.lease_s)
-    stmt = _insert(session).values(
+    stmt = upsert(session, LedgerEntry).values(
         task_id=submission.task_id,
         name=_clip("name", submission.name) or "",
         call_json=_call_json(submission),
