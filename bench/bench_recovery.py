@@ -106,8 +106,9 @@ def throughput(stack, paths: list[str]) -> float:
 
 def ledger_cost(root: Path, count: int, rounds: int = 2) -> dict[str, list[float]]:
     rates: dict[str, list[float]] = {"off": [], "on": []}
-    order = ["off", "on", "on", "off"] * rounds
-    for turn, mode in enumerate(order[: 2 * rounds]):
+    # taking turns, each round in the other order, so neither mode always runs on a warmer machine
+    order = [mode for r in range(rounds) for mode in (("off", "on") if r % 2 == 0 else ("on", "off"))]
+    for turn, mode in enumerate(order):
         base = root / f"cost-{turn}-{mode}"
         docs = base / "docs"  # outside the data folder, which MIDAS never reads
         docs.mkdir(parents=True)

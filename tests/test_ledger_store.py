@@ -214,3 +214,34 @@ def test_retention_removes_old_finished_entries_with_the_task_history(settings_f
     assert ledger.get(url, "old-done") is None
     assert ledger.get(url, "old-open")["state"] == "queued"  # open entries are never purged
     assert ledger.get(url, "new-done")["state"] == "done"
+
+
+def test_a_worker_writes_its_starts_and_finishes_in_batches_and_keeps_them_while_the_database_fails(
+    tmp_path, caplog
+) -> None:
+    from background_tasks.ops.ledger import Leases
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    ledger.record_sent(url, [sub("a"), sub("b"), sub("retried")], at(0), grace_s=30)
+    leases = Leases()
+    leases.begin(url, ledger.Started(sub("a"), "w1", 60, at(1)))
+    leases.begin(url, ledger.Started(sub("b"), "w1", 60, at(1)))
+    leases.begin(url, ledger.Started(sub("retried"), "w1", 60, at(1)))
+    leases.remove("retried")  # a retry re-opened it as queued: its start must not be written after that
+    leases.end(url, ledger.Finished("b", LedgerState.DONE, at(2)))
+    assert ledger.get(url, "a")["state"] == "queued"  # nothing written yet: one batch, later
+    leases.flush()
+    assert [ledger.get(url, t)["state"] for t in ("a", "b", "retried")] == ["running", "done", "queued"]
+    assert leases.held() == ["a"]
+
+    blocked = tmp_path / "blocked.db"
+    blocked.mkdir()  # a folder where the database should be: every write fails
+    broken = f"sqlite:///{blocked}"
+    leases.begin(broken, ledger.Started(sub("c"), "w1", 60, at(3)))
+    leases.end(broken, ledger.Finished("d", LedgerState.DONE, at(3)))
+    leases.flush()  # fails and keeps both events
+    assert "could not write 1 starts, 1 finishes" in caplog.text
+    blocked.rmdir()
+    leases.flush()
+    assert ledger.get(broken, "c")["state"] == "running"
+    assert ledger.get(broken, "d") is None  # a finish of an entry never recorded changes nothing

@@ -35,6 +35,7 @@ from sqlalchemy import exc as sa_exc
 
 from background_tasks.errors import FileTooLarge, MidasError, UnsafeResult
 from background_tasks.ops import monitoring
+from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
 from background_tasks.ops.monitoring import HealthSample
 from background_tasks.ops.task_history import STATES, TaskRecord, utc
 from background_tasks.settings import Settings
@@ -556,8 +557,6 @@ def overview(url: str, now: float | None = None) -> dict[str, Any]:
 
 def ledger_summary(settings: Settings) -> dict[str, Any]:
     """The intake ledger's counts and what the health check would say of them."""
-    from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
-
     figures = ledger_figures(settings)
     return {**figures, "findings": [f"{level}: {reason}" for level, reason in ledger_findings(settings, figures)]}
 
