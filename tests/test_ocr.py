@@ -414,11 +414,15 @@ def test_a_long_scan_does_not_block_other_documents(isolated_stack, docs_dir) ->
     worker = stack.start_worker(queues=["documents", "analysis"], concurrency=1)
     store = DocumentStore(stack.settings.database_url_resolved)
     scan = corpus_dir() / "pdf" / "multi-page-images.pdf"
-    first = stack.send("background_tasks.document_tasks.process_document_file", str(scan)).get(timeout=60)
-    assert first["status"] == "success" and first["metadata"]["ocr_status"] == "pending"
     note = docs_dir / "note.txt"
     note.write_text("A short note that must not wait for a long scan to be read. " * 5)
-    second = stack.send("background_tasks.document_tasks.process_document_file", str(note)).get(timeout=60)
+    # The note is queued while the scan's first page is read, so it is waiting when the OCR
+    # continues: the worker takes its queues in turn and reads the note between two pages.
+    sent_scan = stack.send("background_tasks.document_tasks.process_document_file", str(scan))
+    sent_note = stack.send("background_tasks.document_tasks.process_document_file", str(note))
+    first = sent_scan.get(timeout=60)
+    assert first["status"] == "success" and first["metadata"]["ocr_status"] == "pending"
+    second = sent_note.get(timeout=60)
     assert second["status"] == "success"
     assert store.get_document(first["document_id"])["metadata"]["ocr_status"] == "pending"
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -76,7 +78,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         # busy_timeout first, so switching to WAL waits for other writers.
         cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         # No memory-mapped I/O of the database file (the default of most builds, made sure here): a
@@ -85,6 +87,27 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA mmap_size=0")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any, patience_s: float = 30.0) -> None:
+    """Put the file in WAL mode, waiting out other connections that hold it.
+
+    Changing the journal mode of a fresh file that another process is opening or writing at the
+    same moment answers "database is locked" at once, without the busy handler (seen when three
+    workers start together on an empty data folder). WAL is kept in the file, so once any
+    connection has switched, the others find it set and change nothing.
+    """
+    deadline = time.monotonic() + patience_s
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 def _begin(connection: Any) -> None:
