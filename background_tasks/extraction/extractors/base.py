@@ -15,6 +15,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from background_tasks.errors import ResourceLimitExceeded
+
+
+class NestingGuard:
+    """Stops a recursive walk of document elements at ``limit`` levels, so a nesting bomb costs
+    no more than the limit (and never Python's recursion limit, which would crash the parser).
+
+    ``with guard:`` is one level deeper for the block. A plain ``__enter__``/``__exit__`` pair, not
+    ``contextlib.contextmanager``: it runs once per element of large documents.
+    """
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.limit = limit
+        self.what = what
+        self.depth = 0
+
+    def __enter__(self) -> None:
+        if self.depth >= self.limit:
+            raise ResourceLimitExceeded(f"{self.what} nested deeper than {self.limit} levels")
+        self.depth += 1
+
+    def __exit__(self, *_: object) -> None:
+        self.depth -= 1
+
 
 @dataclass(frozen=True)
 class Limits:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from background_tasks.errors import CorruptDocument, EmptyDocument, EncryptedDocument, MidasError, ResourceLimitExceeded
-from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits
+from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits, NestingGuard
 from background_tasks.extraction.zipsafe import check_zip, open_zip, read_member
 
 logger = logging.getLogger(__name__)
@@ -160,8 +160,7 @@ def _reject_encrypted(zf: Any, path: Path) -> None:
 
 class _Walker:
     def __init__(self, limits: Limits, zf: Any, names: set[str], path: Path, warnings: list[str]) -> None:
-        self.max_depth = limits.max_nesting
-        self.depth = 0
+        self.nesting = NestingGuard(limits.max_nesting, f"{path.name}: elements")
         self.zf = zf
         self.names = names
         self.path = path
@@ -170,15 +169,9 @@ class _Walker:
         self.notes: list[str] = []
         self.objects_seen: set[str] = set()
 
-    def _enter(self) -> None:
-        self.depth += 1
-        if self.depth > self.max_depth:
-            raise ResourceLimitExceeded(f"{self.path.name}: elements nested deeper than {self.max_depth} levels")
-
     def blocks(self, element: Any) -> Iterator[str]:
         """Lines of paragraphs, list items and table rows inside ``element``, in order."""
-        self._enter()
-        try:
+        with self.nesting:
             for child in element:
                 tag = child.tag
                 if not isinstance(tag, str) or tag in _SKIP:
@@ -191,8 +184,6 @@ class _Walker:
                     yield from self.frame(child)
                 else:  # list, list-item, section, index bodies, office:text, chart containers...
                     yield from self.blocks(child)
-        finally:
-            self.depth -= 1
 
     def paragraph(self, p: Any) -> Iterator[str]:
         out: list[str] = []
@@ -202,8 +193,7 @@ class _Walker:
         yield from extra
 
     def _inline(self, element: Any, out: list[str], extra: list[str]) -> None:
-        self._enter()
-        try:
+        with self.nesting:
             if element.text:
                 out.append(element.text)
             for child in element:
@@ -230,8 +220,6 @@ class _Walker:
                     self._inline(child, out, extra)
                 if child.tail:
                     out.append(child.tail)
-        finally:
-            self.depth -= 1
 
     def blocks_of(self, element: Any) -> Iterator[str]:
         if element.tag in (T_P, T_H):
@@ -241,8 +229,7 @@ class _Walker:
         return self.blocks(element)
 
     def table(self, table: Any) -> Iterator[str]:
-        self._enter()
-        try:
+        with self.nesting:
             for row in table.iter(TB_ROW):
                 if _owner_table(row) is not table:
                     continue  # rows of nested tables are rendered inside their cell
@@ -260,8 +247,6 @@ class _Walker:
                     cells.pop()
                 if cells:
                     yield " | ".join(cells)
-        finally:
-            self.depth -= 1
 
     def frame(self, frame: Any) -> Iterator[str]:
         for child in frame:

@@ -25,7 +25,7 @@ from background_tasks.errors import (
     MissingDependency,
     ResourceLimitExceeded,
 )
-from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits
+from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits, NestingGuard
 from background_tasks.extraction.extractors.word.common import OLE_MAGIC, clip, iso_date, split_authors, tidy
 from background_tasks.extraction.zipsafe import check_zip, open_zip, read_member
 
@@ -234,18 +234,11 @@ class _Walker:
     """Turns WordprocessingML elements into text, depth-limited."""
 
     def __init__(self, limits: Limits) -> None:
-        self.max_depth = limits.max_nesting
-        self.depth = 0
-
-    def _enter(self) -> None:
-        self.depth += 1
-        if self.depth > self.max_depth:
-            raise ResourceLimitExceeded(f"document elements nested deeper than {self.max_depth} levels")
+        self.nesting = NestingGuard(limits.max_nesting, "document elements")
 
     def blocks(self, container: Any) -> str:
         """Paragraphs and tables of a body, cell, header, note or text box, in order."""
-        self._enter()
-        try:
+        with self.nesting:
             out: list[str] = []
             for child in container:
                 tag = child.tag
@@ -260,8 +253,6 @@ class _Walker:
                     if inner:
                         out.append(inner)
             return "\n".join(out)
-        finally:
-            self.depth -= 1
 
     def paragraph(self, p: Any) -> str:
         pieces: list[str] = []
@@ -269,8 +260,7 @@ class _Walker:
         return "".join(pieces)
 
     def _inline(self, element: Any, out: list[str]) -> None:
-        self._enter()
-        try:
+        with self.nesting:
             for child in element:
                 tag = child.tag
                 if not isinstance(tag, str) or tag in _SKIP:
@@ -293,12 +283,9 @@ class _Walker:
                     out.append("\n" + self.table(child) + "\n")
                 else:
                     self._inline(child, out)
-        finally:
-            self.depth -= 1
 
     def table(self, tbl: Any) -> str:
-        self._enter()
-        try:
+        with self.nesting:
             rows: list[str] = []
             for row in self._rows(tbl):
                 cells = [
@@ -308,8 +295,6 @@ class _Walker:
                 if any(cells):
                     rows.append(" | ".join(cells))
             return "\n".join(rows)
-        finally:
-            self.depth -= 1
 
     def _rows(self, element: Any) -> Iterator[Any]:
         for child in element:
