@@ -64,6 +64,10 @@ def sqlite_path(url: str) -> Path | None:
     return Path(database).expanduser()
 
 
+# How long a SQLite connection waits for other writers (and for the switch to WAL) before it gives up.
+BUSY_TIMEOUT_S = 30
+
+
 def _prepare_sqlite_file(path: Path) -> None:
     """Create the private folder and the file itself with owner-only permissions."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -77,7 +81,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         # busy_timeout first, so switching to WAL waits for other writers.
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
         _switch_to_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
@@ -89,7 +93,7 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.close()
 
 
-def _switch_to_wal(cursor: Any, patience_s: float = 30.0) -> None:
+def _switch_to_wal(cursor: Any, patience_s: float = BUSY_TIMEOUT_S) -> None:
     """Put the file in WAL mode, waiting out other connections that hold it.
 
     Changing the journal mode of a fresh file that another process is opening or writing at the
