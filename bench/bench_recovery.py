@@ -1,6 +1,6 @@
 """Recovery from a dead worker, and what the intake ledger costs.
 
-    python -m bench bench_recovery [--trials 10] [--count 300]
+    python -m bench bench_recovery [--trials 10] [--count 300] [--rounds 2] [--skip-recovery]
 
 1. Recovery: two workers and Beat on one private Redis with MIDAS's default ledger settings
    (lease 15 s, reaper every 10 s) and the default visibility timeout (1 hour). A worker is
@@ -97,15 +97,38 @@ def recovery(root: Path, trials: int) -> list[float]:
     return waits
 
 
-def throughput(stack, paths: list[str]) -> float:
-    started = time.perf_counter()
+def _cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by these processes, their children and their reaped children."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def throughput(stack, paths: list[str]) -> tuple[float, float]:
+    """Tasks per second (until the last result was stored), and CPU ms per task of worker, Redis and sender."""
+    pids = [stack.worker.process.pid, stack.redis.process.pid]
+    cpu_before, own_before = _cpu_seconds(pids), time.process_time()
+    started = time.time()
     results = [stack.send(PROCESS, p) for p in paths]
+    sent_cpu = time.process_time() - own_before
     stack.wait_results(results)
-    return len(paths) / (time.perf_counter() - started)
+    elapsed = stack.last_finished() - started
+    cpu = _cpu_seconds(pids) - cpu_before + sent_cpu
+    return len(paths) / elapsed, cpu / len(paths) * 1000
 
 
-def ledger_cost(root: Path, count: int, rounds: int = 2) -> dict[str, list[float]]:
-    rates: dict[str, list[float]] = {"off": [], "on": []}
+def ledger_cost(root: Path, count: int, rounds: int = 2) -> dict[str, list[tuple[float, float]]]:
+    """(tasks/s, CPU ms/task) per run, with the ledger off and on, taking turns."""
+    rates: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     # taking turns, each round in the other order, so neither mode always runs on a warmer machine
     order = [mode for r in range(rounds) for mode in (("off", "on") if r % 2 == 0 else ("on", "off"))]
     for turn, mode in enumerate(order):
@@ -134,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--count", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2, help="pairs of cost runs (off/on), taking turns")
     parser.add_argument("--skip-recovery", action="store_true")
     args = parser.parse_args(argv)
     code = 0
@@ -151,17 +175,20 @@ def main(argv: list[str] | None = None) -> int:
             )  # fmt: skip
             print(f"\nrecovery p95: {p95(waits):.1f} s (target < 30 s)")
             code |= p95(waits) >= 30
-        rates = ledger_cost(root / "cost", args.count)
-        off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+        rates = ledger_cost(root / "cost", args.count, args.rounds)
+        off, on = (statistics.median(r for r, _ in rates[m]) for m in ("off", "on"))
+        cpu_off, cpu_on = (statistics.median(c for _, c in rates[m]) for m in ("off", "on"))
         print_table(
-            ("ledger", "runs (tasks/s)", "median tasks/s", "vs off"),
+            ("ledger", "runs (tasks/s)", "median tasks/s", "vs off", "CPU ms/task", "vs off"),
             [
-                ("off", ", ".join(f"{r:.1f}" for r in rates["off"]), f"{off:.1f}", "1.00"),
-                ("on", ", ".join(f"{r:.1f}" for r in rates["on"]), f"{on:.1f}", f"{on / off:.3f}"),
+                (mode, ", ".join(f"{r:.1f}" for r, _ in rates[mode]), f"{rate:.1f}", f"{rate / off:.3f}",
+                 f"{cpu:.2f}", f"{cpu / cpu_off:.3f}")
+                for mode, rate, cpu in (("off", off, cpu_off), ("on", on, cpu_on))
             ],
-        )
+        )  # fmt: skip
         cost_ms = (1 / on - 1 / off) * 1000
         print(f"\nledger cost: {(1 - on / off) * 100:.1f} % of throughput, {cost_ms:.2f} ms/task (target < 5 %)")
+        print(f"ledger CPU: {cpu_on - cpu_off:.2f} ms/task, {(cpu_on / cpu_off - 1) * 100:.1f} % of the CPU per task")
     return code
 
 
