@@ -44,10 +44,8 @@ param(
 
 $ErrorActionPreference = 'Stop'
 Set-StrictMode -Version Latest
+. (Join-Path $PSScriptRoot 'MidasCommon.ps1')
 
-$ProjectRoot = $PSScriptRoot
-$VenvDir = Join-Path $ProjectRoot '.venv'
-$VenvPython = Join-Path $VenvDir 'Scripts\python.exe'
 $Requirements = Join-Path $ProjectRoot 'requirements.txt'
 $Stamp = Join-Path $VenvDir '.midas-requirements.sha256'
 
@@ -89,17 +87,9 @@ function Initialize-Venv {
     }
 }
 
-Set-Location -LiteralPath $ProjectRoot
 if (-not $SkipInstall) {
     Initialize-Venv -Preferred $Python
 }
-if (-not (Test-Path -LiteralPath $VenvPython)) {
-    throw "$VenvPython does not exist; run this script once without -SkipInstall."
-}
-
-# What Activate.ps1 does, without depending on the execution policy allowing it.
-$env:VIRTUAL_ENV = $VenvDir
-$env:PATH = (Join-Path $VenvDir 'Scripts') + [System.IO.Path]::PathSeparator + $env:PATH
-
-& $VenvPython -m background_tasks.services start @Services
+Assert-VenvPython -Hint 'Run this script once without -SkipInstall to create it.'
+Invoke-MidasLauncher -Action start -Services $Services
 exit $LASTEXITCODE

@@ -3,11 +3,14 @@
     Stops the MIDAS services that Start-Celery-Services.ps1 started.
 
 .DESCRIPTION
-    Creates the project's virtual environment .venv when it is missing, installs
-    requirements.txt into it when the file changed since the last install, puts .venv
-    first on PATH (what activating it does), then runs
+    Installs nothing: it finds the python of the project's virtual environment .venv
+    (which Start-Celery-Services.ps1 creates), puts .venv first on PATH (what activating
+    it does), then runs
 
         python -m background_tasks.services stop [services]
+
+    When there is no .venv it says so and stops (services started with another python
+    stop with that python: python -m background_tasks.services stop).
 
     Order: watcher, dashboard, flower, beat, workers, then Redis. Workers get a warm
     shutdown (running tasks finish) for up to MIDAS_SERVICE_STOP_TIMEOUT seconds before
@@ -19,10 +22,10 @@
     Default: all.
 
 .PARAMETER SkipInstall
-    Do not create .venv or install requirements.
+    No effect (stopping installs nothing); accepted so that older calls keep working.
 
 .PARAMETER Python
-    The Python 3.11+ used to create .venv. Default: the py launcher, else python on PATH.
+    No effect (stopping uses the python of .venv); accepted so that older calls keep working.
 
 .EXAMPLE
     .\Stop-Celery-Services.ps1
@@ -42,62 +45,9 @@ param(
 
 $ErrorActionPreference = 'Stop'
 Set-StrictMode -Version Latest
+. (Join-Path $PSScriptRoot 'MidasCommon.ps1')
 
-$ProjectRoot = $PSScriptRoot
-$VenvDir = Join-Path $ProjectRoot '.venv'
-$VenvPython = Join-Path $VenvDir 'Scripts\python.exe'
-$Requirements = Join-Path $ProjectRoot 'requirements.txt'
-$Stamp = Join-Path $VenvDir '.midas-requirements.sha256'
-
-function Get-BasePython {
-    <# The command (as an array) that runs a Python 3.11 or newer, to create .venv with. #>
-    param([string] $Preferred)
-    $candidates = @()
-    if ($Preferred) { $candidates += , @($Preferred) }
-    if (Get-Command py -ErrorAction SilentlyContinue) { $candidates += , @('py', '-3') }
-    if (Get-Command python -ErrorAction SilentlyContinue) { $candidates += , @('python') }
-    foreach ($candidate in $candidates) {
-        $exe = $candidate[0]
-        $rest = @($candidate | Select-Object -Skip 1)
-        $ok = & $exe @rest -c 'import sys; print(sys.version_info >= (3, 11))' 2>$null
-        if ($LASTEXITCODE -eq 0 -and "$ok".Trim() -eq 'True') { return , $candidate }
-    }
-    throw 'Python 3.11 or newer was not found. Install it (winget install Python.Python.3.11) or pass -Python.'
-}
-
-function Initialize-Venv {
-    <# Creates .venv when missing and installs requirements.txt when it changed since the last install. #>
-    param([string] $Preferred)
-    if (-not (Test-Path -LiteralPath $VenvPython)) {
-        $base = Get-BasePython -Preferred $Preferred
-        $exe = $base[0]
-        $rest = @($base | Select-Object -Skip 1)
-        Write-Host "Creating $VenvDir ..."
-        & $exe @rest -m venv $VenvDir
-        if ($LASTEXITCODE -ne 0) { throw "creating the virtual environment failed (exit code $LASTEXITCODE)" }
-    }
-    $hash = (Get-FileHash -LiteralPath $Requirements -Algorithm SHA256).Hash
-    $installed = ''
-    if (Test-Path -LiteralPath $Stamp) { $installed = (Get-Content -LiteralPath $Stamp -Raw).Trim() }
-    if ($installed -ne $hash) {
-        Write-Host 'Installing requirements.txt into .venv ...'
-        & $VenvPython -m pip install --disable-pip-version-check -r $Requirements
-        if ($LASTEXITCODE -ne 0) { throw "pip install -r requirements.txt failed (exit code $LASTEXITCODE)" }
-        Set-Content -LiteralPath $Stamp -Value $hash -Encoding ascii
-    }
-}
-
-Set-Location -LiteralPath $ProjectRoot
-if (-not $SkipInstall) {
-    Initialize-Venv -Preferred $Python
-}
-if (-not (Test-Path -LiteralPath $VenvPython)) {
-    throw "$VenvPython does not exist; run this script once without -SkipInstall."
-}
-
-# What Activate.ps1 does, without depending on the execution policy allowing it.
-$env:VIRTUAL_ENV = $VenvDir
-$env:PATH = (Join-Path $VenvDir 'Scripts') + [System.IO.Path]::PathSeparator + $env:PATH
-
-& $VenvPython -m background_tasks.services stop @Services
+Assert-VenvPython -Hint ('Start-Celery-Services.ps1 creates it; services started with another python stop with: ' +
+    '<that python> -m background_tasks.services stop')
+Invoke-MidasLauncher -Action stop -Services $Services
 exit $LASTEXITCODE

@@ -1,0 +1,97 @@
+"""Whether a started service answers: HTTP checks, Celery worker pings, and the readiness rule per kind.
+
+Beat and the watcher have no probe: they count as ready once they have stayed
+alive for ``GRACE_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from typing import Any
+
+from background_tasks.launcher.definitions import Service
+from background_tasks.launcher.redis_service import redis_probe
+from background_tasks.ops.dashboard_gate import sign_in
+from background_tasks.settings import PROJECT_ROOT, Settings
+
+#: Seconds a service without a readiness probe (beat, watcher) must stay alive to count as started.
+GRACE_SECONDS = 3.0
+
+
+def http_status(url: str, basic_auth: str | None = None, timeout: float = 2.0, cookie: str | None = None) -> int | None:
+    """HTTP status of a GET on a local URL; None when nothing answers."""
+    request = urllib.request.Request(url)
+    if basic_auth:
+        request.add_header("Authorization", "Basic " + b64encode(basic_auth.encode()).decode())
+    if cookie:
+        request.add_header("Cookie", cookie)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+class ControlClient:
+    """A Celery app for the control API (worker pings, Windows warm shutdown), built once per run."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._app: Any = None
+
+    @property
+    def app(self) -> Any:
+        if self._app is None:
+            if str(PROJECT_ROOT) not in sys.path:
+                sys.path.insert(0, str(PROJECT_ROOT))
+            import celery_config
+
+            self._app = celery_config.create_app(self.settings)
+        return self._app
+
+    @staticmethod
+    def nodename(template: str) -> str:
+        from celery.utils.nodenames import host_format
+
+        return host_format(template)
+
+    def ping(self, template: str, timeout: float = 1.0) -> bool:
+        replies = self.app.control.ping(destination=[self.nodename(template)], timeout=timeout)
+        return bool(replies)
+
+    def shutdown(self, template: str) -> None:
+        self.app.control.shutdown(destination=[self.nodename(template)])
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app = None
+
+
+def is_ready(service: Service, settings: Settings, control: ControlClient, started: float) -> bool:
+    """Whether ``service``, started at monotonic time ``started``, answers as it should."""
+    kind = service.kind
+    if kind == "redis":
+        return redis_probe(settings) == "pong"
+    if kind == "worker":
+        assert service.node
+        return control.ping(service.node, timeout=1.0)
+    if kind == "flower":
+        code = http_status(f"http://127.0.0.1:{settings.flower_port}/flower/", settings.flower_basic_auth)
+        return code == 200
+    if kind == "dashboard":
+        base = f"http://127.0.0.1:{settings.streamlit_port}"
+        cookie = None
+        if settings.dashboard_password:
+            try:
+                cookie = sign_in(base, settings.dashboard_password, timeout=2.0)
+            except OSError:
+                return False  # not answering yet
+        return http_status(f"{base}/_stcore/health", cookie=cookie) == 200
+    return time.monotonic() - started >= GRACE_SECONDS
