@@ -37,12 +37,13 @@ def main(argv: list[str] | None = None) -> int:
     from celery import signals
 
     import celery_config  # noqa: F401  (registers the tasks and connects the hooks)
-    from background_tasks.ops import task_history
+    from background_tasks.ops import history_signals
+    from background_tasks.ops.history_recorder import Recorder
 
     with tempfile.TemporaryDirectory(prefix="midas-bench-history-") as tmp:
-        local = task_history.Recorder(f"sqlite:///{Path(tmp) / 'history.sqlite3'}")
-        original = task_history.recorder
-        task_history.recorder = local
+        local = Recorder(f"sqlite:///{Path(tmp) / 'history.sqlite3'}")
+        original = history_signals.recorder
+        history_signals.recorder = local
         try:
             run(50)  # warm up: imports, writer thread, schema
             local.flush(60)
@@ -53,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             stored = (time.perf_counter() - started) * 1000 / args.count
             rows = local.written - written_before
             hooks = [
-                (signals.before_task_publish, task_history._on_publish),
-                (signals.task_prerun, task_history._on_prerun),
-                (signals.task_postrun, task_history._on_postrun),
+                (signals.before_task_publish, history_signals._on_publish),
+                (signals.task_prerun, history_signals._on_prerun),
+                (signals.task_postrun, history_signals._on_postrun),
             ]
             for signal, receiver in hooks:
                 signal.disconnect(receiver)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
                 for signal, receiver in hooks:
                     signal.connect(receiver, weak=False)
         finally:
-            task_history.recorder = original
+            history_signals.recorder = original
     print_table(
         ("path", "count", "ms/task"),
         [

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from background_tasks.ops import task_history
+from background_tasks.ops import history_signals, task_history
 from background_tasks.ops.task_history import Recorder, TaskRecord, epoch, recorder, summarize_args, summarize_result
 from background_tasks.settings import get_settings
 from background_tasks.storage.db import create_all, session_scope, sqlite_path
@@ -169,8 +169,8 @@ def test_signal_hooks_only_queue_and_the_writer_stores_every_row(app, tmp_path) 
     """
     url = f"sqlite:///{tmp_path / 'history.sqlite3'}"
     local = Recorder(url)
-    original = task_history.recorder
-    task_history.recorder = local
+    original = history_signals.recorder  # the recorder the handlers write to
+    history_signals.recorder = local
     n = 500
     ids = [f"hooks-{uuid.uuid4().hex}" for _ in range(n)]
     try:
@@ -179,7 +179,7 @@ def test_signal_hooks_only_queue_and_the_writer_stores_every_row(app, tmp_path) 
             assert task_history.SENT_HEADER in headers
         assert local.flush(60)
     finally:
-        task_history.recorder = original
+        history_signals.recorder = original
     assert local.written == 3 * n and local.failed_batches == 0
     with session_scope(url) as session:
         rows = session.scalars(select(TaskRecord).where(TaskRecord.task_id.in_(ids))).all()

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from background_tasks.errors import TransientError
 from background_tasks.extraction.extractors import SUPPORTED_EXTENSIONS
 from background_tasks.storage.db import create_all, dispose_engine, get_engine
+from background_tasks.storage.watcher_history import path_from_db, path_to_db
 from background_tasks.watcher.core import (
     BATCH_TASK,
     FILE_TASK,
@@ -29,7 +30,6 @@ from background_tasks.watcher.core import (
     sha256_of,
     walk_files,
 )
-from background_tasks.watcher.history import path_from_db, path_to_db
 
 
 class FakeClock:

@@ -4,12 +4,10 @@ Split out of ``watcher_core`` (which re-exports these names). ``History`` is hel
 in memory for speed and written through after each send; it decides whether a
 stable file is new, changed, merely touched, or a copy of known content.
 
-File names need not be UTF-8 on POSIX: Python hands them over with the
-undecodable bytes as lone surrogates (``surrogateescape``), which no database
-text column accepts. ``path_to_db`` stores such a path in a reversible escaped
-form and ``path_from_db`` restores it, so the record matches the file again
-after a restart. Records are saved together, and one by one when that fails, so
-a record the database refuses never costs the others theirs.
+Records are loaded and saved by ``storage.watcher_history`` (which also stores
+a name that is not UTF-8 so that it comes back exactly). They are saved
+together, and one by one when that fails, so a record the database refuses
+never costs the others theirs.
 """
 
 from __future__ import annotations
@@ -17,34 +15,39 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import stat
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import exc, select
-
 from background_tasks.logging_setup import escape_control
 from background_tasks.processing.intake import open_without_links
-from background_tasks.storage.db import is_transient, read_scope, session_scope
-from background_tasks.storage.models import WatchedFile
+from background_tasks.storage.models import WatchedFile  # re-exported by watcher.core
 from background_tasks.storage.schema import create_schema
+from background_tasks.storage.watcher_history import (
+    ESCAPED_PREFIX,
+    HistoryEntry,
+    is_database_unavailable,
+    load_records,
+    path_from_db,
+    path_to_db,
+    save_records,
+)
+
+__all__ = [
+    "ESCAPED_PREFIX",
+    "Decision",
+    "History",
+    "HistoryEntry",
+    "WatchedFile",
+    "path_from_db",
+    "path_to_db",
+    "sha256_of",
+]
 
 log = logging.getLogger("background_tasks.watcher.core")  # the name its lines had before the split
-
-
-@dataclass
-class HistoryEntry:
-    path: str
-    size: int
-    mtime_ns: int
-    sha256: str | None
-    task_id: str | None = None
-    same_as: str | None = None
-    enqueued_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -55,52 +58,6 @@ class Decision:
     reason: str
     sha256: str | None = None
     same_as: str | None = None
-
-
-#: Marks a stored path that was escaped; no absolute path starts like this (POSIX "/", Windows "C:" or "\\\\").
-ESCAPED_PREFIX = "escaped:"
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-_TO_ESCAPE = re.compile("[\\\\\ud800-\udfff]")
-_ESCAPE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    if code == 0x5C:
-        return "\\\\"
-    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
-
-
-def _unescape(match: re.Match[str]) -> str:
-    body = match.group(1)
-    if body == "\\":
-        return "\\"
-    return chr(0xDC00 + int(body[1:], 16)) if body[0] == "x" else chr(int(body[1:], 16))
-
-
-def path_to_db(path: str) -> str:
-    """``path`` as the database stores it: unchanged when it is valid Unicode (nearly always).
-
-    A name with undecodable bytes (lone surrogates) is stored as ``escaped:`` and
-    the path with each byte as ``\\xNN`` (and ``\\`` doubled): readable, and exactly
-    reversible by ``path_from_db``.
-    """
-    if not _LONE_SURROGATE.search(path):
-        return path
-    return ESCAPED_PREFIX + _TO_ESCAPE.sub(_escape, path)
-
-
-def path_from_db(stored: str) -> str:
-    """The path ``path_to_db`` stored, with its undecodable bytes back as surrogate escapes."""
-    if not stored.startswith(ESCAPED_PREFIX):
-        return stored
-    return _ESCAPE.sub(_unescape, stored[len(ESCAPED_PREFIX) :])
-
-
-def _database_unavailable(error: BaseException) -> bool:
-    """True when the failure is the database's (down, locked, schema missing), not one record's."""
-    database_errors = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, exc.DisconnectionError, OSError)
-    return isinstance(error, database_errors) or is_transient(error)
 
 
 #: Bytes read at a time when hashing.
@@ -166,15 +123,10 @@ class History:
         self.load()
 
     def load(self) -> None:
-        with read_scope(self.url) as session:
-            rows = session.execute(select(WatchedFile)).scalars().all()
-            for row in rows:
-                path = path_from_db(row.path)
-                same_as = path_from_db(row.same_as) if row.same_as else row.same_as
-                entry = HistoryEntry(path, row.size, row.mtime_ns, row.sha256, row.task_id, same_as, row.enqueued_at)
-                self._by_path[path] = entry
-                if row.sha256 and row.task_id:
-                    self._by_hash.setdefault(row.sha256, path)
+        for entry in load_records(self.url):
+            self._by_path[entry.path] = entry
+            if entry.sha256 and entry.task_id:
+                self._by_hash.setdefault(entry.sha256, entry.path)
         log.info("history: %d files known", len(self._by_path))
 
     def __len__(self) -> int:
@@ -221,12 +173,12 @@ class History:
         entry = self._by_path.get(str(path))
         if entry is None or (entry.size, entry.mtime_ns) != (st.st_size, st.st_mtime_ns):
             return
-        entry.task_id = task_id
-        entry.enqueued_at = datetime.now(UTC)
-        self._unsaved[entry.path] = entry
+        entry = replace(entry, task_id=task_id, enqueued_at=datetime.now(UTC))
+        self._by_path[entry.path] = self._unsaved[entry.path] = entry
 
     def _put(self, entry: HistoryEntry, save: bool) -> None:
-        entry.enqueued_at = entry.enqueued_at or datetime.now(UTC)
+        if entry.enqueued_at is None:
+            entry = replace(entry, enqueued_at=datetime.now(UTC))
         self._by_path[entry.path] = entry
         if entry.sha256:
             self._by_hash.setdefault(entry.sha256, entry.path)
@@ -256,7 +208,7 @@ class History:
         try:
             self._save(entries)
         except Exception as error:
-            if _database_unavailable(error):
+            if is_database_unavailable(error):
                 self._unavailable(len(entries), error, now)
                 return False
             self._save_one_by_one(entries, now)
@@ -265,22 +217,7 @@ class History:
         return not self._unsaved
 
     def _save(self, entries: Sequence[HistoryEntry]) -> None:
-        with session_scope(self.url) as session:
-            for start in range(0, len(entries), 500):
-                chunk = {path_to_db(e.path): e for e in entries[start : start + 500]}
-                existing = {
-                    row.path: row
-                    for row in session.execute(select(WatchedFile).where(WatchedFile.path.in_(list(chunk)))).scalars()
-                }
-                for stored, entry in chunk.items():
-                    row = existing.get(stored)
-                    if row is None:
-                        row = WatchedFile(path=stored)
-                        session.add(row)
-                    row.size, row.mtime_ns, row.sha256 = entry.size, entry.mtime_ns, entry.sha256
-                    row.task_id = entry.task_id
-                    row.same_as = path_to_db(entry.same_as) if entry.same_as else entry.same_as
-                    row.enqueued_at = entry.enqueued_at or datetime.now(UTC)
+        save_records(self.url, entries)
 
     def _save_one_by_one(self, entries: Sequence[HistoryEntry], now: float) -> None:
         saved: list[HistoryEntry] = []
@@ -288,7 +225,7 @@ class History:
             try:
                 self._save([entry])
             except Exception as error:
-                if _database_unavailable(error):  # the database went away meanwhile: keep the rest
+                if is_database_unavailable(error):  # the database went away meanwhile: keep the rest
                     self._saved(saved, now)
                     self._unavailable(len(entries) - len(saved), error, now)
                     return
