@@ -96,7 +96,7 @@ def ole_is_encrypted(path: Path, limits: Limits) -> bool:
 
 
 def ole_summary(path: Path) -> dict[str, Any]:
-    """Title, author and dates from an OLE file's SummaryInformation (olefile comes with extract-msg).
+    """Title, authors and dates from an OLE file's SummaryInformation (olefile comes with extract-msg).
 
     Read by ``ole.summary_information`` with bounds checks, never olefile's
     ``get_metadata``: that trusts vector counts and can loop on a hostile file.
