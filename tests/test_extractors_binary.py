@@ -13,12 +13,16 @@ import functools
 import io
 import json
 import os
+import re
 import struct
 import sys
 import zipfile
 import zlib
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, timedelta, timezone
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,13 +36,14 @@ from background_tasks.errors import (
     TypeMismatch,
 )
 from background_tasks.extraction import detect, zipsafe
-from background_tasks.extraction.extractors import Extraction, Limits, extractor_for
+from background_tasks.extraction.extractors import SUPPORTED_EXTENSIONS, Extraction, Limits, extractor_for
 from background_tasks.extraction.extractors.mail import (
     ENCRYPTED_WARNING,
     MAX_ATTACHMENT_DEPTH,
     EmlExtractor,
     MsgExtractor,
 )
+from background_tasks.extraction.extractors.metadata import KEYS, iso_utc, shaped
 from background_tasks.extraction.extractors.opendocument import OdtExtractor
 from background_tasks.extraction.extractors.pdf import NO_TEXT_LAYER, PdfExtractor
 from background_tasks.extraction.extractors.rtf import RtfExtractor
@@ -220,7 +225,7 @@ def test_pdf_metadata_fields_and_page_spans() -> None:
     metadata = PdfExtractor().metadata(path, Limits())
     assert metadata["title"] == "Geometrie und Topologie"
     assert metadata["authors"] == ["Martin Thoma"]
-    assert metadata["created"].startswith("2016-12-31T18:43:23")
+    assert metadata["created"] == "2016-12-31T17:43:23Z"  # written as 18:43:23+01:00
     assert metadata["page_count"] == 117
     assert metadata["encrypted"] is False
     assert "producer" in metadata
@@ -341,7 +346,7 @@ def test_msg_with_nested_msg_and_pdf_attachments() -> None:
     assert "--- Attachment: Test Attachment ---" in extraction.text
     assert "--- Attachment: smbprn.00009008.KdcPjl.pdf ---" in extraction.text
     assert extraction.metadata["attachments"] == ["Test Attachment", "smbprn.00009008.KdcPjl.pdf"]
-    assert extraction.metadata["date"].startswith("2010-06-17T23:54:19")
+    assert extraction.metadata["created"] == "2010-06-17T23:54:19Z"
 
 
 def test_msg_with_doc_attachment_extracts_it() -> None:
@@ -379,7 +384,7 @@ def test_non_utf8_eml_is_decoded() -> None:
     extraction = run(_corpus("eml/email-no-utf8-2008-07-16.062410.eml"))
     assert extraction.metadata["subject"] == "RE: שלום"
     assert "סלבה היקר" in extraction.text
-    assert extraction.metadata["date"] == "2008-07-16T09:24:06+03:00"
+    assert extraction.metadata["created"] == "2008-07-16T06:24:06Z"  # sent 09:24:06 +0300
 
 
 def test_html_only_eml_becomes_visible_text() -> None:
@@ -888,7 +893,7 @@ def test_generated_odt_structure_and_tracked_deletions(tmp_path: Path) -> None:
     assert text.rstrip().endswith("Footnote body")
     assert extraction.metadata["title"] == "Generated ODT"
     assert extraction.metadata["authors"] == ["Ada"]
-    assert extraction.metadata["created"] == "2024-01-02T03:04:05"
+    assert extraction.metadata["created"] == "2024-01-02T03:04:05Z"
 
 
 def _odt_with_doctype(path: Path, doctype: str, body: str) -> Path:
@@ -936,7 +941,7 @@ def test_generated_rtf_code_page_and_surrogate_pairs(tmp_path: Path) -> None:
     path.write_bytes(raw)
     extraction = run(path)
     assert "Zażółć gęślą jaźń 😀 koniec" in extraction.text
-    assert extraction.metadata == {"title": "Tytuł", "authors": ["Jan", "Ola"], "created": "2023-04-05T06:07:00"}
+    assert extraction.metadata == {"title": "Tytuł", "authors": ["Jan", "Ola"], "created": "2023-04-05T06:07:00Z"}
 
 
 def _mail(subject: str, body: str) -> EmailMessage:
@@ -961,7 +966,7 @@ def test_generated_eml_with_attachments(tmp_path: Path) -> None:
     path.write_bytes(message.as_bytes())
     extraction = run(path)
     assert extraction.metadata["to"] == ["Bob <bob@example.org>", "carol@example.org"]
-    assert extraction.metadata["date"] == "2024-01-01T10:00:00+01:00"
+    assert extraction.metadata["created"] == "2024-01-01T09:00:00Z"
     assert extraction.metadata["attachments"] == ["notes.rtf", "broken.pdf", "a.png"]
     assert "--- Attachment: notes.rtf ---\nAttached RTF words" in extraction.text
     assert any("broken.pdf" in w for w in extraction.warnings)  # a failing attachment is a warning
@@ -1005,6 +1010,221 @@ def test_generated_html_only_eml_drops_scripts(tmp_path: Path) -> None:
     path.write_bytes(message.as_bytes())
     text = run(path).text
     assert "Visible paragraph" in text
-    assert "c1\tc2" in text
+    assert "c1 | c2" in text  # table cells as the HTML extractor joins them
     assert "alert" not in text
     assert "color:red" not in text
+
+
+def test_long_html_mail_body_is_truncated_not_refused(tmp_path: Path) -> None:
+    message = EmailMessage()
+    message["Subject"] = "long"
+    message["From"] = "a@example.org"
+    message.set_content("<html><body>" + "<p>word after word</p>" * 500 + "</body></html>", subtype="html")
+    path = tmp_path / "long.eml"
+    path.write_bytes(message.as_bytes())
+    extraction = run(path, Limits(max_text_chars=1000))
+    assert len(extraction.text) == 1000 and "word after word" in extraction.text
+    assert "text truncated at 1000 characters" in extraction.warnings
+
+
+# ====================================================================== mail: the registry handed in
+
+
+def test_detection_and_the_registry_know_the_same_extensions() -> None:
+    """detect keeps its own list (it must not import the registry, which imports mail, which uses detect)."""
+    assert set(detect.MIME_BY_EXTENSION) == SUPPORTED_EXTENSIONS
+
+
+def test_mail_attachments_need_the_registry_handed_in(tmp_path: Path) -> None:
+    message = _mail("with rtf", "See the notes.")
+    message.add_attachment(
+        rb"{\rtf1\ansi Attached RTF words\par}", maintype="application", subtype="rtf", filename="n.rtf"
+    )
+    path = tmp_path / "notes.eml"
+    path.write_bytes(message.as_bytes())
+    registered = extractor_for(".eml", "message/rfc822")
+    assert isinstance(registered, EmlExtractor) and registered.extractor_for is extractor_for
+    assert "--- Attachment: n.rtf ---\nAttached RTF words" in registered.extract(path, Limits()).text
+    alone = EmlExtractor().extract(path, Limits())  # no registry: the attachment is listed, with the reason
+    assert alone.metadata["attachments"] == ["n.rtf"] and "--- Attachment:" not in alone.text
+    assert any("'n.rtf' not extracted: the mail extractor was given no extractors" in w for w in alone.warnings)
+
+
+# ====================================================================== metadata: one convention for every format
+
+#: keys an extractor once used for what the shared keys (``metadata.KEYS``) now hold
+_OLD_KEYS = {"author", "creator", "artist", "generator", "software", "lang", "date", "date_raw", "published"}
+_TEXT_KEYS = ("title", "subject", "description", "language", "application", "producer", "last_modified_by", "revision")
+
+
+def _check_convention(metadata: Mapping[str, Any]) -> None:
+    """The shape README "Metadata" promises: authors and keywords lists, dates ISO 8601 in UTC."""
+    assert not _OLD_KEYS & set(metadata), sorted(_OLD_KEYS & set(metadata))
+    for key in ("authors", "keywords"):
+        if key in metadata:
+            value = metadata[key]
+            assert isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value), value
+    for key in ("created", "modified"):
+        if key in metadata:
+            value = metadata[key]
+            assert re.fullmatch(r"\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}Z)?", value), value
+            parsed = datetime.fromisoformat(value)
+            assert "T" not in value or parsed.utcoffset() == timedelta(0)
+    for key in _TEXT_KEYS:
+        if key in metadata:
+            assert isinstance(metadata[key], str) and metadata[key].strip(), (key, metadata[key])
+    if "page_count" in metadata and metadata["page_count"] is not None:
+        assert isinstance(metadata["page_count"], int) and metadata["page_count"] > 0
+
+
+def _jpeg_with_exif(tmp_path: Path) -> Path:
+    from PIL import Image
+
+    image = Image.new("RGB", (40, 20), "white")
+    exif = image.getexif()
+    exif[0x013B] = "Ada Lovelace; Charles Babbage"  # Artist
+    exif[0x0132] = "2021:03:04 05:06:07"  # DateTime
+    exif[0x0131] = "GIMP 2.10"  # Software
+    path = tmp_path / "photo.jpg"
+    image.save(path, exif=exif)
+    return path
+
+
+def _html_with_meta(tmp_path: Path) -> Path:
+    path = tmp_path / "page.html"
+    path.write_text(
+        "<html lang='de'><head><title>Seite</title><meta name='author' content='Lovelace, Ada; Babbage'>"
+        "<meta name='generator' content='Hugo 0.120'><meta name='dc.date' content='2021-03-04'>"
+        "<meta name='keywords' content='a, b;a'></head><body><p>Text</p></body></html>",
+        encoding="utf-8",
+    )
+    return path
+
+
+#: One row per format: a corpus file (or a maker of one) and shared keys it must have, with values to pin.
+METADATA_ROWS: list[tuple[str, str | Callable[[Path], Path], dict[str, Any]]] = [
+    (
+        "pdf",
+        "pdf/GeoTopo-komprimiert.pdf",
+        {
+            "authors": ["Martin Thoma"],
+            "application": "LaTeX with hyperref package",  # the PDF's Creator: a program, not a person
+            "created": "2016-12-31T17:43:23Z",
+            "modified": ...,
+            "producer": ...,
+            "keywords": ...,
+        },
+    ),
+    (
+        "docx",
+        "docx/word_sample.docx",
+        {"authors": ["Christoph Auer"], "created": ..., "application": ...},
+    ),
+    (
+        "doc",
+        "doc/testWORD_multi_authors.doc",
+        {"authors": ..., "keywords": ["tag"], "modified": ...},
+    ),
+    ("odt", "odt/simpletable.odt", {"authors": ..., "created": ..., "application": ...}),
+    ("rtf", "rtf/testRTFJapanese.rtf", {"authors": ..., "created": "2004-10-28T10:19:00Z"}),
+    (
+        "xlsx",
+        "xlsx/testEXCEL.strict.xlsx",
+        {"authors": ["Nick Burch"], "keywords": ..., "created": ...},
+    ),
+    (
+        "xls",
+        "xls/testEXCEL.xls",
+        {"authors": ["Keith Bennett"], "application": ..., "modified": ...},
+    ),
+    ("eml", "eml/email-no-utf8-2008-07-16.062410.eml", {"authors": ..., "created": ...}),
+    ("msg", "msg/testMSG.msg", {"authors": ..., "created": "2009-01-29T19:16:40Z"}),
+    ("html", "html/test_blog.html", {"authors": ..., "created": "2023-04-21T00:00:00Z"}),
+    (
+        "html-generated",
+        _html_with_meta,
+        {
+            "authors": ["Lovelace, Ada", "Babbage"],
+            "application": "Hugo 0.120",
+            "created": "2021-03-04",  # a date without a time stays a date
+            "language": "de",
+            "keywords": ["a", "b"],
+        },
+    ),
+    ("xml", "xml/test_rss.xml", {"authors": ["Frank X. Shaw"], "title": ...}),
+    ("json", "json/not-unstructured-payload.json", {"title": ...}),
+    ("md", "md/wiki.md", {"title": "IBM"}),
+    ("log", "log/u_ex160110.log", {"application": "Microsoft Internet Information Services 8.5"}),
+    ("csv", "csv/stanley-cups.csv", {}),
+    ("txt", "txt/fake-text-utf-16.txt", {}),
+    (
+        "image",
+        _jpeg_with_exif,
+        {
+            "authors": ["Ada Lovelace", "Charles Babbage"],
+            "modified": "2021-03-04T05:06:07Z",  # EXIF DateTime: when the file was last changed
+            "application": "GIMP 2.10",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("fmt", "source", "expected"), METADATA_ROWS, ids=[row[0] for row in METADATA_ROWS])
+def test_every_format_follows_the_metadata_convention(
+    tmp_path: Path, fmt: str, source: str | Callable[[Path], Path], expected: dict[str, Any]
+) -> None:
+    metadata = run(_corpus(source) if isinstance(source, str) else source(tmp_path)).metadata
+    _check_convention(metadata)
+    for key, value in expected.items():
+        assert key in metadata, (fmt, key, sorted(metadata))
+        if value is not ...:
+            assert metadata[key] == value, (fmt, key)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (datetime(2021, 3, 4, 6, 6, 7, tzinfo=timezone(timedelta(hours=1))), "2021-03-04T05:06:07Z"),
+        (datetime(2021, 3, 4, 5, 6, 7, 123456), "2021-03-04T05:06:07Z"),  # no zone: taken as UTC
+        (date(2021, 3, 4), "2021-03-04"),
+        ("2021-03-04", "2021-03-04"),
+        ("2021-03-04T05:06:07Z", "2021-03-04T05:06:07Z"),  # W3CDTF (OOXML core properties)
+        ("2021-03-04T07:06:07.5+02:00", "2021-03-04T05:06:07Z"),
+        (" 2021-03-04T05:06:07 ", "2021-03-04T05:06:07Z"),  # OpenDocument, no zone
+        ("Thu, 04 Mar 2021 06:06:07 +0100", "2021-03-04T05:06:07Z"),  # RFC 2822 (mail)
+        ("2021:03:04 05:06:07", "2021-03-04T05:06:07Z"),  # EXIF
+        ("0000:00:00 00:00:00", None),  # EXIF for "not set"
+        ("sometime in March", None),
+        ("", None),
+        (None, None),
+        (1614834367, None),
+        (datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))), None),  # before year 1 in UTC
+    ],
+)
+def test_iso_utc(value: Any, expected: str | None) -> None:
+    assert iso_utc(value) == expected
+
+
+def test_shaped_values_and_unreadable_dates() -> None:
+    values = {
+        "authors": "Lovelace, Ada; ; Babbage",
+        "keywords": "a, b;a,,c",
+        "created": "2021-03-04T05:06:07+00:00",
+        "modified": "last Tuesday",
+        "title": "  ",
+        "page_count": 3,
+    }
+    assert shaped(values) == {
+        "authors": ["Lovelace, Ada", "Babbage"],  # commas belong to names; semicolons separate authors
+        "keywords": ["a", "b", "c"],
+        "created": "2021-03-04T05:06:07Z",
+        "modified_raw": "last Tuesday",  # kept for a human, never under the date key
+        "page_count": 3,
+    }
+
+
+def test_readme_lists_every_metadata_key() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Metadata", 1)[1].split("\n#", 1)[0]
+    for key in KEYS:
+        assert f"`{key}`" in section, key

@@ -48,7 +48,7 @@ class Detected:
     encoding: str = ""
 
 
-# canonical MIME type per processable extension
+# canonical MIME type per processable extension: exactly the registry's SUPPORTED_EXTENSIONS (a test checks)
 MIME_BY_EXTENSION: dict[str, str] = {
     ".pdf": "application/pdf",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
@@ -448,23 +448,26 @@ def resolve_extension(path: Path | str, extension: str) -> tuple[str, str]:
     if detected.kind == "text" and ext in _WHAT:
         # a "report.odt" that holds a line of plain text is a broken document, not a text file
         raise TypeMismatch(f"{name}: content is not {what} (it is plain text)")
-    if not _supported(ext) and detected.kind in _GENERIC_TEXT_KINDS:
+    if not is_supported(ext) and detected.kind in _GENERIC_TEXT_KINDS:
         # A ".env", ".cfg" or extension-less text is configuration, not a document: it is never read as text.
         raise UnsupportedFileType(
             f"{name}: {ext or 'files without an extension'} is not a supported type "
             f"(the content is {detected.description}); supported: see the README"
         )
-    if detected.extension and _supported(detected.extension):
+    if detected.extension and is_supported(detected.extension):
         return _switch(name, ext, detected)
     if detected.kind == "binary":
         raise TypeMismatch(f"{name}: content is not {what} (looks like random binary data)")
     raise TypeMismatch(f"{name}: content is not {what} (it is {detected.description}, which is not supported)")
 
 
-def _supported(extension: str) -> bool:
-    from background_tasks.extraction.extractors import SUPPORTED_EXTENSIONS
+def is_supported(extension: str) -> bool:
+    """An extension MIDAS extracts: one of ``MIME_BY_EXTENSION``, which lists the registry's extensions.
 
-    return extension in SUPPORTED_EXTENSIONS
+    Detection does not import the extractor registry: the registry (and the
+    mail extractor in it) uses detection, and a test keeps the two lists equal.
+    """
+    return extension in MIME_BY_EXTENSION
 
 
 def _switch(name: str, ext: str, detected: Detected) -> tuple[str, str]:

@@ -1,4 +1,4 @@
-"""HTML: the text a reader sees, plus title, description, author and language.
+"""HTML: the text a reader sees, plus title, description, authors and language.
 
 The encoding is decided from the bytes, not trusted from the page: a BOM
 first, then valid UTF-8, then the ``<meta charset>`` declaration only if the
@@ -32,6 +32,7 @@ from background_tasks.extraction.extractors.encoding import (
     split_long_lines,
     text_byte_cap,
 )
+from background_tasks.extraction.extractors.metadata import shaped
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+?charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
 _XML_ENCODING = re.compile(rb"""^\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
@@ -84,13 +85,19 @@ _SPACE = re.compile(r"[ \t\r\n\f\v\u00a0\u200b]+")
 
 
 class TextSink:
-    """Collects text runs and line breaks into readable text with collapsed whitespace."""
+    """Collects text runs and line breaks into readable text with collapsed whitespace.
 
-    def __init__(self, max_chars: int) -> None:
+    More than ``max_chars`` characters raise ``ResourceLimitExceeded``, or with
+    ``truncate`` are dropped (``truncated`` says so).
+    """
+
+    def __init__(self, max_chars: int, truncate: bool = False) -> None:
         self._parts: list[str] = []
         self._pending = 0  # strongest break requested since the last text
         self._chars = 0
         self._max = max_chars
+        self._truncate = truncate
+        self.truncated = False
         self._last = "\n"  # last character written
         self._row_text = False  # the current line already has text (for cell separators)
         self._sep = False
@@ -141,9 +148,14 @@ class TextSink:
         self._prefix = ""
 
     def _write(self, data: str) -> None:
+        if self._chars + len(data) > self._max:
+            if not self._truncate:
+                raise ResourceLimitExceeded(f"HTML text exceeds the limit of {self._max} characters")
+            self.truncated = True
+            data = data[: self._max - self._chars]
+            if not data:
+                return
         self._chars += len(data)
-        if self._chars > self._max:
-            raise ResourceLimitExceeded(f"HTML text exceeds the limit of {self._max} characters")
         self._parts.append(data)
         self._last = data[-1]
 
@@ -264,7 +276,7 @@ def _clean(value: Any) -> str:
 
 
 def _page_metadata(root: Any) -> dict[str, Any]:
-    """Title, description, author, keywords and language from the lxml tree."""
+    """Title, description, authors, keywords, application, dates and language from the lxml tree."""
     metadata: dict[str, Any] = {}
     title_el = root.find(".//title")
     if title_el is not None:
@@ -277,23 +289,26 @@ def _page_metadata(root: Any) -> dict[str, Any]:
         content = _clean(meta.get("content"))
         if key and content and key not in metas:
             metas[key] = content[:2000]
+    found: dict[str, str] = {}
     for field, keys in (
         ("title", ("og:title", "twitter:title", "dc.title")),
         ("description", ("description", "og:description", "twitter:description", "dc.description")),
-        ("author", ("author", "article:author", "dc.creator")),
+        ("authors", ("author", "article:author", "dc.creator")),
         ("keywords", ("keywords",)),
-        ("generator", ("generator",)),
-        ("published", ("article:published_time", "dc.date", "date")),
+        ("application", ("generator",)),
+        ("created", ("article:published_time", "dc.date", "date")),
+        ("modified", ("article:modified_time", "og:updated_time", "dc.date.modified")),
     ):
         if field in metadata:
             continue
         for key in keys:
             if key in metas:
-                metadata[field] = metas[key]
+                found[field] = metas[key]
                 break
     lang = root.get("lang") or root.get("{http://www.w3.org/XML/1998/namespace}lang") or metas.get("content-language")
     if lang:
-        metadata["lang"] = _clean(lang)
+        found["language"] = _clean(lang)
+    metadata.update(shaped(found))
     return metadata
 
 
@@ -307,11 +322,19 @@ def decode_html(data: bytes) -> tuple[str, str, float]:
     return decode_bytes(data, declared=declared)
 
 
-def html_to_text(markup: str, max_chars: int) -> str:
-    """Visible text of an HTML fragment (used for HTML embedded in other formats, e.g. RSS descriptions)."""
+def html_to_text(markup: str | bytes, max_chars: int, truncate: bool = False) -> str:
+    """Visible text of HTML inside other formats: RSS descriptions in XML, e-mail bodies.
+
+    One conversion for every format, the same the HTML extractor makes of a
+    page. Bytes are decoded like an HTML file (``decode_html``). Past
+    ``max_chars`` it raises ``ResourceLimitExceeded``, or with ``truncate``
+    stops there.
+    """
     import lxml.html
     from lxml import etree
 
+    if isinstance(markup, bytes):
+        markup = decode_html(markup)[0].removeprefix("\ufeff")
     if not markup.strip():
         return ""
     parser = etree.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True, no_network=True)
@@ -319,13 +342,13 @@ def html_to_text(markup: str, max_chars: int) -> str:
         root = lxml.html.document_fromstring(markup.encode("utf-8"), parser=parser)
     except (etree.ParserError, ValueError):
         return _SPACE.sub(" ", markup).strip()
-    sink = TextSink(max_chars)
+    sink = TextSink(max_chars, truncate)
     walk_tree(root, sink)
     return sink.result()
 
 
 class HtmlExtractor(Extractor):
-    """``.html``/``.htm``: visible text with the title on top; description, author, language in metadata."""
+    """``.html``/``.htm``: visible text with the title on top; description, authors, language in metadata."""
 
     name = "html"
     extensions = frozenset({".html", ".htm"})

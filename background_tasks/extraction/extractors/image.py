@@ -15,15 +15,17 @@ from typing import Any
 
 from background_tasks.errors import CorruptDocument, MidasError, ResourceLimitExceeded
 from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits
+from background_tasks.extraction.extractors.metadata import shaped
 from background_tasks.extraction.tesseract import IMAGE_EXTENSIONS, declared_dpi, frame_count, open_image
 
-#: EXIF tags worth keeping: ImageDescription, Artist, Copyright, DateTime, Software
+#: EXIF tags worth keeping -> metadata keys: ImageDescription, Artist, Copyright, DateTime (when the file was
+#: last changed, in the EXIF standard's words), Software
 _EXIF_TAGS = {
     0x010E: "description",
-    0x013B: "artist",
+    0x013B: "authors",
     0x8298: "copyright",
-    0x0132: "image_datetime",
-    0x0131: "software",
+    0x0132: "modified",
+    0x0131: "application",
 }
 _BANDS = {"1": 1, "L": 1, "P": 1, "LA": 2, "PA": 2, "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3, "RGBA": 4, "CMYK": 4}
 
@@ -68,12 +70,12 @@ class ImageExtractor(Extractor):
         return Extraction(text="", metadata=metadata)
 
 
-def _exif(image: Any) -> dict[str, str]:
+def _exif(image: Any) -> dict[str, Any]:
     try:
         exif = image.getexif()
     except Exception:  # damaged EXIF never costs the image
         return {}
-    found = {}
+    found: dict[str, str] = {}
     for tag, key in _EXIF_TAGS.items():
         value = exif.get(tag)
         if isinstance(value, bytes):
@@ -82,4 +84,4 @@ def _exif(image: Any) -> dict[str, str]:
             value = " ".join(value.replace("\x00", "").split())
             if value:
                 found[key] = value[:1000]
-    return found
+    return shaped(found)

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from background_tasks.extraction.extractors.metadata import DATE_KEYS, shaped
+
 logger = logging.getLogger(__name__)
 
 SUMMARY_INFORMATION = "\x05SummaryInformation"
@@ -56,6 +58,44 @@ DOCUMENT_SUMMARY_PROPERTIES: Mapping[int, str] = {
 _PID_CODEPAGE = 1
 _VT_I2, _VT_I4, _VT_LPSTR, _VT_LPWSTR, _VT_FILETIME = 2, 3, 30, 31, 64
 _KNOWN_CODEPAGES = {65001: "utf-8", 1200: "utf-16-le", 1201: "utf-16-be", 10000: "mac_roman", 20127: "ascii"}
+
+
+#: SummaryInformation names -> the shared metadata keys (``metadata.KEYS``), in output order
+SUMMARY_METADATA_KEYS: Mapping[str, str] = {
+    "title": "title",
+    "subject": "subject",
+    "author": "authors",
+    "keywords": "keywords",
+    "comments": "description",
+    "last_saved_by": "last_modified_by",
+    "revision_number": "revision",
+    "create_time": "created",
+    "last_saved_time": "modified",
+    "num_pages": "page_count",
+    "creating_application": "application",
+}
+
+
+def summary_metadata(ole: Any, label: str) -> dict[str, Any]:
+    """SummaryInformation under the shared metadata keys, for every legacy Office format (.doc, .xls).
+
+    A value of the wrong type (a date that is a string, a title that is a
+    number) is left out, and so are zero page counts and 1601-01-01, a
+    FILETIME of (nearly) zero meaning "never".
+    """
+    summary = summary_information(ole, label)
+    values: dict[str, Any] = {}
+    for name, key in SUMMARY_METADATA_KEYS.items():
+        value = summary.get(name)
+        if key in DATE_KEYS:
+            fits = isinstance(value, datetime) and value.year > 1601
+        elif key == "page_count":
+            fits = isinstance(value, int) and value > 0
+        else:
+            fits = isinstance(value, str)
+        if fits:
+            values[key] = value
+    return shaped(values)
 
 
 def summary_information(ole: Any, label: str) -> dict[str, str | int | datetime]:

@@ -14,12 +14,12 @@ import logging
 import posixpath
 import re
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from background_tasks.errors import CorruptDocument, EmptyDocument, EncryptedDocument, MidasError, ResourceLimitExceeded
 from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits, NestingGuard
+from background_tasks.extraction.extractors.metadata import put_date, split_authors
 from background_tasks.extraction.zipsafe import check_zip, open_zip, read_member
 
 logger = logging.getLogger(__name__)
@@ -293,13 +293,6 @@ def _int(value: str | None, default: int) -> int:
         return default
 
 
-def _iso(value: str) -> str:
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).isoformat()
-    except ValueError:
-        return value
-
-
 def _meta(zf: Any, names: set[str], path: Path, limits: Limits) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
     if "meta.xml" not in names:
@@ -324,11 +317,13 @@ def _meta(zf: Any, names: set[str], path: Path, limits: Limits) -> dict[str, Any
                 metadata["page_count"] = pages
         key = _META_FIELDS.get(child.tag)
         value = (child.text or "").strip()
-        if key and value:
-            metadata[key] = _iso(value) if key in ("created", "modified") else value
+        if key in ("created", "modified"):
+            put_date(metadata, key, value)
+        elif key and value:
+            metadata[key] = value
     author = metadata.pop("initial_creator", None) or metadata.get("last_modified_by")
     if author:
-        metadata["authors"] = [author]
+        metadata["authors"] = split_authors(author)
     if keywords:
         metadata["keywords"] = keywords
     return metadata

@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import re
 import zlib
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from background_tasks.errors import (
     ResourceLimitExceeded,
 )
 from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits, TextBuilder
+from background_tasks.extraction.extractors.metadata import iso_utc, split_authors, split_keywords
 
 logger = logging.getLogger(__name__)
 
@@ -328,12 +328,6 @@ def _open(path: Path) -> tuple[Any, list[str]]:
     return reader, warnings
 
 
-def _iso(value: Any) -> str | None:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return None
-
-
 def _text(value: Any) -> str | None:
     if value is None:
         return None
@@ -350,7 +344,8 @@ def _metadata(reader: Any, path: Path) -> dict[str, Any]:
         info = None
     if info is None:
         return metadata
-    for key, attr in (("title", "title"), ("subject", "subject"), ("producer", "producer"), ("creator", "creator")):
+    # The PDF's Creator is the program the document was made in, its Producer the library that wrote the PDF.
+    for key, attr in (("title", "title"), ("subject", "subject"), ("producer", "producer"), ("application", "creator")):
         try:
             value = _text(getattr(info, attr))
         except Exception:
@@ -362,13 +357,19 @@ def _metadata(reader: Any, path: Path) -> dict[str, Any]:
     except Exception:
         author = None
     if author:
-        metadata["authors"] = [a.strip() for a in re.split(r";", author) if a.strip()]
+        metadata["authors"] = split_authors(author)
+    try:
+        keywords = split_keywords(_text(info.get("/Keywords")))
+    except Exception:
+        keywords = []
+    if keywords:
+        metadata["keywords"] = keywords
     for key, attr, raw in (
         ("created", "creation_date", "creation_date_raw"),
         ("modified", "modification_date", "modification_date_raw"),
     ):
         try:
-            value = _iso(getattr(info, attr))
+            value = iso_utc(getattr(info, attr))
         except Exception:  # malformed date string: keep the raw value for a human
             value = None
             try:

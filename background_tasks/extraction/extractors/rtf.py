@@ -19,6 +19,7 @@ from typing import Any
 
 from background_tasks.errors import CorruptDocument, EmptyDocument, MissingDependency
 from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits
+from background_tasks.extraction.extractors.metadata import iso_utc, split_authors, split_keywords
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,9 @@ def _info(source: str, path: Path) -> dict[str, Any]:
         if not value:
             continue
         if field == "author":
-            metadata["authors"] = [a.strip() for a in value.split(";") if a.strip()]
+            metadata["authors"] = split_authors(value)
+        elif field == "keywords":
+            metadata["keywords"] = split_keywords(value)
         elif field == "operator":
             metadata["last_modified_by"] = value
         else:
@@ -184,13 +187,15 @@ def _info(source: str, path: Path) -> dict[str, Any]:
 def _rtf_date(group: str) -> str | None:
     parts = dict(re.findall(r"\\(yr|mo|dy|hr|min|sec)(\d+)", group))
     try:
-        return datetime(
-            int(parts["yr"]),
-            int(parts.get("mo", 1)),
-            int(parts.get("dy", 1)),
-            int(parts.get("hr", 0)),
-            int(parts.get("min", 0)),
-            int(parts.get("sec", 0)),
-        ).isoformat()
+        return iso_utc(
+            datetime(
+                int(parts["yr"]),
+                int(parts.get("mo", 1)),
+                int(parts.get("dy", 1)),
+                int(parts.get("hr", 0)),
+                int(parts.get("min", 0)),
+                int(parts.get("sec", 0)),
+            )
+        )
     except (KeyError, ValueError):
         return None

@@ -41,6 +41,7 @@ from background_tasks.extraction.extractors.encoding import (
     text_byte_cap,
 )
 from background_tasks.extraction.extractors.html import html_to_text
+from background_tasks.extraction.extractors.metadata import split_authors
 
 # --------------------------------------------------------------------------
 # JSON
@@ -314,7 +315,7 @@ class JsonExtractor(Extractor):
 _XML_DECL_ENCODING = re.compile(rb"""^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*?encoding\s*=\s*["']([A-Za-z0-9._-]+)["']""")
 _EMBEDDED_HTML = re.compile(r"</?(?:p|div|a|br|span|img|strong|em|b|i|u|ul|ol|li|table|tr|td|h[1-6])\b[^<>]*>", re.I)
 _TITLE_TAGS = ("title", "article-title", "invention-title", "headline")
-_CREATOR_TAGS = ("creator", "author")
+_AUTHOR_TAGS = ("creator", "author")
 
 
 def _localname(tag: Any) -> str | None:
@@ -474,9 +475,9 @@ class XmlExtractor(Extractor):
         title = _first_text(root, _TITLE_TAGS)
         if title:
             metadata["title"] = title
-        creator = _first_text(root, _CREATOR_TAGS)
-        if creator:
-            metadata["creator"] = creator
+        author = _first_text(root, _AUTHOR_TAGS)
+        if author:
+            metadata["authors"] = split_authors(author)
         if tree.docinfo.doctype:
             metadata["doctype"] = tree.docinfo.doctype
         return Extraction(text=text, metadata=metadata, warnings=tuple(warnings))

@@ -93,7 +93,7 @@ class LogExtractor(Extractor):
             metadata["fields"] = fields.group(1).split()
             software = _W3C_SOFTWARE.search(head)
             if software:
-                metadata["software"] = software.group(1).strip()
+                metadata["application"] = software.group(1).strip()  # the program that wrote the log
         return Extraction(text=text, metadata=metadata, warnings=tuple(warnings))
 
 

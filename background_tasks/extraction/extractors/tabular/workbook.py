@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from background_tasks.errors import EmptyDocument
 from background_tasks.extraction.extractors.base import Extraction, Limits, PageSpan, TextBuilder
 from background_tasks.extraction.extractors.encoding import split_long_lines
-from background_tasks.extraction.extractors.ole import summary_information
+from background_tasks.extraction.extractors.ole import summary_metadata
 from background_tasks.extraction.extractors.tabular.table import MAX_NAMES, TableWriter
 
 log = logging.getLogger(__name__)
@@ -96,21 +95,8 @@ def ole_is_encrypted(path: Path, limits: Limits) -> bool:
     return any(name.encode("utf-16-le") in data for name in ("EncryptedPackage", "EncryptionInfo"))
 
 
-#: SummaryInformation names (``ole.SUMMARY_PROPERTIES``) -> workbook metadata keys, in output order
-_SUMMARY_KEYS = {
-    "title": "title",
-    "subject": "subject",
-    "author": "creator",
-    "keywords": "keywords",
-    "comments": "description",
-    "last_saved_by": "last_modified_by",
-    "create_time": "created",
-    "last_saved_time": "modified",
-}
-
-
 def ole_summary(path: Path) -> dict[str, Any]:
-    """Title, author and dates from an OLE file's SummaryInformation (olefile comes with extract-msg).
+    """Title, authors and dates from an OLE file's SummaryInformation (olefile comes with extract-msg).
 
     Read by ``ole.summary_information`` with bounds checks, never olefile's
     ``get_metadata``: that trusts vector counts and can loop on a hostile file.
@@ -121,16 +107,7 @@ def ole_summary(path: Path) -> dict[str, Any]:
         return {}
     try:
         with olefile.OleFileIO(str(path)) as ole:
-            summary = summary_information(ole, path.name)
+            return summary_metadata(ole, path.name)
     except Exception as exc:  # metadata is optional; the workbook itself may still be readable
         log.debug("no OLE summary for %s: %s", path.name, exc)
         return {}
-    result: dict[str, Any] = {}
-    for name, key in _SUMMARY_KEYS.items():
-        value = summary.get(name)
-        if key in ("created", "modified"):
-            if isinstance(value, dt.datetime) and value.year > 1601:  # 1601-01-01 is a zero FILETIME
-                result[key] = value.isoformat()
-        elif isinstance(value, str):
-            result[key] = value
-    return result

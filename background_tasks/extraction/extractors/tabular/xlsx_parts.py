@@ -11,6 +11,7 @@ from typing import Any
 
 from background_tasks.errors import CorruptDocument, MidasError
 from background_tasks.extraction.extractors.base import Limits
+from background_tasks.extraction.extractors.metadata import shaped
 from background_tasks.extraction.extractors.tabular.table import format_value
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class RawXlsxReader:
 
 _CORE_KEYS = {
     "title": "title",
-    "creator": "creator",
+    "creator": "authors",
     "subject": "subject",
     "description": "description",
     "keywords": "keywords",
@@ -206,7 +207,7 @@ _CORE_KEYS = {
 
 
 def core_properties(zf: zipfile.ZipFile, limits: Limits) -> dict[str, Any]:
-    """Title, creator, dates from ``docProps/core.xml`` as written (openpyxl invents defaults for missing ones)."""
+    """Title, authors, dates from ``docProps/core.xml`` as written (openpyxl invents defaults for missing ones)."""
     if "docProps/core.xml" not in zf.namelist():
         return {}
     from lxml import etree
@@ -220,10 +221,9 @@ def core_properties(zf: zipfile.ZipFile, limits: Limits) -> dict[str, Any]:
     except (MidasError, etree.XMLSyntaxError) as exc:
         log.debug("unreadable core properties: %s", exc)
         return {}
-    result: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for element in root:
         key = _CORE_KEYS.get(_local(element.tag))
-        value = " ".join((element.text or "").split())
-        if key and value:
-            result[key] = value
-    return result
+        if key:
+            values[key] = " ".join((element.text or "").split())
+    return shaped(values)

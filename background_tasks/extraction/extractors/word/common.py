@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
-from typing import Any
 
 from background_tasks.extraction.extractors.base import Limits
 
@@ -17,26 +15,6 @@ def clip(text: str, limits: Limits, warnings: list[str]) -> str:
         warnings.append(f"text truncated at {limits.max_text_chars} characters")
         return text[: limits.max_text_chars]
     return text
-
-
-def iso_date(value: Any) -> str | None:
-    """A datetime or an ISO-like string as ISO 8601; other strings as given, nothing as None."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, str) and value.strip():
-        text = value.strip()
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).isoformat()
-        except ValueError:
-            return text
-    return None
-
-
-def split_authors(value: str | None) -> list[str]:
-    """Word stores several authors in one field, separated by semicolons."""
-    if not value:
-        return []
-    return [a.strip() for a in value.split(";") if a.strip()]
 
 
 def tidy(text: str) -> str:

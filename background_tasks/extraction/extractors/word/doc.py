@@ -15,7 +15,6 @@ import shutil
 import struct
 import subprocess
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,8 @@ from background_tasks.errors import (
     MissingDependency,
 )
 from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits
-from background_tasks.extraction.extractors.ole import summary_information
-from background_tasks.extraction.extractors.word.common import clip, split_authors, tidy
+from background_tasks.extraction.extractors.ole import summary_metadata
+from background_tasks.extraction.extractors.word.common import clip, tidy
 from background_tasks.extraction.extractors.word.word97 import Word97Reader
 
 logger = logging.getLogger(__name__)
@@ -106,7 +105,7 @@ def _inspect_doc(path: Path, with_reader: bool = True) -> _DocInfo:
         flags = struct.unpack_from("<H", fib_head, 0x0A)[0]
         if flags & 0x0100 or flags & 0x8000:  # fEncrypted / fObfuscated
             raise EncryptedDocument(f"{path.name}: Word document is password-protected")
-        metadata = _ole_metadata(ole, path)
+        metadata = summary_metadata(ole, path.name)
         word97 = ident == 0xA5EC and nfib >= 0x00C1
         reader: Word97Reader | None = None
         error = ""
@@ -118,44 +117,6 @@ def _inspect_doc(path: Path, with_reader: bool = True) -> _DocInfo:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
     return _DocInfo(metadata=metadata, reader=reader, reader_error=error, word97=word97)
-
-
-#: SummaryInformation names (``ole.SUMMARY_PROPERTIES``) -> metadata keys, in output order
-_SUMMARY_KEYS = {
-    "title": "title",
-    "subject": "subject",
-    "author": "authors",
-    "keywords": "keywords",
-    "last_saved_by": "last_modified_by",
-    "revision_number": "revision",
-    "create_time": "created",
-    "last_saved_time": "modified",
-    "num_pages": "page_count",
-    "creating_application": "application",
-}
-
-
-def _ole_metadata(ole: Any, path: Path) -> dict[str, Any]:
-    """Title, authors, subject, dates and page count from the OLE SummaryInformation stream.
-
-    Read by ``ole.summary_information`` with bounds checks on every offset and
-    length: olefile's own property parser trusts vector counts and can loop for
-    minutes on a damaged file.
-    """
-    summary = summary_information(ole, path.name)
-    metadata: dict[str, Any] = {}
-    for name, key in _SUMMARY_KEYS.items():
-        value = summary.get(name)
-        if isinstance(value, str):
-            if key == "authors":
-                metadata[key] = split_authors(value)
-            elif key not in ("created", "modified", "page_count"):
-                metadata[key] = value
-        elif isinstance(value, datetime) and key in ("created", "modified"):
-            metadata[key] = value.isoformat()
-        elif isinstance(value, int) and key == "page_count" and value > 0:
-            metadata[key] = value
-    return {k: v for k, v in metadata.items() if v}
 
 
 def _run_tools(path: Path, limits: Limits, info: _DocInfo) -> tuple[str, list[str]]:

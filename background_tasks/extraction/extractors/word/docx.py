@@ -26,7 +26,8 @@ from background_tasks.errors import (
     ResourceLimitExceeded,
 )
 from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits, NestingGuard
-from background_tasks.extraction.extractors.word.common import OLE_MAGIC, clip, iso_date, split_authors, tidy
+from background_tasks.extraction.extractors.metadata import shaped
+from background_tasks.extraction.extractors.word.common import OLE_MAGIC, clip, tidy
 from background_tasks.extraction.zipsafe import check_zip, open_zip, read_member
 
 logger = logging.getLogger(__name__)
@@ -387,7 +388,7 @@ _CORE_FIELDS = {
 
 
 def _docx_metadata(path: Path, limits: Limits) -> dict[str, Any]:
-    """OPC core properties (same namespaces in Strict and transitional packages) plus the stored page count."""
+    """OPC core properties (the same in Strict and transitional packages), the stored page count, the application."""
     from lxml import etree
 
     metadata: dict[str, Any] = {}
@@ -409,17 +410,8 @@ def _docx_metadata(path: Path, limits: Limits) -> dict[str, Any]:
         if core_name in names:
             try:
                 root = etree.fromstring(read_member(zf, core_name, 4 * 1024 * 1024), parser)
-                for child in root:
-                    key = _CORE_FIELDS.get(child.tag)
-                    value = (child.text or "").strip()
-                    if not key or not value:
-                        continue
-                    if key == "authors":
-                        metadata[key] = split_authors(value)
-                    elif key in ("created", "modified"):
-                        metadata[key] = iso_date(value)
-                    else:
-                        metadata[key] = value
+                core = {_CORE_FIELDS[child.tag]: child.text for child in root if child.tag in _CORE_FIELDS}
+                metadata.update(shaped(core))
             except MidasError:
                 raise
             except Exception as exc:
@@ -428,8 +420,12 @@ def _docx_metadata(path: Path, limits: Limits) -> dict[str, Any]:
             try:
                 root = etree.fromstring(read_member(zf, app_name, 4 * 1024 * 1024), parser)
                 for child in root:
-                    if isinstance(child.tag, str) and child.tag.endswith("}Pages") and (child.text or "").isdigit():
+                    if not isinstance(child.tag, str):
+                        continue
+                    if child.tag.endswith("}Pages") and (child.text or "").isdigit():
                         metadata["page_count"] = int(child.text)
+                    elif child.tag.endswith("}Application") and (child.text or "").strip():
+                        metadata["application"] = child.text.strip()
             except MidasError:
                 raise
             except Exception as exc:
