@@ -27,6 +27,7 @@ from streamlit.testing.v1 import AppTest
 
 from background_tasks.ops import dashboard_data as dd
 from background_tasks.ops import monitoring
+from background_tasks.ops.dashboard import history as dashboard_history
 from background_tasks.ops.task_history import TaskRecord, utc
 from background_tasks.processing import pipeline
 from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
@@ -705,7 +706,7 @@ def test_history_count_is_capped(tmp_path: Path, monkeypatch) -> None:
     now = time.time()
     seed = Seed([task_row(PING, "default", "success", 60 + i, now) for i in range(30)], now)
     seed_history(settings, seed)
-    monkeypatch.setattr(dd, "COUNT_CAP", 25)
+    monkeypatch.setattr(dashboard_history, "COUNT_CAP", 25)  # read where history_page reads it
     frame, total, capped = dd.history_page(settings.database_url_resolved, dd.HistoryFilter(), page=1, page_size=10)
     assert (len(frame), total, capped) == (10, 25, True)
     frame, total, capped = dd.history_page(
