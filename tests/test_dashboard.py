@@ -10,6 +10,7 @@ are computed from the seed, not copied from the page.
 
 from __future__ import annotations
 
+import ast
 import math
 import os
 import re
@@ -27,8 +28,10 @@ from streamlit.testing.v1 import AppTest
 
 from background_tasks.ops import dashboard_data as dd
 from background_tasks.ops import monitoring
+from background_tasks.ops.dashboard import history as dashboard_history
 from background_tasks.ops.task_history import TaskRecord, utc
 from background_tasks.processing import pipeline
+from background_tasks.processing.chunking import Chunk
 from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
 from background_tasks.storage.db import get_engine, session_scope
 from background_tasks.storage.schema import create_schema
@@ -473,6 +476,43 @@ def test_documents_list_search_with_escaped_highlights_and_chunks(tmp_path: Path
     assert "No document 9999." in visible_text(at)
 
 
+def test_chunks_are_read_a_page_at_a_time_through_the_store(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    url = settings.database_url_resolved
+    store = DocumentStore(url)
+    store.create_schema()
+    claim = store.claim("ab" * 32, tmp_path / "long.txt", file_type="txt")
+    texts = [f"part {i} " for i in range(12)]
+    starts = [sum(len(t) for t in texts[:i]) for i in range(len(texts))]
+    chunks = [Chunk(i, t, starts[i], starts[i] + len(t), i // 5 + 1) for i, t in enumerate(texts)]
+    store.record_success(claim.document_id, {}, chunks, text_chars=starts[-1] + len(texts[-1]))
+
+    page_two = dd.document_chunks(url, claim.document_id, offset=5, limit=5)
+    assert list(page_two["chunk"]) == [5, 6, 7, 8, 9]
+    assert list(page_two["text"]) == texts[5:10]
+    assert list(page_two["page"]) == [2, 2, 2, 2, 2]
+    assert list(page_two["start"]) == starts[5:10]
+    assert list(dd.document_chunks(url, claim.document_id, offset=10, limit=5)["chunk"]) == [10, 11]
+    assert len(store.get_chunks(claim.document_id)) == 12  # no limit: every chunk, as before
+
+
+def test_the_dashboard_modules_leave_sql_to_the_storage_wing() -> None:
+    """Issue 13: the figures call the store; no SQLAlchemy, engine or session in the dashboard's own code."""
+    ops = PROJECT_ROOT / "background_tasks" / "ops"
+    sources = [ops / "dashboard_data.py", *sorted((ops / "dashboard").glob("*.py"))]
+    assert len(sources) > 5
+    offending = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            offending += [(path.name, n) for n in names if n.split(".")[0] == "sqlalchemy" or n.endswith("storage.db")]
+    assert not offending, offending
+
+
 def test_names_from_outside_are_shown_literally_not_as_markdown(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     name = "*bold* [click](javascript:alert(1)) $x$.txt"
@@ -705,7 +745,7 @@ def test_history_count_is_capped(tmp_path: Path, monkeypatch) -> None:
     now = time.time()
     seed = Seed([task_row(PING, "default", "success", 60 + i, now) for i in range(30)], now)
     seed_history(settings, seed)
-    monkeypatch.setattr(dd, "COUNT_CAP", 25)
+    monkeypatch.setattr(dashboard_history, "COUNT_CAP", 25)  # read where history_page reads it
     frame, total, capped = dd.history_page(settings.database_url_resolved, dd.HistoryFilter(), page=1, page_size=10)
     assert (len(frame), total, capped) == (10, 25, True)
     frame, total, capped = dd.history_page(

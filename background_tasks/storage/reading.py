@@ -113,12 +113,15 @@ def count_documents(url: str, status: str | None = None, file_type: str | None =
 
 
 @db_call
-def get_chunks(url: str, document_id: int) -> list[dict[str, Any]]:
-    """The chunks of one document, in order."""
+def get_chunks(url: str, document_id: int, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    """The chunks of one document, in order; a page of them from ``offset`` when ``limit`` is given."""
+    stmt = select(ChunkRow).where(ChunkRow.document_id == document_id).order_by(ChunkRow.chunk_index)
+    if limit is not None:
+        stmt = stmt.limit(max(0, int(limit)))
+    if offset:
+        stmt = stmt.offset(max(0, int(offset)))
     with read_scope(url) as s:
-        rows = s.execute(
-            select(ChunkRow).where(ChunkRow.document_id == document_id).order_by(ChunkRow.chunk_index)
-        ).scalars()
+        rows = s.execute(stmt).scalars()
         return [
             {
                 "chunk_index": c.chunk_index,

@@ -163,9 +163,9 @@ class DocumentStore:
     def count_documents(self, status: str | None = None, file_type: str | None = None) -> int:
         return reading.count_documents(self.url, status, file_type)
 
-    def get_chunks(self, document_id: int) -> list[dict[str, Any]]:
-        """The chunks of one document, in order."""
-        return reading.get_chunks(self.url, document_id)
+    def get_chunks(self, document_id: int, offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+        """The chunks of one document, in order; a page of them from ``offset`` when ``limit`` is given."""
+        return reading.get_chunks(self.url, document_id, offset, limit)
 
     def find_by_path(self, path: Any) -> list[dict[str, Any]]:
         """Documents seen at ``path``, most recently seen first (a file edited over time has several)."""

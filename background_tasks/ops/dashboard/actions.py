@@ -1,0 +1,142 @@
+"""The Actions section: upload into the inbox, retry a failed document, run a health check or a report now.
+
+Each action sends the same Celery task the rest of MIDAS uses; Redis is asked
+first, so a broker that is down is said plainly instead of hanging the page.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from background_tasks.errors import FileTooLarge, UnsafeResult
+from background_tasks.ops.dashboard.common import human_size, plain_error, redis_client
+from background_tasks.settings import Settings
+from background_tasks.storage.store import DocumentStore
+
+PROCESS_DOCUMENT = "background_tasks.document_tasks.process_document_file"
+HEALTH_CHECK = "background_tasks.monitoring_tasks.system_health_check"
+TASK_REPORT = "background_tasks.monitoring_tasks.generate_task_report"
+
+_UNSAFE_NAME = re.compile(r"[^\w.\- ()+,]+", re.UNICODE)
+
+
+def safe_upload_name(filename: str) -> str:
+    """A plain file name from what a browser sent: no folders, no control characters, no leading dots."""
+    name = Path(str(filename).replace("\\", "/")).name
+    name = _UNSAFE_NAME.sub("_", name).strip(" .")
+    stem, suffix = os.path.splitext(name)
+    stem, suffix = stem[:150], suffix[:20]
+    return (stem or "upload") + suffix
+
+
+def save_upload(settings: Settings, filename: str, data: bytes) -> Path:
+    """Write an uploaded file into the inbox under a fresh name (never overwriting); returns its path."""
+    limit = int(settings.max_file_mb * 1024 * 1024)
+    if len(data) > limit:
+        raise FileTooLarge(
+            f"{safe_upload_name(filename)} is {human_size(len(data))}; the limit is {settings.max_file_mb:g} MB "
+            "(MIDAS_MAX_FILE_MB)"
+        )
+    inbox = settings.inbox_dir
+    inbox.mkdir(parents=True, exist_ok=True)
+    name = safe_upload_name(filename)
+    stem, suffix = os.path.splitext(name)
+    for attempt in range(1000):
+        candidate = inbox / (name if attempt == 0 else f"{stem}-{attempt}{suffix}")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        return candidate.resolve()
+    raise FileExistsError(f"no free name for {name} in {inbox}")
+
+
+def redis_problem(settings: Settings) -> str | None:
+    """None when Redis answers a ping; otherwise why not (checked before sending anything)."""
+    client = redis_client(settings)
+    try:
+        client.ping()
+        return None
+    except (redis.RedisError, OSError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+
+
+def send_document(app: Any, path: Path | str) -> str:
+    """Queue ``process_document_file`` for ``path``; returns the task id."""
+    return app.send_task(PROCESS_DOCUMENT, args=[str(path)]).id
+
+
+def retry_document(url: str, app: Any, document_id: int) -> tuple[str, str]:
+    """Send a failed document's most recent path to be processed again: (task id, path)."""
+    doc = DocumentStore(url).get_document(int(document_id))
+    if doc is None:
+        raise LookupError(f"document {document_id} does not exist")
+    if doc["status"] != "failed":
+        raise ValueError(f"document {document_id} is {doc['status']}, not failed")
+    path = doc.get("path")
+    if not path:
+        raise LookupError(f"document {document_id} has no recorded path")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path} no longer exists; it cannot be processed again")
+    return send_document(app, path), path
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """A task sent by an action: its id, and its result if it finished in time."""
+
+    task_id: str
+    finished: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _run_task(app: Any, name: str, timeout: float, kwargs: dict[str, Any] | None = None) -> TaskOutcome:
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    # expires: a check nobody picked up in time is not run later, when it means nothing
+    result = app.send_task(name, kwargs=kwargs or {}, expires=timeout + 30)
+    try:
+        value = result.get(timeout=timeout, interval=0.2, propagate=False)
+    except CeleryTimeout:
+        return TaskOutcome(result.id, False, error=f"no worker finished it within {timeout:.0f} s")
+    except UnsafeResult as exc:  # e.g. a pickle written into the results table: refused, never loaded
+        return TaskOutcome(result.id, True, error=exc.message)
+    if result.failed():
+        return TaskOutcome(result.id, True, error=plain_error(value) if isinstance(value, BaseException) else "failed")
+    return TaskOutcome(result.id, True, value if isinstance(value, dict) else {"value": value})
+
+
+def run_health_check(app: Any, timeout: float = 20.0) -> TaskOutcome:
+    """Run ``system_health_check`` on a worker now (it stores a sample and alerts like the scheduled one)."""
+    return _run_task(app, HEALTH_CHECK, timeout)
+
+
+def generate_report(app: Any, hours: float = 24.0, timeout: float = 30.0) -> TaskOutcome:
+    """Run ``generate_task_report`` now; its result names the JSON, Markdown and CSV files."""
+    return _run_task(app, TASK_REPORT, timeout, {"hours": float(hours)})
+
+
+REPORT_MARKDOWN_MAX = 200_000
+
+
+def report_markdown(result: dict[str, Any]) -> str | None:
+    """The Markdown file a report task wrote (named in its result), if it is there to read."""
+    name = (result.get("files") or {}).get("markdown")
+    if not name:
+        return None
+    try:
+        with open(name, encoding="utf-8", errors="replace") as handle:
+            return handle.read(REPORT_MARKDOWN_MAX)
+    except OSError:
+        return None

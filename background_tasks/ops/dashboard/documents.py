@@ -1,0 +1,103 @@
+"""The Documents section: pages of documents, the store's figures, search with safe highlights, chunks.
+
+Every read goes through the document store (``storage.store.DocumentStore``).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from background_tasks.ops.dashboard.common import human_size, utc_series
+from background_tasks.storage.schema import create_schema
+from background_tasks.storage.store import DocumentStore
+
+_MARK_START = "\ue010"
+_MARK_END = "\ue011"
+
+DOCUMENT_COLUMNS = ("id", "name", "type", "size", "chunks", "status", "error", "created", "path")
+
+
+def documents_page(
+    url: str, page: int = 1, page_size: int = 50, status: str | None = None, file_type: str | None = None
+) -> tuple[pd.DataFrame, int]:
+    """One page of documents, newest first, and the number matching."""
+    create_schema(url)
+    store = DocumentStore(url)
+    page_size = max(1, min(int(page_size), 500))
+    docs = store.list_documents(
+        limit=page_size, offset=(max(1, int(page)) - 1) * page_size, status=status, file_type=file_type
+    )
+    total = store.count_documents(status=status, file_type=file_type)
+    rows = [
+        {
+            "id": d["id"],
+            "name": Path(d["path"]).name if d.get("path") else "",
+            "type": d.get("file_type") or "",
+            "size": human_size(d.get("size_bytes")),
+            "chunks": d.get("chunk_count") or 0,
+            "status": d["status"],
+            "error": d.get("error") or "",
+            "created": d.get("created_at"),
+            "path": d.get("path") or "",
+        }
+        for d in docs
+    ]
+    frame = pd.DataFrame(rows, columns=list(DOCUMENT_COLUMNS))
+    frame["created"] = utc_series(frame["created"])
+    return frame, total
+
+
+def document_stats(url: str) -> dict[str, Any]:
+    """Documents and chunks per status and file type (the store's own figures)."""
+    create_schema(url)
+    return DocumentStore(url).stats()
+
+
+def highlight_html(snippet: str, start: str = _MARK_START, end: str = _MARK_END) -> str:
+    """A search snippet as safe HTML: the text escaped, the matches in <mark>."""
+    escaped = html.escape(snippet, quote=True)
+    return escaped.replace(html.escape(start), "<mark>").replace(html.escape(end), "</mark>")
+
+
+def search_documents(url: str, query: str, limit: int = 20, file_type: str | None = None) -> list[dict[str, Any]]:
+    """Full-text search over the chunks; each hit with ``snippet_html`` (escaped, matches in <mark>)."""
+    create_schema(url)
+    hits = DocumentStore(url).search(query, limit=limit, file_type=file_type, marks=(_MARK_START, _MARK_END))
+    return [
+        {
+            "document_id": h.document_id,
+            "name": Path(h.path).name if h.path else "",
+            "path": h.path,
+            "file_type": h.file_type,
+            "page": h.page,
+            "chunk_index": h.chunk_index,
+            "score": h.score,
+            "snippet_html": highlight_html(h.snippet),
+        }
+        for h in hits
+    ]
+
+
+def document_detail(url: str, document_id: int) -> dict[str, Any] | None:
+    create_schema(url)
+    return DocumentStore(url).get_document(int(document_id))
+
+
+def document_chunks(url: str, document_id: int, offset: int = 0, limit: int = 50) -> pd.DataFrame:
+    """A page of one document's chunks, in order (unique index on document_id, chunk_index)."""
+    create_schema(url)
+    chunks = DocumentStore(url).get_chunks(
+        int(document_id), offset=max(0, int(offset)), limit=max(1, min(int(limit), 500))
+    )
+    rows = [(c["chunk_index"], c["page"], c["start_char"], c["end_char"], c["text"]) for c in chunks]
+    return pd.DataFrame(rows, columns=["chunk", "page", "start", "end", "text"])
+
+
+def failed_documents(url: str, limit: int = 200) -> pd.DataFrame:
+    """Documents whose processing failed (not rejected: a rejection repeats), newest first."""
+    frame, _total = documents_page(url, page=1, page_size=limit, status="failed")
+    return frame
