@@ -4,12 +4,15 @@ The shared corpus (``../shared/corpus``) is not part of a user's clone; these
 files are, so every format is still read end to end there. Most come from
 ``scripts/make_samples.py`` (the samples ``make run`` submits); the legacy
 Office files are written by ``tests/legacy_office.py`` (no installed library
-writes .doc, .xls or .msg); the image is rendered with Pillow for OCR.
+writes .doc, .xls or .msg); the images and the scanned PDF are rendered with
+Pillow for OCR. ``EXTRA_FILES`` stand in for shared-corpus files that show a
+behaviour (a scanned PDF, cut-off JSON), so those tests run on a clone too.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -56,6 +59,18 @@ MSG_FIELDS = {
     "body": "The shipment of pallets is delayed until Friday.\r\nPlease inform the customers.",
 }
 SCAN_LINES = ("Scanned delivery note", "Invoice number 4711 was paid")
+#: page number -> the sentence on that page of ``scan.pdf``
+SCAN_PDF_PAGES = {
+    1: "The first scanned page opens the report.",
+    2: "The second scanned page lists twelve cranes.",
+    3: "The third scanned page ends the tour.",
+}
+#: more files for behaviours the shared corpus shows with real documents: name -> what it stands for
+EXTRA_FILES: Mapping[str, str] = {
+    "scan.pdf": "an image-only PDF of three scanned pages (OCR of PDFs, like pdf/multi-page-images.pdf)",
+    "records-cut-off.json": "JSON records whose array is never closed (like json/dots_simple.json)",
+}
+CITIES = ("Lisbon", "Porto", "Braga", "Faro", "Evora")
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 
 
@@ -92,6 +107,10 @@ def build(folder: Path) -> Path:
     (folder / "budget.xls").write_bytes(legacy_office.excel97_workbook(XLS_SHEETS, "Office budget"))
     (folder / "outlook.msg").write_bytes(legacy_office.outlook_message(**MSG_FIELDS))
     render_scan(SCAN_LINES).save(folder / "scan.png")  # type: ignore[attr-defined]
-    missing = [name for name in GENERATED_FILES.values() if not (folder / name).is_file()]
+    first_scan, *more_scans = [render_scan((line,)) for line in SCAN_PDF_PAGES.values()]
+    first_scan.save(folder / "scan.pdf", save_all=True, append_images=more_scans)  # type: ignore[attr-defined]
+    records = [{"city": city, "stop": n, "note": f"stop {n} of the tour"} for n, city in enumerate(CITIES, 1)]
+    (folder / "records-cut-off.json").write_text(json.dumps(records, indent=1)[:-2], encoding="utf-8")
+    missing = [name for name in [*GENERATED_FILES.values(), *EXTRA_FILES] if not (folder / name).is_file()]
     assert not missing, missing
     return folder

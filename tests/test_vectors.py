@@ -27,7 +27,15 @@ from background_tasks.extraction.extractors import SUPPORTED_EXTENSIONS
 from background_tasks.processing import pipeline
 from background_tasks.storage.store import DocumentStore
 from tests.corpus import corpus_dir
-from tests.generated_corpus import DOC_PARAGRAPHS, GENERATED_FILES, MSG_FIELDS, PDF_PAGES, SCAN_LINES
+from tests.generated_corpus import (
+    DOC_PARAGRAPHS,
+    EXTRA_FILES,
+    GENERATED_FILES,
+    MSG_FIELDS,
+    PDF_PAGES,
+    SCAN_LINES,
+    SCAN_PDF_PAGES,
+)
 
 GENERATED, CORPUS = "generated", "corpus"
 PROCESS_FILE = "background_tasks.document_tasks.process_document_file"
@@ -189,6 +197,20 @@ GENERATED_VECTORS = (
         SCAN_LINES,
         ("IHDR",),
         {"ocr_status": "done", "ocr_pages": [1], "page_count": 1, "text_layer": False, "image_format": "PNG"},
+    ),
+    Vector(
+        GENERATED,
+        "scan.pdf",
+        tuple(SCAN_PDF_PAGES.values()),
+        ("/XObject", "FlateDecode"),
+        {"ocr_status": "done", "ocr_pages": [1, 2, 3], "page_count": 3, "text_layer": False},
+    ),
+    Vector(
+        GENERATED,
+        "records-cut-off.json",
+        ("[0].city: Lisbon", "[4].note: stop 5 of the tour"),
+        ('"city":',),
+        {"valid": False, "json_type": "invalid", "value_count": 15},
     ),
 )
 
@@ -359,8 +381,9 @@ def test_the_generated_corpus_covers_every_type_and_every_file_has_a_vector(gene
     ]
     assert sorted(GENERATED_FILES) == sorted(wanted)
     assert {f".{ext}" for ext in GENERATED_FILES} <= SUPPORTED_EXTENSIONS
-    assert sorted(v.path for v in GENERATED_VECTORS) == sorted(GENERATED_FILES.values())
-    assert sorted(p.name for p in generated_corpus.iterdir()) == sorted(GENERATED_FILES.values())
+    names = sorted([*GENERATED_FILES.values(), *EXTRA_FILES])
+    assert sorted(v.path for v in GENERATED_VECTORS) == names
+    assert sorted(p.name for p in generated_corpus.iterdir()) == names
     assert all(v.must_include and v.metadata for v in VECTORS)
 
 
