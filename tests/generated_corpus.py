@@ -50,7 +50,7 @@ PDF_PAGES = (
 DOC_PARAGRAPHS = ("Legacy memo for the warehouse team.", "Deliveries arrive every Tuesday morning.")
 XLS_SHEETS = {
     "Budget": [["item", "cost", "owner"], ["paper", 12.5, "Ann"], ["toner", 80, "Ben"], ["chairs", 410, "Ann"]],
-    "Notes": [["Budget approved by the board"]],
+    "Notes": [["note", "author"], ["Budget approved by the board", "Ann"]],
 }
 MSG_FIELDS = {
     "subject": "Shipment delayed",

@@ -126,7 +126,7 @@ GENERATED_VECTORS = (
     Vector(
         GENERATED,
         "budget.xls",
-        ("## Sheet: Budget", "item: toner | cost: 80 | owner: Ben", "## Sheet: Notes", "Budget approved by the board"),
+        ("## Sheet: Budget", "item: toner | cost: 80 | owner: Ben", "note: Budget approved by the board | author: Ann"),
         ("Workbook", "SummaryInformation"),
         {"title": "Office budget", "sheet_count": 2, "biff_version": 80},
     ),
