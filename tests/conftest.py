@@ -59,6 +59,14 @@ def session_dir() -> Path:
     return _SESSION_DIR
 
 
+@pytest.fixture(scope="session")
+def generated_corpus() -> Path:
+    """One small real file of every supported type (tests/generated_corpus.py), inside the allowed roots."""
+    from tests.generated_corpus import build
+
+    return build(_DOCS_DIR / "generated")
+
+
 @pytest.fixture
 def docs_dir(unique) -> Path:
     """A fresh folder inside the allowed roots for this test's documents."""

@@ -24,7 +24,7 @@ from background_tasks.processing.chunking import normalize_text
 from background_tasks.settings import load_settings
 from background_tasks.storage.store import DocumentStore
 from tests import db_fixtures
-from tests.corpus import corpus_dir
+from tests.corpus import corpus_file_or
 from tests.support import wait_until
 
 database_url = db_fixtures.database_url  # the SQLite + PostgreSQL fixture
@@ -192,8 +192,8 @@ def test_xlsx_sheets_with_native_types_and_a_title_line(tmp_path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore:The xlrd engine is deprecated")
-def test_xls_from_the_corpus_matches_pandas() -> None:
-    path = corpus_dir() / "xls" / "test.xls"
+def test_xls_from_the_corpus_matches_pandas(generated_corpus) -> None:
+    path = corpus_file_or("xls/test.xls", generated_corpus / "budget.xls")
     profile = data_profile.profile_file(str(path), ".xls", Limits())
     reference = pd.read_excel(path, sheet_name=None, engine="xlrd")
     assert [t["name"] for t in profile["tables"]] == list(reference)
@@ -268,7 +268,7 @@ def test_analysis_is_stored_with_the_document(settings, store, docs_dir) -> None
     assert analysis.get_analysis(999_999, url=store.url) is None
 
 
-def test_bad_data_files_get_clear_answers(settings, store, docs_dir) -> None:
+def test_bad_data_files_get_clear_answers(settings, store, docs_dir, generated_corpus) -> None:
     def outcome(name: str, content: str) -> tuple[str, str]:
         path = docs_dir / name
         path.write_text(content, encoding="utf-8")
@@ -283,7 +283,8 @@ def test_bad_data_files_get_clear_answers(settings, store, docs_dir) -> None:
     assert outcome("garbage.json", "[{nonsense") == ("failed", "corrupt")
     outside = analysis.analyze_data_path("/etc/hostname", settings, store)
     assert (outside["status"], outside["error_type"]) == ("rejected", "path_not_allowed")
-    truncated = analysis.analyze_data_path(str(corpus_dir() / "json" / "dots_simple.json"), settings, store)
+    cut_off = corpus_file_or("json/dots_simple.json", generated_corpus / "records-cut-off.json")
+    truncated = analysis.analyze_data_path(str(cut_off), settings, store)
     assert truncated["status"] == "success" and "not closed" in truncated["warnings"][0]
 
 

@@ -18,7 +18,8 @@ from background_tasks.extraction import tesseract as ocr
 from background_tasks.extraction.extractors import SUPPORTED_EXTENSIONS
 from background_tasks.processing import extract, ocr_pipeline, pipeline
 from background_tasks.storage.store import DocumentStore
-from tests.corpus import corpus_dir
+from tests.corpus import corpus_dir, corpus_file_or
+from tests.generated_corpus import SCAN_PDF_PAGES
 from tests.support import wait_until
 
 FONT_PATHS = (
@@ -218,6 +219,15 @@ SCANS = {
 }
 
 
+def multi_page_scan(generated_corpus: Path) -> tuple[Path, dict[int, str], str]:
+    """The corpus' three-page scan, its sentence per page and a phrase to search for; on a clone without
+    the corpus the generated three-page scan and its sentences."""
+    path = corpus_file_or("pdf/multi-page-images.pdf", generated_corpus / "scan.pdf")
+    if path.name in SCANS:
+        return path, SCANS[path.name], "multi page document"
+    return path, dict(SCAN_PDF_PAGES), "twelve cranes"
+
+
 @pytest.mark.parametrize("name", sorted(SCANS))
 def test_scanned_corpus_pdfs_are_ocrd(settings_for, name) -> None:
     settings = settings_for(MIDAS_CHUNK_SIZE="60", MIDAS_CHUNK_OVERLAP="0")  # about a page per chunk
@@ -331,9 +341,12 @@ def test_broken_images_fail_clearly(settings, store, docs_dir) -> None:
     assert (result.status, result.error_type) == ("failed", "limit_exceeded"), result.error
 
 
-def test_without_tesseract_on_path_scans_succeed_with_a_warning(settings, store, docs_dir, monkeypatch) -> None:
+def test_without_tesseract_on_path_scans_succeed_with_a_warning(
+    settings, store, docs_dir, monkeypatch, generated_corpus
+) -> None:
     monkeypatch.setenv("PATH", str(docs_dir))  # no tesseract here
-    result = pipeline.process_file(str(corpus_dir() / "pdf" / "testOCR.pdf"), settings, store)
+    scan = corpus_file_or("pdf/testOCR.pdf", generated_corpus / "scan.pdf")
+    result = pipeline.process_file(str(scan), settings, store)
     assert result.status == "success", result.error
     assert result.metadata["ocr_status"] == "skipped" and "ocr_pages" not in result.metadata
     assert any(w.startswith("OCR skipped: Tesseract is not installed") for w in result.warnings), result.warnings
@@ -345,11 +358,12 @@ def test_without_tesseract_on_path_scans_succeed_with_a_warning(settings, store,
     assert any(w.startswith("OCR skipped") for w in result.warnings)
 
 
-def test_ocr_can_be_turned_off(settings_for, docs_dir) -> None:
+def test_ocr_can_be_turned_off(settings_for, docs_dir, generated_corpus) -> None:
     settings = settings_for(MIDAS_OCR_ENABLED="false")
     store = DocumentStore(settings.database_url_resolved)
     store.create_schema()
-    result = pipeline.process_file(str(corpus_dir() / "pdf" / "testOCR.pdf"), settings, store)
+    scan = corpus_file_or("pdf/testOCR.pdf", generated_corpus / "scan.pdf")
+    result = pipeline.process_file(str(scan), settings, store)
     assert result.status == "success" and result.metadata["ocr_status"] == "off"
     assert any("MIDAS_OCR_ENABLED" in w for w in result.warnings)
 
@@ -366,11 +380,11 @@ def test_a_page_over_the_time_limit_is_a_warning_not_a_failure(settings_for, doc
     assert any("page 1: OCR failed" in w and "took longer than 0.05 s" in w for w in result.warnings)
 
 
-def test_long_scans_continue_in_page_ranges(settings_for, docs_dir) -> None:
+def test_long_scans_continue_in_page_ranges(settings_for, docs_dir, generated_corpus) -> None:
     settings = settings_for(MIDAS_OCR_MAX_PAGES_PER_TASK="2", MIDAS_CHUNK_SIZE="60", MIDAS_CHUNK_OVERLAP="0")
     store = DocumentStore(settings.database_url_resolved)
     store.create_schema()
-    path = corpus_dir() / "pdf" / "multi-page-images.pdf"
+    path, sentences, _ = multi_page_scan(generated_corpus)
     result = pipeline.process_file(str(path), settings, store)
     assert result.status == "success", result.error
     meta = result.metadata
@@ -386,7 +400,7 @@ def test_long_scans_continue_in_page_ranges(settings_for, docs_dir) -> None:
     document = store.get_document(result.document_id)
     assert document["metadata"]["ocr_status"] == "done" and "ocr_pending_pages" not in document["metadata"]
     assert not any("queued for OCR" in w for w in document["warnings"])
-    expected = " ".join(SCANS["multi-page-images.pdf"].values())
+    expected = " ".join(sentences.values())
     assert recall(expected, document_text(store, result.document_id)) >= 0.9
     assert {c["page"] for c in store.get_chunks(result.document_id)} == {1, 2, 3}
     again = ocr_pipeline.continue_ocr(result.document_id, str(path), [3], settings, store)
@@ -408,12 +422,12 @@ def test_a_changed_file_abandons_the_continued_ocr(settings_for, docs_dir) -> No
     assert document["status"] == "success" and document["metadata"]["ocr_status"] == "failed"
 
 
-def test_a_long_scan_does_not_block_other_documents(isolated_stack, docs_dir) -> None:
+def test_a_long_scan_does_not_block_other_documents(isolated_stack, docs_dir, generated_corpus) -> None:
     """One worker process on both queues: a text file sent after a 3-page scan is done long before its OCR."""
     stack = isolated_stack(MIDAS_OCR_MAX_PAGES_PER_TASK="1")
     worker = stack.start_worker(queues=["documents", "analysis"], concurrency=1)
     store = DocumentStore(stack.settings.database_url_resolved)
-    scan = corpus_dir() / "pdf" / "multi-page-images.pdf"
+    scan, sentences, phrase = multi_page_scan(generated_corpus)
     note = docs_dir / "note.txt"
     note.write_text("A short note that must not wait for a long scan to be read. " * 5)
     # The note is queued while the scan's first page is read, so it is waiting when the OCR
@@ -432,7 +446,7 @@ def test_a_long_scan_does_not_block_other_documents(isolated_stack, docs_dir) ->
 
     document = wait_until(ocr_done, timeout=90, interval=0.3, what="the continued OCR")
     assert document["metadata"]["ocr_pages"] == [1, 2, 3]
-    expected = " ".join(SCANS["multi-page-images.pdf"].values())
+    expected = " ".join(sentences.values())
     assert recall(expected, document_text(store, first["document_id"])) >= 0.9
-    assert store.search("multi page document", limit=5)[0].document_id == first["document_id"]
+    assert store.search(phrase, limit=5)[0].document_id == first["document_id"]
     assert worker.log_text().count("background_tasks.analysis_tasks.ocr_document_pages[") >= 3
