@@ -188,7 +188,7 @@ GENERATED_VECTORS = (
             "from": "Alice Example <alice@example.com>",
             "to": ["Bob Example <bob@example.com>"],
             "cc": ["team@example.com"],
-            "date": "2026-01-05T10:00:00+00:00",
+            "created": "2026-01-05T10:00:00Z",
         },
     ),
     Vector(
@@ -318,7 +318,7 @@ CORPUS_VECTORS = (
         "log/u_ex160110.log",
         ("#Software: Microsoft Internet Information Services 8.5",),
         (),
-        {"log_format": "w3c-extended", "software": "Microsoft Internet Information Services 8.5", "line_count": 128},
+        {"log_format": "w3c-extended", "application": "Microsoft Internet Information Services 8.5", "line_count": 128},
     ),
     Vector(
         CORPUS,
@@ -329,7 +329,7 @@ CORPUS_VECTORS = (
             "subject": "MIME registry use cases",
             "from": "Jukka Zitting <jukka.zitting@gmail.com>",
             "to": ["tika-dev@lucene.apache.org"],
-            "date": "2009-01-29T19:16:40+00:00",
+            "created": "2009-01-29T19:16:40Z",
         },
     ),
     Vector(
@@ -337,7 +337,7 @@ CORPUS_VECTORS = (
         "eml/email-with-image.eml",
         ("Subject: email-with-image", "The unstructured logo is attached to this email."),
         ("iVBORw0KGgo", "Content-Transfer-Encoding"),
-        {"subject": "email-with-image", "attachments": ["unstructured_logo.png"], "date": "2023-01-04T11:36:14-06:00"},
+        {"subject": "email-with-image", "attachments": ["unstructured_logo.png"], "created": "2023-01-04T17:36:14Z"},
     ),
 )
 

@@ -27,7 +27,6 @@ PRELOAD_MODULES = (
     "extract_msg",
     "odf.opendocument",
     "striprtf.striprtf",
-    "bs4",
     "lxml.etree",
     "lxml.html",
     "charset_normalizer",
