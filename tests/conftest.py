@@ -50,6 +50,17 @@ os.environ.update(
 )
 
 
+#: fixtures that start real worker processes: a test that uses one is an ``integration`` test
+_WORKER_FIXTURES = frozenset({"start_worker", "session_worker", "isolated_stack", "module_isolated_stack"})
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Mark every test that starts workers ``integration`` (``-m "not integration"`` is the fast loop)."""
+    for item in items:
+        if _WORKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 def pytest_sessionfinish(session, exitstatus) -> None:
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 

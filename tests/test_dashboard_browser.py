@@ -26,6 +26,9 @@ from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
 from background_tasks.storage.store import DocumentStore
 from tests.support import launcher, launcher_env, recorded_processes, stop_stack, wait_until
 
+#: real launcher stacks, workers or servers: deselected by -m "not integration"
+pytestmark = pytest.mark.integration
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",

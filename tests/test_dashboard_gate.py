@@ -27,6 +27,9 @@ from websockets.sync.client import connect
 from background_tasks.ops.dashboard_gate import COOKIE_NAME, LOGIN_PATH, PasswordGate, SessionSigner, safe_next, sign_in
 from tests.support import launcher, launcher_env, stop_stack
 
+#: real launcher stacks, workers or servers: deselected by -m "not integration"
+pytestmark = pytest.mark.integration
+
 PASSWORD = "gate pw 7"
 
 # --------------------------------------------------------------------------

@@ -34,6 +34,9 @@ from background_tasks.file_watcher import HEARTBEAT_KEY
 from background_tasks.watcher.history import path_from_db
 from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, wait_until
 
+#: real launcher stacks, workers or servers: deselected by -m "not integration"
+pytestmark = pytest.mark.integration
+
 if TYPE_CHECKING:
     from tests.conftest import IsolatedStack
 

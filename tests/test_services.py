@@ -37,6 +37,9 @@ from background_tasks.launcher.services import (
 from background_tasks.settings import load_settings
 from tests.support import launcher, launcher_env, processes_mentioning, recorded_processes, stop_stack
 
+#: real launcher stacks, workers or servers: deselected by -m "not integration"
+pytestmark = pytest.mark.integration
+
 FLOWER_AUTH = "midas:s3cret-pw"
 REDIS_PASSWORD = 'redis pw "with" quotes'
 

@@ -12,6 +12,9 @@ import pytest
 
 from tests.support import PROJECT_ROOT, launcher, launcher_env, stop_stack
 
+#: real launcher stacks, workers or servers: deselected by -m "not integration"
+pytestmark = pytest.mark.integration
+
 
 def run_check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
