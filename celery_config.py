@@ -188,7 +188,7 @@ def create_app(settings: Settings) -> Celery:
         # rest back to the queue (late ack), so another worker takes them at once.
         worker_soft_shutdown_timeout=float(settings.soft_shutdown_timeout),
         worker_max_tasks_per_child=settings.max_tasks_per_child,
-        worker_max_memory_per_child=settings.max_memory_per_child_mb * 1024,  # in KiB
+        worker_max_memory_per_child=settings.max_memory_per_child_kib,
         worker_concurrency=settings.concurrency,
         worker_pool=settings.pool,
         task_soft_time_limit=settings.task_soft_time_limit,

@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_patterns=[*settings.watch_ignore, *args.ignore],
         exclude_dirs=[settings.data_dir, settings.log_dir],
     )
-    history = History(settings.database_url_resolved, max_hash_bytes=int(settings.max_file_mb * 1024 * 1024))
+    history = History(settings.database_url_resolved, max_hash_bytes=settings.max_file_bytes)
     watcher = Watcher(
         folders,
         path_filter,
