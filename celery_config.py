@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
+from background_tasks import keys
 from background_tasks.ops.ledger import LedgeredAMQP
 from background_tasks.settings import QUEUES, Settings, settings_or_exit
 from background_tasks.storage.db import SQLITE_CONNECT_ARGS, configure_sqlite_engine
@@ -27,19 +28,14 @@ from background_tasks.worker_signals import wire_signals
 
 log = logging.getLogger("midas.celery")
 
-TASK_MODULES = (
-    "background_tasks.system_tasks",
-    "background_tasks.document_tasks",
-    "background_tasks.monitoring_tasks",
-    "background_tasks.analysis_tasks",
-)
+TASK_MODULES = keys.TASK_MODULES
 
 #: Routing is configuration, not a caller's choice: module -> queue.
 TASK_ROUTES = {
-    "background_tasks.document_tasks.*": {"queue": "documents"},
-    "background_tasks.analysis_tasks.*": {"queue": "analysis"},
-    "background_tasks.monitoring_tasks.*": {"queue": "monitoring"},
-    "background_tasks.system_tasks.*": {"queue": "default"},
+    f"{keys.DOCUMENT_TASKS}.*": {"queue": "documents"},
+    f"{keys.ANALYSIS_TASKS}.*": {"queue": "analysis"},
+    f"{keys.MONITORING_TASKS}.*": {"queue": "monitoring"},
+    f"{keys.SYSTEM_TASKS}.*": {"queue": "default"},
 }
 
 
@@ -60,21 +56,17 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         }
 
     return {
-        "system-health-check": entry(
-            "background_tasks.monitoring_tasks.system_health_check", settings.health_check_interval
-        ),
-        "queue-check": entry("background_tasks.monitoring_tasks.check_task_queue", settings.queue_check_interval),
-        "task-report": entry(
-            "background_tasks.monitoring_tasks.generate_task_report", settings.task_report_interval, hours=24
-        ),
+        "system-health-check": entry(keys.SYSTEM_HEALTH_CHECK, settings.health_check_interval),
+        "queue-check": entry(keys.CHECK_TASK_QUEUE, settings.queue_check_interval),
+        "task-report": entry(keys.GENERATE_TASK_REPORT, settings.task_report_interval, hours=24),
         "task-cleanup": entry(
-            "background_tasks.monitoring_tasks.cleanup_old_tasks",
+            keys.CLEANUP_OLD_TASKS,
             settings.task_cleanup_interval,
             days=settings.retention_days,
         ),
-        "ledger-reaper": entry("background_tasks.monitoring_tasks.reap_ledger", settings.ledger_reap_interval),
+        "ledger-reaper": entry(keys.REAP_LEDGER, settings.ledger_reap_interval),
         "processed-file-cleanup": entry(
-            "background_tasks.document_tasks.cleanup_old_processed_files",
+            keys.CLEANUP_OLD_PROCESSED_FILES,
             settings.file_cleanup_interval,
             days=settings.retention_days,
         ),
@@ -188,7 +180,7 @@ def create_app(settings: Settings) -> Celery:
         # rest back to the queue (late ack), so another worker takes them at once.
         worker_soft_shutdown_timeout=float(settings.soft_shutdown_timeout),
         worker_max_tasks_per_child=settings.max_tasks_per_child,
-        worker_max_memory_per_child=settings.max_memory_per_child_mb * 1024,  # in KiB
+        worker_max_memory_per_child=settings.max_memory_per_child_kib,
         worker_concurrency=settings.concurrency,
         worker_pool=settings.pool,
         task_soft_time_limit=settings.task_soft_time_limit,

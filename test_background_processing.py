@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from background_tasks import keys
 from background_tasks.settings import QUEUES, Settings, settings_or_exit
 
 HINTS = {
@@ -109,7 +110,7 @@ class SystemCheck:
         missing = [q for q in QUEUES if q not in served]
         if missing:
             raise RuntimeError(f"no worker consumes: {', '.join(missing)}")
-        result = self.app.send_task("background_tasks.system_tasks.ping", args=[self.token])
+        result = self.app.send_task(keys.PING, args=[self.token])
         if result.get(timeout=self.timeout)["message"] != self.token:
             raise RuntimeError("ping answered with the wrong message")
         return f"{len(replies)} worker(s), queues {', '.join(sorted(served))}"
@@ -125,7 +126,7 @@ class SystemCheck:
         for ext, make in SAMPLE_DOCUMENTS.items():
             path = folder / f"check.{ext}"
             path.write_bytes(make(f"{self.token}{ext}"))
-            sent[ext] = self.app.send_task("background_tasks.document_tasks.process_document_file", args=[str(path)])
+            sent[ext] = self.app.send_task(keys.PROCESS_DOCUMENT_FILE, args=[str(path)])
         bad = []
         for ext, result in sent.items():
             value = result.get(timeout=self.timeout)
@@ -142,19 +143,15 @@ class SystemCheck:
             path = folder / f"batch-{i}.txt"
             path.write_text(f"Batch check {self.token} number {i}.")
             paths.append(str(path))
-        summary = self.app.send_task("background_tasks.document_tasks.process_document_batch", args=[paths]).get(
-            timeout=self.timeout
-        )
+        summary = self.app.send_task(keys.PROCESS_DOCUMENT_BATCH, args=[paths]).get(timeout=self.timeout)
         if summary["total"] != 3 or summary["succeeded"] + summary["duplicates"] != 3:
             raise RuntimeError(f"batch summary: {summary['succeeded']} succeeded of {summary['total']}")
         return f"3 files in {summary['duration_s']:.1f} s"
 
     def check_monitoring(self) -> str:
-        health = self.app.send_task("background_tasks.monitoring_tasks.system_health_check").get(timeout=self.timeout)
-        queues = self.app.send_task("background_tasks.monitoring_tasks.check_task_queue").get(timeout=self.timeout)
-        report = self.app.send_task("background_tasks.monitoring_tasks.generate_task_report", kwargs={"hours": 1}).get(
-            timeout=self.timeout
-        )
+        health = self.app.send_task(keys.SYSTEM_HEALTH_CHECK).get(timeout=self.timeout)
+        queues = self.app.send_task(keys.CHECK_TASK_QUEUE).get(timeout=self.timeout)
+        report = self.app.send_task(keys.GENERATE_TASK_REPORT, kwargs={"hours": 1}).get(timeout=self.timeout)
         if "status" not in health or not isinstance(queues, dict) or not isinstance(report, dict):
             raise RuntimeError("unexpected answers from the monitoring tasks")
         return f"health {health['status']}" + (
@@ -162,12 +159,8 @@ class SystemCheck:
         )
 
     def check_cleanup(self) -> str:
-        files = self.app.send_task(
-            "background_tasks.document_tasks.cleanup_old_processed_files", kwargs={"days": 3650}
-        ).get(timeout=self.timeout)
-        tasks = self.app.send_task("background_tasks.monitoring_tasks.cleanup_old_tasks", kwargs={"days": 3650}).get(
-            timeout=self.timeout
-        )
+        files = self.app.send_task(keys.CLEANUP_OLD_PROCESSED_FILES, kwargs={"days": 3650}).get(timeout=self.timeout)
+        tasks = self.app.send_task(keys.CLEANUP_OLD_TASKS, kwargs={"days": 3650}).get(timeout=self.timeout)
         return f"file cleanup removed {len(files.get('removed', []))}, task cleanup {tasks.get('removed', {})}"
 
     def check_watcher(self) -> str:

@@ -13,10 +13,10 @@ never waits for them. ``get_analysis(document_id)`` returns what is stored.
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from background_tasks import keys
 from background_tasks.analysis import analyze as analysis
 from background_tasks.analysis.analyze import get_analysis
 from background_tasks.processing import ocr_pipeline
@@ -45,31 +45,29 @@ __all__ = [
 analysis_store = process_store
 
 
-@app.task(bind=True, name="background_tasks.analysis_tasks.analyze_data_file")
+@app.task(bind=True, name=keys.ANALYZE_DATA_FILE)
 def analyze_data_file(self, file_path: str, document_id: int | None = None) -> dict[str, Any]:
     """Profile the tables of a CSV, XLSX, XLS or JSON-records file; stored with its document and returned."""
     return analysis.analyze_data_path(file_path, get_settings(), analysis_store(), document_id)
 
 
-@app.task(bind=True, name="background_tasks.analysis_tasks.analyze_document")
+@app.task(bind=True, name=keys.ANALYZE_DOCUMENT)
 def analyze_document(self, document_id: int) -> dict[str, Any]:
     """Language, counts, reading time, distinctive keywords and entities of a processed document."""
     return analysis.analyze_document_text(int(document_id), analysis_store())
 
 
-@app.task(bind=True, name="background_tasks.analysis_tasks.ocr_document_pages")
+@app.task(bind=True, name=keys.OCR_DOCUMENT_PAGES)
 def ocr_document_pages(self, document_id: int, file_path: str, pages: list[int]) -> dict[str, Any]:
     """OCR the next range of a long scan; queue the range after it behind the work already waiting."""
     result = ocr_pipeline.continue_ocr(int(document_id), file_path, [int(p) for p in pages], get_settings(),
                                        analysis_store())  # fmt: skip
     if result["status"] == "partial":
         rest = result["pending"]
-        ocr_document_pages.apply_async(args=[document_id, file_path, rest], task_id=_ocr_task_id(document_id, rest))
+        ocr_document_pages.apply_async(
+            args=[document_id, file_path, rest], task_id=keys.ocr_pages_task_id(document_id, rest)
+        )
     return result
-
-
-def _ocr_task_id(document_id: int, pages: list[int]) -> str:
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"midas-ocr:{document_id}:{pages[0]}:{len(pages)}"))
 
 
 @dataclass(frozen=True)
@@ -91,13 +89,12 @@ def follow_ups(result: dict[str, Any]) -> list[FollowUp]:
     file_type = (result.get("file_type") or "").lower()
     work: list[FollowUp] = []
     if file_type in TABULAR_TYPES or (file_type == "json" and metadata.get("json_type") in _JSON_RECORD_SHAPES):
-        task_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"midas-data-analysis:{result.get('sha256')}"))
+        task_id = keys.data_analysis_task_id(result.get("sha256"))
         work.append(FollowUp("analyze_data_file", (result["path"],), {"document_id": document_id}, task_id))
     pages = ocr_pipeline.deferred_pages(metadata)
     if pages:
-        work.append(
-            FollowUp("ocr_document_pages", (document_id, result["path"], pages), {}, _ocr_task_id(document_id, pages))
-        )
+        task_id = keys.ocr_pages_task_id(document_id, pages)
+        work.append(FollowUp("ocr_document_pages", (document_id, result["path"], pages), {}, task_id))
     return work
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from celery import states
 
-from background_tasks import analysis_tasks
+from background_tasks import analysis_tasks, keys
 from background_tasks.errors import MidasError, PermanentError
 from background_tasks.ops import ledger
 from background_tasks.processing import batches, pipeline
@@ -45,7 +45,7 @@ class DocumentFileTask(MidasTask):
         ).as_dict()
 
 
-@app.task(bind=True, base=DocumentFileTask, name="background_tasks.document_tasks.process_document_file")
+@app.task(bind=True, base=DocumentFileTask, name=keys.PROCESS_DOCUMENT_FILE)
 def process_document_file(self, file_path: str) -> dict[str, Any]:
     """Extract, chunk and store one document; returns the result dict (see README).
 
@@ -61,7 +61,7 @@ def process_document_file(self, file_path: str) -> dict[str, Any]:
 
 # max_retries=None on the task itself: its retries are its later runs, and retry(max_retries=None) would
 # mean "the task's default" (3), failing every batch that takes longer than a few seconds.
-@app.task(bind=True, name="background_tasks.document_tasks.process_document_batch", max_retries=None)
+@app.task(bind=True, name=keys.PROCESS_DOCUMENT_BATCH, max_retries=None)
 def process_document_batch(
     self,
     file_paths: list[str],
@@ -104,7 +104,7 @@ def process_document_batch(
         state = replace(state, queued=len(_children))
 
     def child_id(index: int) -> str:
-        return _children[index] if _children is not None else batches.child_task_id(state.batch_id, index)
+        return _children[index] if _children is not None else keys.batch_child_task_id(state.batch_id, index)
 
     sent_before = state.queued
     if state.queued < total:
@@ -154,7 +154,7 @@ def batch_file_results(batch_id: str, total: int, celery_app: Any = None) -> Ite
     ``batch_id`` is the batch task's id (also in its summary); a file not finished yet shows ``status: pending``.
     """
     for index in range(total):
-        result = (celery_app or app).AsyncResult(batches.child_task_id(batch_id, index))
+        result = (celery_app or app).AsyncResult(keys.batch_child_task_id(batch_id, index))
         if result.state not in states.READY_STATES:
             yield {"status": "pending", "index": index, "task_id": result.id}
             continue
@@ -162,7 +162,7 @@ def batch_file_results(batch_id: str, total: int, celery_app: Any = None) -> Ite
         yield batches.per_file_result(path, result.state, result.result)
 
 
-@app.task(bind=True, name="background_tasks.document_tasks.extract_document_metadata")
+@app.task(bind=True, name=keys.EXTRACT_DOCUMENT_METADATA)
 def extract_document_metadata(self, file_path: str) -> dict[str, Any]:
     """Quick metadata without full extraction where the format allows."""
     try:
@@ -178,7 +178,7 @@ def extract_document_metadata(self, file_path: str) -> dict[str, Any]:
         return {"status": "failed", "path": str(file_path), "error_type": exc.error_type, "error": exc.message}
 
 
-@app.task(name="background_tasks.document_tasks.cleanup_old_processed_files")
+@app.task(name=keys.CLEANUP_OLD_PROCESSED_FILES)
 def cleanup_old_processed_files(days: int | None = None) -> dict[str, Any]:
     """Remove working copies and processed artifacts older than the retention; never originals."""
     settings = get_settings()

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from background_tasks import keys
 from background_tasks.errors import TransientError
 from background_tasks.logging_setup import configure_logging
 from background_tasks.processing.intake import allowed_roots, default_watch_dirs
@@ -42,10 +43,9 @@ from background_tasks.watcher.core import (
 
 log = logging.getLogger("background_tasks.file_watcher")
 
-HEARTBEAT_KEY = "midas:watcher:heartbeat"
 TICK_SECONDS = 0.1
 
-HELP_EPILOG = """\
+HELP_EPILOG = f"""\
 Folders: without options the watcher watches MIDAS_WATCH_DIRS or, when that is
 empty, ~/Documents/MIDAS_Uploads (created if missing), ~/Downloads and
 ~/Desktop (those that exist). -d adds folders; --only watches just those.
@@ -57,7 +57,7 @@ it in MIDAS_WATCH_DIRS (then no -d is needed) or MIDAS_ALLOWED_ROOTS. The
 watcher warns at start-up about -d folders its own settings do not allow.
 
 Stability window: MIDAS_STABILITY_SECONDS. Heartbeat: Redis key
-midas:watcher:heartbeat. Log: MIDAS_LOG_DIR/file_watcher.log.
+{keys.WATCHER_HEARTBEAT_KEY}. Log: MIDAS_LOG_DIR/file_watcher.log.
 """
 
 
@@ -172,7 +172,7 @@ class Heartbeat:
             **self.extra,
         }
         try:
-            self.client.set(HEARTBEAT_KEY, json.dumps(payload), ex=self.ttl)
+            self.client.set(keys.WATCHER_HEARTBEAT_KEY, json.dumps(payload), ex=self.ttl)
         except Exception as exc:  # Redis down: the pending queue reports that; do not stop watching
             if not self._failing:
                 log.debug("heartbeat not written: %s", exc)
@@ -380,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_patterns=[*settings.watch_ignore, *args.ignore],
         exclude_dirs=[settings.data_dir, settings.log_dir],
     )
-    history = History(settings.database_url_resolved, max_hash_bytes=int(settings.max_file_mb * 1024 * 1024))
+    history = History(settings.database_url_resolved, max_hash_bytes=settings.max_file_bytes)
     watcher = Watcher(
         folders,
         path_filter,

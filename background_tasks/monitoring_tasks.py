@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from background_tasks import keys
 from background_tasks.ops import alerts, monitoring, reaper
 from background_tasks.settings import get_settings
 from celery_config import app
@@ -16,7 +17,7 @@ from celery_config import app
 log = logging.getLogger(__name__)
 
 
-@app.task(name="background_tasks.monitoring_tasks.system_health_check")
+@app.task(name=keys.SYSTEM_HEALTH_CHECK)
 def system_health_check() -> dict[str, Any]:
     """Measure host, Redis, workers, queues and watcher; store the sample; alert when critical."""
     report = monitoring.system_health(get_settings(), app)
@@ -31,7 +32,7 @@ def system_health_check() -> dict[str, Any]:
     return data
 
 
-@app.task(name="background_tasks.monitoring_tasks.check_task_queue")
+@app.task(name=keys.CHECK_TASK_QUEUE)
 def check_task_queue(stuck_after: float | None = None) -> dict[str, Any]:
     """Waiting/unacknowledged messages per queue and each worker's tasks; flags tasks running too long."""
     result = monitoring.check_queues(get_settings(), app, stuck_after=stuck_after)
@@ -47,7 +48,7 @@ def check_task_queue(stuck_after: float | None = None) -> dict[str, Any]:
     return data
 
 
-@app.task(name="background_tasks.monitoring_tasks.generate_task_report")
+@app.task(name=keys.GENERATE_TASK_REPORT)
 def generate_task_report(hours: float = 24) -> dict[str, Any]:
     """Per-task figures, top errors and documents per file type; written as JSON, Markdown and CSV."""
     report = monitoring.task_report(get_settings(), hours=float(hours))
@@ -55,7 +56,7 @@ def generate_task_report(hours: float = 24) -> dict[str, Any]:
     return report.as_dict()
 
 
-@app.task(name="background_tasks.monitoring_tasks.cleanup_old_tasks")
+@app.task(name=keys.CLEANUP_OLD_TASKS)
 def cleanup_old_tasks(days: float | None = None) -> dict[str, Any]:
     """Delete history, results and health samples older than ``days`` (default: the retention); compact SQLite."""
     result = monitoring.cleanup(get_settings(), days=days)
@@ -63,7 +64,7 @@ def cleanup_old_tasks(days: float | None = None) -> dict[str, Any]:
     return result.as_dict()
 
 
-@app.task(name="background_tasks.monitoring_tasks.reap_ledger")
+@app.task(name=keys.REAP_LEDGER)
 def reap_ledger(limit: int = 500) -> dict[str, Any]:
     """Send again the ledgered tasks that the broker lost or whose worker died (see ``ops.reaper``)."""
     settings = get_settings()

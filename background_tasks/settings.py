@@ -1,546 +1,55 @@
 """The one place MIDAS reads its configuration.
 
-Every setting is declared once in ``VARIABLES`` (name, type, default, help).
-The same table validates values, builds the typed ``Settings`` object, and is
-what ``.env.example`` and the README's configuration table are checked
-against, so documentation and behaviour cannot drift apart.
+The variables are declared in ``settings_vars.VARIABLES``; this module turns
+the environment (over ``.env``) into a frozen, typed ``Settings`` with one
+attribute per variable, checks the values that depend on each other, and
+computes the derived values (URLs, byte limits, folders) once per object.
 
 Nothing else in the project reads ``os.environ``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from functools import lru_cache
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from background_tasks.settings_vars import PROJECT_ROOT, QUEUES, VARIABLES, WORKER_POOLS, Var
 
-QUEUES = ("default", "documents", "analysis", "monitoring")
-WORKER_POOLS = ("prefork", "solo", "threads", "eventlet", "gevent")
+__all__ = [
+    "PROJECT_ROOT",
+    "QUEUES",
+    "VARIABLES",
+    "WORKER_POOLS",
+    "Settings",
+    "SettingsError",
+    "Var",
+    "get_settings",
+    "load_settings",
+    "settings_or_exit",
+]
+
+MIB = 1024 * 1024
 
 
 class SettingsError(ValueError):
     """A configuration value is invalid; the message names the variable."""
 
 
-# --------------------------------------------------------------------------
-# Parsers: each turns the raw string into a typed value or raises ValueError
-# with a short reason. ``_parse`` adds the variable name.
-# --------------------------------------------------------------------------
-
-
-def _str(raw: str) -> str:
-    return raw
-
-
-def _opt_str(raw: str) -> str | None:
-    return raw or None
-
-
-def _int(raw: str) -> int:
-    return int(raw.strip())
-
-
-def _pos_int(raw: str) -> int:
-    value = int(raw.strip())
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
-
-
-def _nonneg_int(raw: str) -> int:
-    value = int(raw.strip())
-    if value < 0:
-        raise ValueError("must be zero or a positive whole number")
-    return value
-
-
-def _opt_pos_int(raw: str) -> int | None:
-    return _pos_int(raw) if raw.strip() else None
-
-
-def _pos_float(raw: str) -> float:
-    value = float(raw.strip())
-    if not value > 0:
-        raise ValueError("must be a positive number")
-    return value
-
-
-def _nonneg_float(raw: str) -> float:
-    value = float(raw.strip())
-    if value < 0:
-        raise ValueError("must be zero or a positive number")
-    return value
-
-
-def _port(raw: str) -> int:
-    value = int(raw.strip())
-    if not 1 <= value <= 65535:
-        raise ValueError("must be a port number between 1 and 65535")
-    return value
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError("must be true or false")
-
-
-def _path(raw: str) -> Path:
-    if not raw.strip():
-        raise ValueError("must not be empty")
-    path = Path(raw.strip()).expanduser()
-    if not path.is_absolute():
-        path = PROJECT_ROOT / path
-    return path
-
-
-def _path_list(raw: str) -> tuple[Path, ...]:
-    parts = [p.strip() for p in raw.replace(";", os.pathsep).split(os.pathsep)]
-    return tuple(_path(p) for p in parts if p)
-
-
-def _str_list(raw: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in raw.split(",") if p.strip())
-
-
-def _pool(raw: str) -> str | None:
-    value = raw.strip().lower()
-    if not value:
-        return None
-    if value not in WORKER_POOLS:
-        raise ValueError("must be one of " + ", ".join(WORKER_POOLS))
-    return value
-
-
-def _basic_auth(raw: str) -> str | None:
-    if not raw:
-        return None
-    if ":" not in raw or raw.startswith(":"):
-        raise ValueError("must look like user:password")
-    return raw
-
-
-def _worker_groups(raw: str) -> tuple[tuple[str, ...], ...]:
-    """``documents,analysis;default,monitoring`` -> one worker per group."""
-    groups = []
-    for chunk in raw.split(";"):
-        queues = tuple(q.strip() for q in chunk.split(",") if q.strip())
-        if not queues:
-            continue
-        unknown = [q for q in queues if q not in QUEUES]
-        if unknown:
-            raise ValueError(f"unknown queue {unknown[0]!r} (known: {', '.join(QUEUES)})")
-        groups.append(queues)
-    return tuple(groups) or (QUEUES,)
-
-
-def _database_url(raw: str) -> str | None:
-    if not raw:
-        return None
-    if "://" not in raw:
-        raise ValueError("must be a URL such as postgresql+psycopg://user:pw@host/db")
-    return raw
-
-
-@dataclass(frozen=True)
-class Var:
-    """One configuration variable: its env name, attribute, parser and default."""
-
-    env: str
-    attr: str
-    parse: Callable[[str], Any]
-    default: str
-    help: str
-    group: str = "General"
-
-
-def _default_concurrency() -> str:
-    return str(max(1, os.cpu_count() or 1))
-
-
-VARIABLES: tuple[Var, ...] = (
-    # Redis (names kept from the original deployment docs)
-    Var("REDIS_HOST", "redis_host", _str, "localhost", "Redis host (broker).", "Redis"),
-    Var("REDIS_PORT", "redis_port", _port, "6379", "Redis port.", "Redis"),
-    Var("REDIS_DB", "redis_db", _nonneg_int, "0", "Redis database number.", "Redis"),
-    Var(
-        "REDIS_PASSWORD",
-        "redis_password",
-        _opt_str,
-        "",
-        "Redis password. Empty: the Redis the launcher starts gets a generated one (data dir's redis/password), "
-        "which every MIDAS client of this checkout then uses.",
-        "Redis",
-    ),
-    # PostgreSQL (optional; SQLite is the default)
-    Var("POSTGRES_USER", "postgres_user", _str, "postgres", "PostgreSQL user.", "PostgreSQL"),
-    Var("POSTGRES_PASSWORD", "postgres_password", _opt_str, "", "PostgreSQL password.", "PostgreSQL"),
-    Var(
-        "POSTGRES_HOST",
-        "postgres_host",
-        _opt_str,
-        "",
-        "Set to use PostgreSQL for results and the document store instead of SQLite.",
-        "PostgreSQL",
-    ),
-    Var("POSTGRES_PORT", "postgres_port", _port, "5432", "PostgreSQL port.", "PostgreSQL"),
-    Var("POSTGRES_DB", "postgres_db", _str, "midas", "PostgreSQL database name.", "PostgreSQL"),
-    Var(
-        "MIDAS_DATABASE_URL",
-        "database_url",
-        _database_url,
-        "",
-        "SQLAlchemy URL for results and the store; overrides SQLite and POSTGRES_*.",
-        "PostgreSQL",
-    ),
-    # Paths
-    Var("MIDAS_DATA_DIR", "data_dir", _path, "./data", "SQLite files, working copies, Redis data, reports.", "Paths"),
-    Var("MIDAS_LOG_DIR", "log_dir", _path, "./logs", "Log files (rotated).", "Paths"),
-    Var(
-        "MIDAS_ALLOWED_ROOTS",
-        "allowed_roots",
-        _path_list,
-        "",
-        "Extra folders documents may be read from (os.pathsep-separated). Always allowed: "
-        "the watched folders, the data dir's inbox and the bundled samples/ (never the current directory).",
-        "Paths",
-    ),
-    Var(
-        "MIDAS_WATCH_DIRS",
-        "watch_dirs",
-        _path_list,
-        "",
-        "Folders the file watcher watches (os.pathsep-separated); empty = the defaults.",
-        "Paths",
-    ),
-    # Services
-    Var("FLOWER_PORT", "flower_port", _port, "5555", "Flower port (served at /flower).", "Services"),
-    Var("FLOWER_BASIC_AUTH", "flower_basic_auth", _basic_auth, "", "user:password for Flower.", "Services"),
-    Var("STREAMLIT_PORT", "streamlit_port", _port, "8501", "Streamlit dashboard port.", "Services"),
-    Var(
-        "MIDAS_WORKER_CONCURRENCY",
-        "worker_concurrency",
-        _opt_pos_int,
-        "",
-        "Worker processes per worker (default: number of CPU cores).",
-        "Services",
-    ),
-    Var(
-        "MIDAS_WORKER_POOL",
-        "worker_pool",
-        _pool,
-        "",
-        "prefork, solo, threads, eventlet or gevent (default: prefork; threads on Windows).",
-        "Services",
-    ),
-    Var(
-        "MIDAS_WORKER_GROUPS",
-        "worker_groups",
-        _worker_groups,
-        "default,documents,analysis,monitoring",
-        "Queue groups, one worker each, e.g. documents,analysis;default,monitoring.",
-        "Services",
-    ),
-    Var(
-        "MIDAS_EXTRA_TASK_MODULES",
-        "extra_task_modules",
-        _str_list,
-        "",
-        "Extra Python modules with Celery tasks to load (comma-separated), e.g. your own plugins.",
-        "Services",
-    ),
-    Var(
-        "MIDAS_SERVICE_STOP_TIMEOUT",
-        "stop_timeout",
-        _pos_float,
-        "30",
-        "Seconds of warm shutdown before force.",
-        "Services",
-    ),
-    # Task behaviour
-    Var(
-        "MIDAS_TASK_SOFT_TIME_LIMIT", "task_soft_time_limit", _pos_int, "600", "Soft time limit per task (s).", "Tasks"
-    ),
-    Var("MIDAS_TASK_TIME_LIMIT", "task_time_limit", _pos_int, "660", "Hard time limit per task (s).", "Tasks"),
-    Var(
-        "MIDAS_VISIBILITY_TIMEOUT",
-        "visibility_timeout",
-        _pos_int,
-        "3600",
-        "Seconds before Redis redelivers an unacknowledged task; must exceed the hard limit.",
-        "Tasks",
-    ),
-    Var(
-        "MIDAS_SOFT_SHUTDOWN_TIMEOUT",
-        "soft_shutdown_timeout",
-        _nonneg_float,
-        "10",
-        "On a cold stop (SIGQUIT, Ctrl+C) running tasks get this long (s) to finish; the rest go back to the queue.",
-        "Tasks",
-    ),
-    Var(
-        "MIDAS_MAX_REDELIVERIES",
-        "max_redeliveries",
-        _pos_int,
-        "3",
-        "A task whose worker process died this many times is failed, not run again.",
-        "Tasks",
-    ),
-    Var(
-        "MIDAS_LEDGER",
-        "ledger_enabled",
-        _bool,
-        "true",
-        "Record every document submission in the intake ledger; the reaper re-sends what the broker lost.",
-        "Tasks",
-    ),
-    Var(
-        "MIDAS_LEDGER_LEASE",
-        "ledger_lease_seconds",
-        _pos_int,
-        "15",
-        "A running task's lease (s), renewed while it runs; past it, the reaper sends the task again.",
-        "Tasks",
-    ),
-    Var(
-        "MIDAS_LEDGER_GRACE",
-        "ledger_grace_seconds",
-        _pos_int,
-        "60",
-        "A queued task is looked for in the broker once it is this old (s), and re-sent if nobody holds it.",
-        "Tasks",
-    ),
-    Var(
-        "MIDAS_LEDGER_WARN_AGE",
-        "ledger_warn_age_seconds",
-        _pos_int,
-        "900",
-        "The health check warns when a ledger entry has waited this long (s) without finishing.",
-        "Monitoring",
-    ),
-    Var(
-        "MIDAS_LEDGER_REAP_INTERVAL",
-        "ledger_reap_interval",
-        _pos_int,
-        "10",
-        "Seconds between two runs of the ledger reaper (a Beat task on the monitoring queue).",
-        "Schedule",
-    ),
-    Var("MIDAS_RESULT_EXPIRES_HOURS", "result_expires_hours", _pos_int, "24", "Results are kept this long.", "Tasks"),
-    Var(
-        "MIDAS_MAX_TASKS_PER_CHILD",
-        "max_tasks_per_child",
-        _pos_int,
-        "1000",
-        "Worker process replaced after N tasks (a safety net: parsers run in short-lived child processes).",
-        "Tasks",
-    ),
-    Var(
-        "MIDAS_MAX_MEMORY_PER_CHILD_MB",
-        "max_memory_per_child_mb",
-        _pos_int,
-        "300",
-        "A worker process that grew beyond this after a task is replaced, so memory returns to the OS.",
-        "Tasks",
-    ),
-    Var("MIDAS_MAX_RETRIES", "max_retries", _nonneg_int, "5", "Retries for transient errors.", "Tasks"),
-    Var("MIDAS_RETRY_BACKOFF_MAX", "retry_backoff_max", _pos_int, "300", "Longest retry delay (s).", "Tasks"),
-    # Beat schedule
-    Var("MIDAS_HEALTH_CHECK_INTERVAL", "health_check_interval", _pos_int, "300", "Health check every N s.", "Schedule"),
-    Var("MIDAS_QUEUE_CHECK_INTERVAL", "queue_check_interval", _pos_int, "60", "Queue check every N s.", "Schedule"),
-    Var("MIDAS_TASK_REPORT_INTERVAL", "task_report_interval", _pos_int, "86400", "Task report every N s.", "Schedule"),
-    Var(
-        "MIDAS_TASK_CLEANUP_INTERVAL", "task_cleanup_interval", _pos_int, "86400", "Task cleanup every N s.", "Schedule"
-    ),
-    Var(
-        "MIDAS_FILE_CLEANUP_INTERVAL",
-        "file_cleanup_interval",
-        _pos_int,
-        "86400",
-        "Processed-file cleanup every N s.",
-        "Schedule",
-    ),
-    Var(
-        "MIDAS_RETENTION_DAYS", "retention_days", _pos_int, "30", "Task history and artifacts kept N days.", "Schedule"
-    ),
-    # Documents
-    Var("MIDAS_MAX_FILE_MB", "max_file_mb", _pos_float, "100", "Larger files are rejected unread.", "Documents"),
-    Var(
-        "MIDAS_MAX_DECOMPRESSED_MB",
-        "max_decompressed_mb",
-        _pos_float,
-        "500",
-        "Limit on the uncompressed size of zip-based documents (DOCX, XLSX, ODT).",
-        "Documents",
-    ),
-    Var(
-        "MIDAS_MAX_TEXT_MB",
-        "max_text_mb",
-        _pos_float,
-        "200",
-        "Extracted text beyond this is cut with a warning.",
-        "Documents",
-    ),
-    Var("MIDAS_MAX_NESTING", "max_nesting", _pos_int, "200", "Deepest JSON/XML/HTML nesting accepted.", "Documents"),
-    Var(
-        "MIDAS_EXTRACT_TIMEOUT",
-        "extract_timeout",
-        _pos_float,
-        "300",
-        "Per-file extraction time limit (s); must be below MIDAS_TASK_SOFT_TIME_LIMIT.",
-        "Documents",
-    ),
-    Var("MIDAS_CHUNK_SIZE", "chunk_size", _pos_int, "1000", "Largest chunk, in characters.", "Documents"),
-    Var(
-        "MIDAS_CHUNK_OVERLAP",
-        "chunk_overlap",
-        _nonneg_int,
-        "200",
-        "Characters shared by neighbouring chunks.",
-        "Documents",
-    ),
-    Var(
-        "MIDAS_STABILITY_SECONDS",
-        "stability_seconds",
-        _nonneg_float,
-        "2",
-        "A file must keep its size and mtime this long before it is read.",
-        "Documents",
-    ),
-    Var("MIDAS_OCR_LANGUAGES", "ocr_languages", _str, "eng", "Tesseract languages, e.g. eng+deu.", "Documents"),
-    # File watcher
-    Var(
-        "MIDAS_WATCH_IGNORE", "watch_ignore", _str_list, "", "Extra ignore patterns (comma-separated globs).", "Watcher"
-    ),
-    Var(
-        "MIDAS_WATCH_RESCAN_SECONDS", "watch_rescan_seconds", _pos_float, "300", "Periodic rescan interval.", "Watcher"
-    ),
-    Var("MIDAS_WATCH_BATCH_SIZE", "watch_batch_size", _pos_int, "10", "Files per batch in --batch mode.", "Watcher"),
-    Var(
-        "MIDAS_WATCH_BATCH_TIMEOUT",
-        "watch_batch_timeout",
-        _pos_float,
-        "60",
-        "Oldest file waits at most N s.",
-        "Watcher",
-    ),
-    Var("MIDAS_WATCH_POLLING", "watch_polling", _bool, "false", "Poll instead of native events (SMB/NFS).", "Watcher"),
-    # Monitoring thresholds
-    Var(
-        "MIDAS_CPU_WARN_PERCENT",
-        "cpu_warn_percent",
-        _pos_float,
-        "85",
-        "CPU use that makes health 'warning'.",
-        "Monitoring",
-    ),
-    Var(
-        "MIDAS_CPU_CRIT_PERCENT",
-        "cpu_crit_percent",
-        _pos_float,
-        "95",
-        "CPU use that makes health 'critical'.",
-        "Monitoring",
-    ),
-    Var("MIDAS_MEMORY_WARN_PERCENT", "memory_warn_percent", _pos_float, "85", "Memory use: warning.", "Monitoring"),
-    Var("MIDAS_MEMORY_CRIT_PERCENT", "memory_crit_percent", _pos_float, "95", "Memory use: critical.", "Monitoring"),
-    Var("MIDAS_DISK_WARN_PERCENT", "disk_warn_percent", _pos_float, "85", "Disk use: warning.", "Monitoring"),
-    Var("MIDAS_DISK_CRIT_PERCENT", "disk_crit_percent", _pos_float, "95", "Disk use: critical.", "Monitoring"),
-    Var("MIDAS_QUEUE_WARN_LENGTH", "queue_warn_length", _pos_int, "1000", "Waiting messages: warning.", "Monitoring"),
-    Var(
-        "MIDAS_WATCHER_HEARTBEAT_MAX_AGE",
-        "watcher_heartbeat_max_age",
-        _pos_float,
-        "120",
-        "Seconds without a watcher heartbeat before health warns.",
-        "Monitoring",
-    ),
-    Var(
-        "MIDAS_STUCK_TASK_SECONDS",
-        "stuck_task_seconds",
-        _pos_float,
-        "900",
-        "A task running longer is 'stuck'.",
-        "Monitoring",
-    ),
-    # Alerts
-    Var("MIDAS_SMTP_HOST", "smtp_host", _opt_str, "", "SMTP server for failure alerts (empty = no email).", "Alerts"),
-    Var("MIDAS_SMTP_PORT", "smtp_port", _port, "587", "SMTP port.", "Alerts"),
-    Var("MIDAS_SMTP_USER", "smtp_user", _opt_str, "", "SMTP user.", "Alerts"),
-    Var("MIDAS_SMTP_PASSWORD", "smtp_password", _opt_str, "", "SMTP password.", "Alerts"),
-    Var("MIDAS_SMTP_FROM", "smtp_from", _str, "midas@localhost", "Sender address of alerts.", "Alerts"),
-    Var("MIDAS_SMTP_TO", "smtp_to", _str_list, "", "Recipients (comma-separated).", "Alerts"),
-    Var("MIDAS_SMTP_STARTTLS", "smtp_starttls", _bool, "true", "Use STARTTLS.", "Alerts"),
-    Var(
-        "MIDAS_ALERT_WEBHOOK_URL", "alert_webhook_url", _opt_str, "", "POST a JSON alert here (empty = off).", "Alerts"
-    ),
-    Var(
-        "MIDAS_ALERT_QUIET_MINUTES",
-        "alert_quiet_minutes",
-        _pos_float,
-        "30",
-        "At most one alert per kind per period.",
-        "Alerts",
-    ),
-    # Dashboard
-    Var(
-        "MIDAS_DASHBOARD_PASSWORD",
-        "dashboard_password",
-        _opt_str,
-        "",
-        "If set, the dashboard (every page, upload and WebSocket) asks for it.",
-        "Dashboard",
-    ),
-    # OCR (Tesseract)
-    Var("MIDAS_OCR_ENABLED", "ocr_enabled", _bool, "true", "Recognise text in scans and images with Tesseract.", "OCR"),
-    Var(
-        "MIDAS_TESSERACT_CMD",
-        "tesseract_cmd",
-        _str,
-        "tesseract",
-        "The tesseract program: a name on PATH or a full path (on Windows, the path of tesseract.exe).",
-        "OCR",
-    ),
-    Var("MIDAS_OCR_DPI", "ocr_dpi", _pos_int, "300", "Resolution PDF pages are rendered at for OCR.", "OCR"),
-    Var(
-        "MIDAS_OCR_PAGE_TIMEOUT",
-        "ocr_page_timeout",
-        _pos_float,
-        "60",
-        "OCR time limit per page (s); a page over it is skipped with a warning.",
-        "OCR",
-    ),
-    Var(
-        "MIDAS_OCR_MAX_PAGES_PER_TASK",
-        "ocr_max_pages_per_task",
-        _pos_int,
-        "10",
-        "Pages OCR'd within one task; longer scans continue on the analysis queue in ranges of this size.",
-        "OCR",
-    ),
-)
-
-_BY_ATTR = {v.attr: v for v in VARIABLES}
-
-
-def generated_redis_password_path(data_dir: Path) -> Path:
+def _generated_redis_password_path(data_dir: Path) -> Path:
     """Where the launcher keeps the password it generated for its own Redis (a 0600 file)."""
     return data_dir / "redis" / "password"
 
 
 def _generated_redis_password(data_dir: Path) -> str | None:
-    path = generated_redis_password_path(data_dir)
+    path = _generated_redis_password_path(data_dir)
     try:
         return path.read_text(encoding="utf-8").strip() or None
     except FileNotFoundError:
@@ -551,36 +60,125 @@ def _generated_redis_password(data_dir: Path) -> str | None:
 
 @dataclass(frozen=True)
 class Settings:
-    """Typed, validated configuration. Build it with ``load_settings()``."""
+    """Typed, validated configuration: one attribute per variable of ``VARIABLES``.
 
-    values: Mapping[str, Any] = field(repr=False)
+    Build it with ``load_settings()``; derived values are computed on first use
+    and kept (the object never changes).
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    # Redis
+    redis_host: str
+    redis_port: int
+    redis_db: int
+    redis_password: str | None
+    # PostgreSQL
+    postgres_user: str
+    postgres_password: str | None
+    postgres_host: str | None
+    postgres_port: int
+    postgres_db: str
+    database_url: str | None
+    # Paths
+    data_dir: Path
+    log_dir: Path
+    allowed_roots: tuple[Path, ...]
+    watch_dirs: tuple[Path, ...]
+    # Services
+    flower_port: int
+    flower_basic_auth: str | None
+    streamlit_port: int
+    worker_concurrency: int | None
+    worker_pool: str | None
+    worker_groups: tuple[tuple[str, ...], ...]
+    extra_task_modules: tuple[str, ...]
+    stop_timeout: float
+    # Tasks
+    task_soft_time_limit: int
+    task_time_limit: int
+    visibility_timeout: int
+    soft_shutdown_timeout: float
+    max_redeliveries: int
+    ledger_enabled: bool
+    ledger_lease_seconds: int
+    ledger_grace_seconds: int
+    result_expires_hours: int
+    max_tasks_per_child: int
+    max_memory_per_child_mb: int
+    max_retries: int
+    retry_backoff_max: int
+    # Schedule
+    ledger_reap_interval: int
+    health_check_interval: int
+    queue_check_interval: int
+    task_report_interval: int
+    task_cleanup_interval: int
+    file_cleanup_interval: int
+    retention_days: int
+    # Documents
+    max_file_mb: float
+    max_decompressed_mb: float
+    max_text_mb: float
+    max_nesting: int
+    extract_timeout: float
+    chunk_size: int
+    chunk_overlap: int
+    stability_seconds: float
+    ocr_languages: str
+    # Watcher
+    watch_ignore: tuple[str, ...]
+    watch_rescan_seconds: float
+    watch_batch_size: int
+    watch_batch_timeout: float
+    watch_polling: bool
+    # Monitoring
+    ledger_warn_age_seconds: int
+    cpu_warn_percent: float
+    cpu_crit_percent: float
+    memory_warn_percent: float
+    memory_crit_percent: float
+    disk_warn_percent: float
+    disk_crit_percent: float
+    queue_warn_length: int
+    watcher_heartbeat_max_age: float
+    stuck_task_seconds: float
+    # Alerts
+    smtp_host: str | None
+    smtp_port: int
+    smtp_user: str | None
+    smtp_password: str | None
+    smtp_from: str
+    smtp_to: tuple[str, ...]
+    smtp_starttls: bool
+    alert_webhook_url: str | None
+    alert_quiet_minutes: float
+    # Dashboard
+    dashboard_password: str | None
+    # OCR
+    ocr_enabled: bool
+    tesseract_cmd: str
+    ocr_dpi: int
+    ocr_page_timeout: float
+    ocr_max_pages_per_task: int
+    # Not a variable: True when redis_password is the launcher's generated one, not REDIS_PASSWORD.
+    redis_password_generated: bool = False
 
-    def replace(self, **changes: Any) -> Settings:
+    def replace(self, **changes: object) -> Settings:
         """A copy with some values changed (the launcher adds the Redis password it generated)."""
-        unknown = set(changes) - set(self.values)
-        if unknown:
-            raise AttributeError(", ".join(sorted(unknown)))
-        return Settings(values={**self.values, **changes})
+        return dataclasses.replace(self, **changes)
 
-    # -- derived values -----------------------------------------------------
+    # -- derived values, computed once ---------------------------------------
 
-    @property
+    @cached_property
     def broker_url(self) -> str:
         auth = f":{quote(self.redis_password, safe='')}@" if self.redis_password else ""
         return f"redis://{auth}{self.redis_host}:{self.redis_port}/{self.redis_db}"
 
-    @property
+    @cached_property
     def uses_postgres(self) -> bool:
         url = self.database_url or ""
         return url.startswith("postgres") or (not url and bool(self.postgres_host))
 
-    @property
+    @cached_property
     def database_url_resolved(self) -> str:
         """SQLAlchemy URL of the document store and task history."""
         if self.database_url:
@@ -593,54 +191,68 @@ class Settings:
             )
         return f"sqlite:///{self.data_dir / 'midas.sqlite3'}"
 
-    @property
+    @cached_property
     def result_backend_url(self) -> str:
         """Celery's database backend: the store's database, a separate file on SQLite."""
         if self.database_url or self.postgres_host:
             return "db+" + self.database_url_resolved
         return f"db+sqlite:///{self.data_dir / 'celery_results.sqlite3'}"
 
-    @property
+    @cached_property
     def concurrency(self) -> int:
-        return self.worker_concurrency or int(_default_concurrency())
+        return self.worker_concurrency or max(1, os.cpu_count() or 1)
 
-    @property
+    @cached_property
     def pool(self) -> str:
         """Pool to use: prefork where fork works, threads on Windows."""
         if self.worker_pool:
             return self.worker_pool
         return "threads" if platform.system() == "Windows" else "prefork"
 
-    @property
+    @cached_property
+    def max_file_bytes(self) -> int:
+        """MIDAS_MAX_FILE_MB in bytes: the size a document may have."""
+        return int(self.max_file_mb * MIB)
+
+    @cached_property
+    def max_decompressed_bytes(self) -> int:
+        return int(self.max_decompressed_mb * MIB)
+
+    @cached_property
+    def max_text_chars(self) -> int:
+        """MIDAS_MAX_TEXT_MB as a number of characters of extracted text."""
+        return int(self.max_text_mb * MIB)
+
+    @cached_property
+    def max_memory_per_child_kib(self) -> int:
+        """MIDAS_MAX_MEMORY_PER_CHILD_MB in KiB, the unit Celery's worker_max_memory_per_child takes."""
+        return self.max_memory_per_child_mb * 1024
+
+    @cached_property
     def inbox_dir(self) -> Path:
         return self.data_dir / "inbox"
 
-    @property
+    @cached_property
     def work_dir(self) -> Path:
         return self.data_dir / "work"
 
-    @property
+    @cached_property
     def run_dir(self) -> Path:
         return self.data_dir / "run"
 
-    @property
+    @cached_property
     def reports_dir(self) -> Path:
         return self.data_dir / "reports"
 
-    @property
+    @cached_property
     def redis_data_dir(self) -> Path:
         return self.data_dir / "redis"
 
-    @property
+    @cached_property
     def redis_password_file(self) -> Path:
-        return generated_redis_password_path(self.data_dir)
+        return _generated_redis_password_path(self.data_dir)
 
-    @property
-    def redis_password_generated(self) -> bool:
-        """True when the password is the launcher's generated one, not REDIS_PASSWORD."""
-        return bool(self.values.get("redis_password_generated"))
-
-    @property
+    @cached_property
     def redis_is_local(self) -> bool:
         return self.redis_host in {"localhost", "127.0.0.1", "::1"}
 
@@ -648,7 +260,7 @@ class Settings:
         """The settings as environment variables, for child processes."""
         env = {}
         for var in VARIABLES:
-            value = self.values[var.attr]
+            value = getattr(self, var.attr)
             if value is None or (var.attr == "redis_password" and self.redis_password_generated):
                 continue  # a generated password stays in its 0600 file; children read it from there
             if isinstance(value, tuple):
@@ -706,16 +318,17 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
                 reason = "not a number"
             raise SettingsError(f"{var.env}={raw!r} is invalid: {reason}") from None
 
-    _check_relations(values)
-    values["redis_password_generated"] = False
-    if values["redis_password"] is None:
-        values["redis_password"] = _generated_redis_password(values["data_dir"])
-        values["redis_password_generated"] = values["redis_password"] is not None
-    return Settings(values=values)
+    settings = Settings(**values)
+    _check_relations(settings)
+    if settings.redis_password is None:
+        generated = _generated_redis_password(settings.data_dir)
+        if generated is not None:
+            settings = settings.replace(redis_password=generated, redis_password_generated=True)
+    return settings
 
 
-def _check_relations(values: dict[str, Any]) -> None:
-    soft, hard, vis = values["task_soft_time_limit"], values["task_time_limit"], values["visibility_timeout"]
+def _check_relations(s: Settings) -> None:
+    soft, hard, vis = s.task_soft_time_limit, s.task_time_limit, s.visibility_timeout
     if not soft < hard:
         raise SettingsError(f"MIDAS_TASK_SOFT_TIME_LIMIT={soft} must be below MIDAS_TASK_TIME_LIMIT={hard}")
     if not hard < vis:
@@ -723,23 +336,20 @@ def _check_relations(values: dict[str, Any]) -> None:
             f"MIDAS_VISIBILITY_TIMEOUT={vis} must exceed MIDAS_TASK_TIME_LIMIT={hard}, "
             "or Redis redelivers tasks that are still running"
         )
-    if not values["extract_timeout"] < soft:
+    if not s.extract_timeout < soft:
         raise SettingsError(
-            f"MIDAS_EXTRACT_TIMEOUT={values['extract_timeout']:g} must be below MIDAS_TASK_SOFT_TIME_LIMIT={soft}, "
+            f"MIDAS_EXTRACT_TIMEOUT={s.extract_timeout:g} must be below MIDAS_TASK_SOFT_TIME_LIMIT={soft}, "
             "or a parser still runs when its task is stopped"
         )
-    if values["chunk_overlap"] >= values["chunk_size"]:
+    if s.chunk_overlap >= s.chunk_size:
         raise SettingsError(
-            f"MIDAS_CHUNK_OVERLAP={values['chunk_overlap']} must be smaller than "
-            f"MIDAS_CHUNK_SIZE={values['chunk_size']}"
+            f"MIDAS_CHUNK_OVERLAP={s.chunk_overlap} must be smaller than MIDAS_CHUNK_SIZE={s.chunk_size}"
         )
-    data_dir: Path = values["data_dir"]
-    if data_dir.exists() and not data_dir.is_dir():
-        raise SettingsError(f"MIDAS_DATA_DIR={data_dir} exists and is not a folder")
-    log_dir: Path = values["log_dir"]
-    if log_dir.exists() and not log_dir.is_dir():
-        raise SettingsError(f"MIDAS_LOG_DIR={log_dir} exists and is not a folder")
-    for root in values["allowed_roots"]:
+    if s.data_dir.exists() and not s.data_dir.is_dir():
+        raise SettingsError(f"MIDAS_DATA_DIR={s.data_dir} exists and is not a folder")
+    if s.log_dir.exists() and not s.log_dir.is_dir():
+        raise SettingsError(f"MIDAS_LOG_DIR={s.log_dir} exists and is not a folder")
+    for root in s.allowed_roots:
         if not root.is_dir():
             raise SettingsError(f"MIDAS_ALLOWED_ROOTS: {root} is not an existing folder")
 
@@ -757,11 +367,3 @@ def settings_or_exit() -> Settings:
     except SettingsError as exc:
         print(f"MIDAS configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-
-
-def describe(var_name: str) -> Var:
-    """The declaration of one variable, by env name or attribute."""
-    for var in VARIABLES:
-        if var.env == var_name or var.attr == var_name:
-            return var
-    raise KeyError(var_name)

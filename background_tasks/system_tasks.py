@@ -8,12 +8,13 @@ import socket
 import time
 from typing import Any
 
+from background_tasks import keys
 from celery_config import app
 
 log = logging.getLogger(__name__)
 
 
-@app.task(name="background_tasks.system_tasks.ping")
+@app.task(name=keys.PING)
 def ping(message: str = "pong") -> dict[str, Any]:
     """Proves broker, worker and result backend work end to end."""
     log.info("ping: %s", message)
@@ -24,7 +25,7 @@ class DiagnosticFailure(Exception):
     """Raised on purpose by ``fail``; never raised by real work."""
 
 
-@app.task(bind=True, name="background_tasks.system_tasks.fail")
+@app.task(bind=True, name=keys.FAIL)
 def fail(self, message: str = "diagnostic failure", retries: int = 0, retry_delay: float = 1.0) -> None:
     """Fails on purpose, after retrying ``retries`` times, to check failure alerts and task history end to end.
 
@@ -37,7 +38,7 @@ def fail(self, message: str = "diagnostic failure", retries: int = 0, retry_dela
     raise DiagnosticFailure(message)
 
 
-@app.task(name="background_tasks.system_tasks.sleep")
+@app.task(name=keys.SLEEP)
 def sleep(seconds: float = 1.0) -> dict[str, Any]:
     """Occupies a worker process for ``seconds``, to watch queues, stuck-task detection and revoking work.
 

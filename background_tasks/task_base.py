@@ -27,6 +27,7 @@ from celery import Task, states
 from celery.exceptions import Ignore, Reject, Retry
 from celery.utils.time import get_exponential_backoff_interval
 
+from background_tasks import keys
 from background_tasks.errors import RedeliveryLimitExceeded, StorageUnavailable, TransientError
 
 log = logging.getLogger("midas.tasks")
@@ -148,7 +149,7 @@ class MidasTask(Task):
         request = self.request
         if not cap or request.is_eager:
             return
-        key = f"midas:deliveries:{request.id}:{request.retries or 0}"
+        key = keys.deliveries_key(request.id, request.retries or 0)
         try:
             client = self._delivery_counter()
             pipe = client.pipeline()

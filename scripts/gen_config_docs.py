@@ -1,4 +1,4 @@
-"""Regenerate .env.example and the README's configuration table from settings.VARIABLES."""
+"""Regenerate .env.example and the README's configuration table from settings_vars.VARIABLES."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from background_tasks.settings import PROJECT_ROOT, VARIABLES
+from background_tasks.settings_vars import PROJECT_ROOT, VARIABLES
 
 BEGIN, END = "<!-- config-table:begin -->", "<!-- config-table:end -->"
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from background_tasks.file_watcher import HEARTBEAT_KEY
+from background_tasks.keys import WATCHER_HEARTBEAT_KEY as HEARTBEAT_KEY
 from background_tasks.watcher.history import path_from_db
 from tests.support import PROJECT_ROOT, RedisServer, WorkerProcess, wait_until
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 
-from background_tasks.settings import PROJECT_ROOT, QUEUES, VARIABLES, SettingsError, load_settings
+from background_tasks.settings import PROJECT_ROOT, QUEUES, VARIABLES, Settings, SettingsError, load_settings
 
 
 def test_defaults_match_the_documented_values(tmp_path: Path) -> None:
@@ -118,7 +121,46 @@ def test_as_env_round_trips(tmp_path: Path) -> None:
         env_file=tmp_path / "none",
     )
     again = load_settings(original.as_env(), env_file=tmp_path / "none")
-    assert again.values == original.values
+    assert again == original
+
+
+def test_every_variable_is_one_typed_attribute_and_every_attribute_a_variable() -> None:
+    hints = typing.get_type_hints(Settings)
+    declared = {var.attr for var in VARIABLES}
+    assert len(declared) == len(VARIABLES), "two variables share an attribute"
+    assert len({var.env for var in VARIABLES}) == len(VARIABLES), "a variable is declared twice"
+    attributes = {f.name for f in dataclasses.fields(Settings)} - {"redis_password_generated"}
+    assert attributes == declared
+    for var in VARIABLES:
+        parsed = typing.get_type_hints(var.parse)["return"]
+        assert hints[var.attr] == parsed, f"{var.attr} is {hints[var.attr]}, its parser gives {parsed}"
+
+
+def test_settings_are_typed_frozen_and_have_no_catch_all(tmp_path: Path) -> None:
+    def has_any(hint: object) -> bool:
+        return hint is typing.Any or any(has_any(arg) for arg in typing.get_args(hint))
+
+    assert not [name for name, hint in typing.get_type_hints(Settings).items() if has_any(hint)]
+    assert "__getattr__" not in vars(Settings)
+    s = load_settings({"MIDAS_MAX_FILE_MB": "1.5", "MIDAS_DATA_DIR": str(tmp_path)}, env_file=tmp_path / "none")
+    with pytest.raises(AttributeError):
+        s.no_such_setting  # noqa: B018
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.max_file_mb = 2  # type: ignore[misc]
+    assert s.max_file_bytes == 1_572_864 and s.max_file_bytes is s.max_file_bytes
+    assert s.broker_url is s.broker_url, "derived values are computed once"
+    assert s.replace(redis_port=7000).broker_url == "redis://localhost:7000/0"
+
+
+def test_generated_config_docs_are_up_to_date() -> None:
+    """``python scripts/gen_config_docs.py`` would change nothing."""
+    spec = importlib.util.spec_from_file_location("gen_config_docs", PROJECT_ROOT / "scripts" / "gen_config_docs.py")
+    assert spec and spec.loader
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (PROJECT_ROOT / ".env.example").read_text() == gen.env_example()
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert f"{gen.BEGIN}\n{gen.table()}\n{gen.END}" in readme
 
 
 def test_env_example_and_readme_list_every_variable() -> None:

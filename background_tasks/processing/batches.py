@@ -7,16 +7,18 @@ then hands a ``BatchState`` to the next run. The state stays small however
 big the batch: counts, and the indexes of at most ``RESULTS_CAP`` files whose
 results the summary shows. Child task ids derive from the batch id and the
 file's index, so a re-run sends the same ids and anyone holding the batch id
-can look up every file's result (``child_task_id``).
+can look up every file's result (``keys.batch_child_task_id``).
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from background_tasks import keys
+from background_tasks.keys import batch_child_task_id as child_task_id  # noqa: F401 (the name the README gave)
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,6 @@ CHECK_LIMIT = 2000
 RESULTS_CAP = 100
 #: a file with one of these statuses goes into ``failures``
 PROBLEM_STATUSES = frozenset({"failed", "rejected"})
-
-
-def child_task_id(batch_id: str, index: int) -> str:
-    """The task id of the batch's ``index``-th file: the same in every run, derivable by anyone."""
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"midas-batch:{batch_id}:{index}"))
 
 
 @dataclass(frozen=True)
@@ -78,11 +75,6 @@ def to_queue(state: BatchState, total: int, already_sent: int = 0, chunk: int = 
     return range(start, min(total, start + chunk))
 
 
-def mark_key(batch_id: str) -> str:
-    """Redis key holding how many of the batch's files were sent, shared by every run of the batch."""
-    return f"midas:batch:{batch_id}:sent"
-
-
 def send_next(
     state: BatchState,
     file_paths: list[str],
@@ -100,18 +92,18 @@ def send_next(
     continues where the crashed one stopped: at worst the child being sent at the crash is sent
     again, under the same id, and the document store recognises its own task (see README).
     """
-    lock = client.lock(f"midas:batch:{state.batch_id}:sending", timeout=lock_timeout, blocking=False)
+    lock = client.lock(keys.batch_sending_lock(state.batch_id), timeout=lock_timeout, blocking=False)
     if not lock.acquire():
         log.info("batch %s: another run is sending its files", state.batch_id)
         return state
     try:
-        key = mark_key(state.batch_id)
+        key = keys.batch_sent_key(state.batch_id)
         indexes = to_queue(state, len(file_paths), int(client.get(key) or 0), chunk)
         sent = indexes.start
         for index in indexes:
             if index > indexes.start and not keep_going():
                 break
-            publish(file_paths[index], child_task_id(state.batch_id, index))
+            publish(file_paths[index], keys.batch_child_task_id(state.batch_id, index))
             sent = index + 1
             client.set(key, sent, ex=mark_ttl)
     finally:

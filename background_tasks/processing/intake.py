@@ -232,14 +232,10 @@ def open_document(raw_path: object, settings: Settings, extra_roots: Iterable[Pa
         os.close(fd)
 
 
-def max_file_bytes(settings: Settings) -> int:
-    return int(settings.max_file_mb * 1024 * 1024)
-
-
 def check_size(opened: OpenedFile, settings: Settings) -> int:
     """Reject a file larger than MIDAS_MAX_FILE_MB before reading any of it."""
     size = opened.stat.st_size
-    if size > max_file_bytes(settings):
+    if size > settings.max_file_bytes:
         raise FileTooLarge(
             f"{opened.path.name} is {size / 1024 / 1024:.1f} MB; "
             f"the limit is {settings.max_file_mb:g} MB (MIDAS_MAX_FILE_MB)"
@@ -381,5 +377,5 @@ def take_in(
         check_size(opened, settings)
         if wait_until_complete:
             ensure_complete(opened, settings.stability_seconds)
-        with working_copy(opened, settings, max_file_bytes(settings)) as copy:
+        with working_copy(opened, settings, settings.max_file_bytes) as copy:
             yield Intake(opened.path, opened.stat, copy.path, copy.sha256, copy.size)

@@ -12,12 +12,13 @@ import importlib
 import logging
 from typing import Any
 
+from background_tasks import keys
 from background_tasks.processing import extract
 
 log = logging.getLogger(__name__)
 
 #: task names whose runs may leave a large freed heap behind (documents up to the size limit)
-DOCUMENT_TASK_PREFIX = "background_tasks.document_tasks."
+DOCUMENT_TASK_PREFIX = keys.DOCUMENT_TASKS + "."
 
 
 def preload_modules(with_pandas: bool = True) -> list[str]:

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from background_tasks import keys
 from background_tasks.errors import TransientError
 
 log = logging.getLogger("background_tasks.watcher.core")  # the name its lines had before the split
 
 Clock = Callable[[], float]
 
-FILE_TASK = "background_tasks.document_tasks.process_document_file"
-BATCH_TASK = "background_tasks.document_tasks.process_document_batch"
+FILE_TASK = keys.PROCESS_DOCUMENT_FILE
+BATCH_TASK = keys.PROCESS_DOCUMENT_BATCH
 
 
 @dataclass(frozen=True)
