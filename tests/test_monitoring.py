@@ -18,6 +18,7 @@ from background_tasks.ops import monitoring
 from background_tasks.ops.monitoring import WATCHER_HEARTBEAT_KEY, HealthSample, percentile
 from background_tasks.ops.task_history import Recorder, TaskRecord, _Event, epoch, recorder, utc
 from background_tasks.settings import QUEUES, Settings, get_settings, load_settings
+from background_tasks.storage import health_samples
 from background_tasks.storage.db import get_engine, session_scope
 from background_tasks.storage.schema import create_schema
 from tests import db_fixtures
@@ -151,6 +152,16 @@ def test_health_thresholds_watcher_heartbeat_and_missing_workers(redis_server, t
         assert any(r.startswith("warning: file watcher stopped 3 s ago") for r in report.reasons)
     finally:
         client.delete(WATCHER_HEARTBEAT_KEY)
+
+
+def test_a_missing_watcher_heartbeat_warns_only_when_redis_was_asked(tmp_path) -> None:
+    settings = settings_with(MIDAS_DATA_DIR=str(tmp_path / "data"), MIDAS_LEDGER="false")
+    redis_ok = {"ok": True}
+    warning = "warning: no file watcher heartbeat (is the watcher running?)"
+    assert monitoring.evaluate(settings, {}, {}, redis_ok, None, {}, {"present": False}) == ("warning", (warning,))
+    assert monitoring.evaluate(settings, {}, {}, redis_ok, None, {}, {}) == ("ok", ())  # not measured
+    beat = {"present": True, "age_s": 1.0, "heartbeat": {"time": time.time()}}
+    assert monitoring.evaluate(settings, {}, {}, redis_ok, None, {}, beat) == ("ok", ())
 
 
 def test_health_with_redis_down_is_critical_and_does_not_crash(app, redis_server, session_worker) -> None:
@@ -478,6 +489,8 @@ def test_report_cleanup_and_samples_on_each_database(database_url, tmp_path) -> 
     (sample,) = monitoring.recent_health(settings, hours=1)
     assert sample["status"] == "critical" and sample["redis_ok"] is False
     assert sample["reasons"] == list(health.reasons)
+    newest = health_samples.latest(database_url, ("status", "reasons"))
+    assert newest == {"status": "critical", "reasons": list(health.reasons)}
 
     result = monitoring.cleanup(settings, days=30, now=now)
     assert result.removed == {

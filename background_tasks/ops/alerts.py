@@ -35,13 +35,9 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
-
-from background_tasks.ops.task_history import TaskRecord, epoch, utc
+from background_tasks.ops.task_history import epoch, utc
 from background_tasks.settings import Settings, get_settings
-from background_tasks.storage.db import get_engine, read_scope, session_scope
-from background_tasks.storage.models import AlertState
-from background_tasks.storage.schema import create_schema
+from background_tasks.storage import alert_state
 
 log = logging.getLogger(__name__)
 
@@ -189,26 +185,8 @@ def claim(settings: Settings, kind: str, now: float | None = None) -> tuple[bool
 
 
 def _claim_db(url: str, kind: str, now: float, quiet: float) -> tuple[bool, float | None]:
-    create_schema(url)
-    engine = get_engine(url)
-    table = AlertState.__table__
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    with engine.begin() as conn:
-        conn.execute(insert(table).values(kind=kind, last_sent_at=None, last_count=0).on_conflict_do_nothing())
-    for _ in range(5):  # compare-and-swap: another process may claim in between
-        with engine.begin() as conn:
-            previous = conn.execute(select(table.c.last_sent_at).where(table.c.kind == kind)).scalar_one()
-            previous_ts = epoch(previous)
-            if previous_ts is not None and now - previous_ts < quiet:
-                return False, previous_ts
-            condition = table.c.last_sent_at.is_(None) if previous is None else table.c.last_sent_at == previous
-            result = conn.execute(update(table).where(table.c.kind == kind, condition).values(last_sent_at=utc(now)))
-            if result.rowcount == 1:
-                return True, previous_ts
-    return False, None
+    claimed, previous = alert_state.claim(url, kind, utc(now), quiet)
+    return claimed, epoch(previous)
 
 
 def _claim_redis(settings: Settings, kind: str, now: float, quiet: float) -> tuple[bool, float | None]:
@@ -227,8 +205,7 @@ def _claim_redis(settings: Settings, kind: str, now: float, quiet: float) -> tup
 
 def record_count(settings: Settings, kind: str, count: int) -> None:
     try:
-        with session_scope(settings.database_url_resolved) as session:
-            session.execute(update(AlertState).where(AlertState.kind == kind).values(last_count=count))
+        alert_state.record_count(settings.database_url_resolved, kind, count)
     except Exception as exc:
         log.debug("alert count not recorded: %s", exc)
 
@@ -265,19 +242,7 @@ def _iso(ts: float | None) -> str:
 
 
 def _failures_since(settings: Settings, since: float, until: float) -> list[dict[str, Any]]:
-    url = settings.database_url_resolved
-    create_schema(url)
-    with read_scope(url) as session:
-        rows = session.scalars(
-            select(TaskRecord)
-            .where(
-                TaskRecord.state == "failure",
-                TaskRecord.finished_at > utc(since),
-                TaskRecord.finished_at <= utc(until),
-            )
-            .order_by(TaskRecord.finished_at.desc())
-        ).all()
-        return [r.as_dict() for r in rows]
+    return alert_state.failures(settings.database_url_resolved, utc(since), utc(until))
 
 
 def failure_summary(
@@ -393,20 +358,11 @@ def alert_failures(
 def _unreported(settings: Settings, now: float, quiet: float) -> bool:
     """Failures after the last failure alert, with that alert's quiet period over."""
     url = settings.database_url_resolved
-    create_schema(url)
-    with read_scope(url) as session:
-        last = epoch(session.scalar(select(AlertState.last_sent_at).where(AlertState.kind == TASK_FAILURE)))
-        if last is not None and now - last < quiet:
-            return False
-        since = last if last is not None else now - quiet
-        first = session.scalar(
-            select(TaskRecord.task_id)
-            .where(
-                TaskRecord.state == "failure", TaskRecord.finished_at > utc(since), TaskRecord.finished_at <= utc(now)
-            )
-            .limit(1)
-        )
-        return first is not None
+    last = epoch(alert_state.last_sent(url, TASK_FAILURE))
+    if last is not None and now - last < quiet:
+        return False
+    since = last if last is not None else now - quiet
+    return alert_state.any_failure(url, utc(since), utc(now))
 
 
 def flush_failure_summary(settings: Settings | None = None, now: float | None = None) -> Delivery | None:
