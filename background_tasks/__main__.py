@@ -125,6 +125,26 @@ def _cmd_ledger(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_sources(args: argparse.Namespace, out: TextIO) -> int:
+    from background_tasks.sources.status import all_statuses
+
+    rows = all_statuses(settings_or_exit())
+    if not rows:
+        print("no sources configured (see Sources in the README)", file=out)
+        return 0
+    for row in rows:
+        when = row.last_run_at.isoformat(timespec="seconds") if row.last_run_at else "never"
+        took = "" if row.last_run_s is None else f" ({row.last_run_s:.1f} s)"
+        print(
+            f"{row.kind:<5} {_safe(row.name)}  last run {when}{took}  seen {row.seen}  "
+            f"submitted {row.submitted}  failed {row.failed}",
+            file=out,
+        )
+        if row.error:
+            print(f"      error: {_safe(row.error)}", file=out)
+    return 1 if any(row.error for row in rows) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m background_tasks", description="MIDAS document store and intake ledger"
@@ -150,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = sub.add_parser("ledger", help="the intake ledger: what is queued, running, done; send lost tasks again")
     ledger.add_argument("action", choices=("status", "reap"), help="status: counts; reap: one reaper pass now")
     ledger.set_defaults(func=_cmd_ledger)
+
+    sources = sub.add_parser("sources", help="S3 prefixes and mail accounts MIDAS fetches from")
+    sources.add_argument("action", choices=("status",), help="status: per source, last run, seen, submitted, errors")
+    sources.set_defaults(func=_cmd_sources)
     return parser
 
 
