@@ -393,3 +393,15 @@ def fire_task_signals(task_id: str, task_name: str, args: tuple = (), retval: ob
     finally:
         task.pop_request()
     return headers
+
+
+def result_or_log(result, worker, timeout: float = 60) -> dict:
+    """``result.get`` that, on a timeout, fails with what the worker logged (a bare timeout says nothing)."""
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    try:
+        return result.get(timeout=timeout)
+    except ResultTimeout:
+        raise AssertionError(
+            f"no result for {result.id} in {timeout} s; worker log:\n{worker.log_text()[-6000:]}"
+        ) from None
