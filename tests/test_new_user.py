@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from background_tasks.processing import pipeline
 from tests.support import launcher, launcher_env, stop_stack
 
 FLOWER_AUTH = "midas:flower-pw"
@@ -67,3 +68,64 @@ def test_the_flower_address_printed_works_and_the_bare_prefix_redirects(flower_s
     assert get(port, "/flower/").status == 401
     assert get(port, "/flower/metrics").status == 401
     assert get(port, "/elsewhere").status == 404
+
+
+# -- item 5: error types of common mistakes ------------------------------------------------
+
+
+def _zip(path: Path, members: dict[str, str]) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_formats_midas_does_not_read_are_unsupported_not_a_mismatch(settings, store, docs_dir) -> None:
+    slides = _zip(
+        docs_dir / "slides.pptx",
+        {"[Content_Types].xml": "<Types/>", "ppt/presentation.xml": "<presentation/>"},
+    )
+    archive = _zip(docs_dir / "bundle.zip", {"a.txt": "some words", "b.txt": "more words"})
+    for path, what in ((slides, "PowerPoint"), (archive, "ZIP archive")):
+        result = pipeline.process_file(str(path), settings, store)
+        assert (result.status, result.error_type) == ("rejected", "unsupported"), result.error
+        assert "is not a supported type" in result.error and what in result.error, result.error
+    # A supported name whose content is something else is still a mismatch.
+    named_docx = slides.rename(docs_dir / "slides.docx")
+    result = pipeline.process_file(str(named_docx), settings, store)
+    assert (result.status, result.error_type) == ("rejected", "type_mismatch"), result.error
+
+
+def test_a_missing_file_is_not_found_inside_the_roots_and_not_allowed_outside(settings, store, docs_dir, tmp_path):
+    inside = pipeline.process_file(str(docs_dir / "sub" / ".." / "missing.pdf"), settings, store)
+    assert (inside.status, inside.error_type) == ("rejected", "not_found"), inside
+    assert f"(resolved to {docs_dir / 'missing.pdf'})" in inside.error and "no such file" in inside.error
+    under_a_file = docs_dir / "note.txt"
+    under_a_file.write_text("a note")
+    nested = pipeline.process_file(str(under_a_file / "x.txt"), settings, store)
+    assert (nested.status, nested.error_type) == ("rejected", "not_found"), nested
+    # Outside the roots nothing says whether it exists: one answer for a missing and an existing file.
+    existing = tmp_path / "exists.txt"
+    existing.write_text("x")
+    answers = set()
+    for path in (existing, tmp_path / "missing.txt"):
+        result = pipeline.process_file(str(path), settings, store)
+        assert (result.status, result.error_type) == ("rejected", "path_not_allowed"), result
+        answers.add(result.error.replace(str(path), "<path>"))
+    assert len(answers) == 1, answers
+
+
+def test_a_climb_out_of_the_roots_is_called_what_it_is(settings, store, docs_dir, monkeypatch) -> None:
+    deep = docs_dir / "a" / "b"
+    deep.mkdir(parents=True)
+    monkeypatch.chdir(deep)
+    climb = "../../../" * 12 + "etc/passwd"
+    result = pipeline.process_file(climb, settings, store)
+    assert (result.status, result.error_type) == ("rejected", "path_not_allowed"), result
+    assert "link" not in result.error, result.error
+    assert result.error == (
+        f"{climb} (resolved to /etc/passwd) is outside the allowed folders; "
+        "add its folder to MIDAS_ALLOWED_ROOTS to allow it"
+    )
