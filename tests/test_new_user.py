@@ -129,3 +129,54 @@ def test_a_climb_out_of_the_roots_is_called_what_it_is(settings, store, docs_dir
         f"{climb} (resolved to /etc/passwd) is outside the allowed folders; "
         "add its folder to MIDAS_ALLOWED_ROOTS to allow it"
     )
+
+
+# -- item 4: relative paths are the sender's ---------------------------------------------------
+
+PROCESS_FILE = "background_tasks.document_tasks.process_document_file"
+PROCESS_BATCH = "background_tasks.document_tasks.process_document_batch"
+
+
+@pytest.mark.integration
+def test_a_relative_path_is_resolved_where_it_was_sent_not_where_the_worker_runs(
+    isolated_stack, tmp_path, monkeypatch, unique
+) -> None:
+    stack = isolated_stack()
+    worker_home = tmp_path / "worker-home"
+    worker_home.mkdir()
+    (worker_home / "note.txt").write_text("the worker's own note\n")
+    worker = stack.start_worker(cwd=worker_home, name="elsewhere")
+    sender_home = stack.settings.inbox_dir / "sender"
+    (sender_home / "sub").mkdir(parents=True)
+    (sender_home / "note.txt").write_text(f"the sender's note {unique}a\n")
+    (sender_home / "b.txt").write_text(f"second note {unique}b\n")
+    (sender_home / "c.txt").write_text(f"third note {unique}c\n")
+    monkeypatch.chdir(sender_home)
+
+    def result(outcome):
+        try:
+            return outcome.get(timeout=90)
+        except Exception:
+            raise AssertionError(f"no result; worker log:\n{worker.log_text()[-4000:]}") from None
+
+    one = result(stack.send(PROCESS_FILE, "note.txt"))
+    assert (one["status"], one["path"]) == ("success", str(sender_home / "note.txt")), one
+    keyword = result(stack.app.send_task(PROCESS_FILE, kwargs={"file_path": Path("b.txt")}))
+    assert (keyword["status"], keyword["path"]) == ("success", str(sender_home / "b.txt")), keyword
+    batch = result(stack.send(PROCESS_BATCH, ["sub/../c.txt", "note.txt", str(sender_home / "b.txt")]))
+    assert (batch["total"], batch["succeeded"] + batch["duplicates"]) == (3, 3), batch
+    assert {r["path"] for r in batch["results"]} == {str(sender_home / n) for n in ("c.txt", "note.txt", "b.txt")}
+
+    # Errors say where the path was resolved to: the sender's directory.
+    missing = result(stack.send(PROCESS_FILE, "gone.txt"))
+    assert (missing["status"], missing["error_type"]) == ("rejected", "not_found"), missing
+    assert f"{sender_home / 'gone.txt'}: no such file" in missing["error"], missing["error"]
+    assert str(worker_home) not in missing["error"]
+    climb = result(stack.send(PROCESS_FILE, "../" * 15 + "etc/passwd"))
+    assert (climb["status"], climb["error_type"]) == ("rejected", "path_not_allowed"), climb
+    assert "(resolved to /etc/passwd) is outside the allowed folders" in climb["error"], climb["error"]
+    assert "link" not in climb["error"]
+    # Arguments that are not paths are left for the worker to refuse, as before.
+    for argument in (None, 123, ["a.txt"], ""):
+        refused = result(stack.send(PROCESS_FILE, argument))
+        assert (refused["status"], refused["error_type"]) == ("rejected", "invalid_argument"), refused

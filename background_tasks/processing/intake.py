@@ -118,6 +118,26 @@ def path_argument(raw_path: object) -> str:
     return raw_path
 
 
+def anchor_path(value: object) -> object:
+    """A relative path made absolute against this process's directory, for a sender to send.
+
+    The worker's directory is not the sender's: ``.delay("report.pdf")`` means the sender's
+    ``report.pdf``. Not normalised (``..`` after a link means what the system says); anything
+    that is not a usable path string is returned as it is, for the worker to refuse.
+    """
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        return value
+    expanded = os.path.expanduser(value)
+    if os.path.isabs(expanded):
+        return expanded
+    try:
+        return os.path.join(os.getcwd(), expanded)
+    except OSError:  # the sender's directory was removed: leave it to the worker to say
+        return value
+
+
 def _said(text: str, resolved: Path) -> str:
     """The path as given, and where it was resolved to when that differs: every path error says where it looked."""
     return text if text == str(resolved) else f"{text} (resolved to {resolved})"
