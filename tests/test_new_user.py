@@ -7,15 +7,20 @@ folder than the worker's, and the error types of common mistakes.
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
+import os
+import subprocess
+import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from background_tasks.processing import pipeline
-from tests.support import launcher, launcher_env, stop_stack
+from tests.support import PROJECT_ROOT, launcher, launcher_env, stop_stack
 
 FLOWER_AUTH = "midas:flower-pw"
 
@@ -180,3 +185,81 @@ def test_a_relative_path_is_resolved_where_it_was_sent_not_where_the_worker_runs
     for argument in (None, 123, ["a.txt"], ""):
         refused = result(stack.send(PROCESS_FILE, argument))
         assert (refused["status"], refused["error_type"]) == ("rejected", "invalid_argument"), refused
+
+
+# -- item 3: commands that work without an activated venv ------------------------------------
+
+
+def test_the_live_check_run_by_a_python_without_midas_says_which_python_to_use(tmp_path: Path) -> None:
+    bare = tmp_path / "bare"  # a Python with the standard library only, like the system's
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True, timeout=120)
+    python = bare / "bin" / "python"
+    assert subprocess.run([python, "-c", "import celery"], capture_output=True, check=False).returncode != 0
+    done = subprocess.run(
+        [python, "test_background_processing.py"],
+        cwd=PROJECT_ROOT,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "run it with .venv/bin/python test_background_processing.py" in output.lower(), output
+    assert "No module named" in output and "Redis" not in output, output
+
+
+@pytest.mark.integration
+def test_setup_installs_midas_into_the_venv_and_the_command_works_anywhere(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=180)
+    # The pinned requirements are those of this test run: seen through a .pth, recorded as installed,
+    # so setup.sh goes straight to installing MIDAS itself.
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "midas-test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    requirements = (PROJECT_ROOT / "requirements.txt").read_bytes()
+    (venv / ".installed-requirements").write_text(hashlib.sha256(requirements * 2).hexdigest() + "\n")
+
+    def setup() -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            ["bash", "scripts/setup.sh"],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "VENV": str(venv)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    assert "pip install -e ." in setup().stdout
+    assert "installing" not in setup().stdout  # nothing changed: quick
+
+    # From a folder outside the checkout, with nothing activated.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = launcher_env(tmp_path)
+    env.pop("PYTHONPATH", None)
+
+    def run(*command: str | Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(command, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+
+    midas = venv / "bin" / "midas"
+    shown = run(midas, "--help")
+    assert shown.returncode == 0, shown.stderr
+    for command in ("search", "documents", "stats", "ledger", "start", "stop", "status", "restart"):
+        assert command in shown.stdout
+    assert shown.stdout.startswith("usage: midas")
+    status = run(midas, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    rows = {row["service"]: row for row in json.loads(status.stdout)}
+    assert rows["flower"]["url"] == f"http://localhost:{env['FLOWER_PORT']}/flower/"
+    assert {row["state"] for row in rows.values()} == {"down"}
+    stats = run(midas, "stats")
+    assert (stats.returncode, stats.stdout.split("\n")[0]) == (0, "documents: 0  chunks: 0"), stats.stderr
+    imported = run(
+        venv / "bin" / "python", "-c", "import celery_config, background_tasks; print(background_tasks.__file__)"
+    )
+    assert imported.stdout.strip() == str(PROJECT_ROOT / "background_tasks" / "__init__.py"), imported.stderr
