@@ -1,6 +1,8 @@
-"""Command line: ``python -m background_tasks search "query"`` and friends.
+"""Command line: ``midas search "query"`` (or ``python -m background_tasks search ...``) and friends.
 
-A quick way to use the document store from a terminal, without the dashboard.
+A quick way to use the document store from a terminal, without the dashboard; ``start``,
+``stop``, ``status`` and ``restart`` are the launcher's (``python -m background_tasks.services``),
+so one command does both.
 """
 
 from __future__ import annotations
@@ -145,9 +147,29 @@ def _cmd_sources(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if any(row.error for row in rows) else 0
 
 
+#: the launcher's commands, handed to its command line whole (its options and service names included)
+LAUNCHER_COMMANDS = {
+    "start": "start the services (all, or those named: redis worker beat flower watcher dashboard)",
+    "stop": "stop the services the launcher started",
+    "status": "what runs, with PIDs and URLs (--json for machines)",
+    "restart": "stop, then start",
+}
+
+
+def _prog() -> str:
+    """``midas`` when run as the installed command, else the module form."""
+    return "midas" if os.path.basename(sys.argv[0] or "").startswith("midas") else "python -m background_tasks"
+
+
+def _run_launcher(argv: Sequence[str]) -> int:
+    from background_tasks.launcher import cli
+
+    return cli.main(argv, prog=_prog())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m background_tasks", description="MIDAS document store and intake ledger"
+        prog=_prog(), description="MIDAS: the document store, the intake ledger and the services"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -174,10 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     sources = sub.add_parser("sources", help="S3 prefixes and mail accounts MIDAS fetches from")
     sources.add_argument("action", choices=("status",), help="status: per source, last run, seen, submitted, errors")
     sources.set_defaults(func=_cmd_sources)
+    for command, text in LAUNCHER_COMMANDS.items():
+        sub.add_parser(command, help=text)  # for the listing in --help; main() hands these over before parsing
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LAUNCHER_COMMANDS:
+        return _run_launcher(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args, out or sys.stdout)

@@ -39,7 +39,7 @@ class ErrorType(StrEnum):
     FILE_NOT_READY = "file_not_ready"
     #: an operating-system error reading the file (``OSError`` other than the ones above)
     IO_ERROR = "io_error"
-    #: text analysis of a document id the store does not have
+    #: no file at a path inside the allowed folders, or text analysis of a document id the store does not have
     NOT_FOUND = "not_found"
     #: text analysis of a document that was not processed successfully
     NOT_PROCESSED = "not_processed"
@@ -74,6 +74,12 @@ class PathNotAllowed(RejectedError):
     """The path is outside the allowed roots, or is not a regular file."""
 
     error_type: ErrorType = ErrorType.PATH_NOT_ALLOWED
+
+
+class NoSuchFile(RejectedError):
+    """Nothing is at the path, inside the allowed folders (outside them the answer is ``PathNotAllowed``)."""
+
+    error_type: ErrorType = ErrorType.NOT_FOUND
 
 
 class InvalidArgument(RejectedError):
