@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 import redis
 
+from background_tasks.keys import WATCHER_HEARTBEAT_KEY
 from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
 from background_tasks.ops.queues import queue_depths
 from background_tasks.ops.reach import CONTROL_TIMEOUT, default_app, error_text, redis_client
@@ -34,8 +35,6 @@ from background_tasks.storage import health_samples
 from background_tasks.storage import write_check as storage_check
 
 log = logging.getLogger(__name__)
-
-WATCHER_HEARTBEAT_KEY = "midas:watcher:heartbeat"
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 _RANK = {OK: 0, WARNING: 1, CRITICAL: 2}

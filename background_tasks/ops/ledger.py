@@ -24,6 +24,7 @@ from celery.app.amqp import AMQP
 from celery.utils.saferepr import saferepr
 from kombu.utils.objects import cached_property
 
+from background_tasks import keys
 from background_tasks.processing.intake import anchor_path
 from background_tasks.statuses import LedgerState
 from background_tasks.storage import ledger as ledger_store
@@ -32,7 +33,7 @@ from background_tasks.storage.ledger import Submission
 log = logging.getLogger(__name__)
 
 #: task modules whose tasks carry documents: they are kept in the ledger (monitoring tasks are not)
-LEDGER_TASK_PREFIXES = ("background_tasks.document_tasks.", "background_tasks.analysis_tasks.")
+LEDGER_TASK_PREFIXES = (f"{keys.DOCUMENT_TASKS}.", f"{keys.ANALYSIS_TASKS}.")
 
 
 def is_ledgered(task_name: str | None) -> bool:

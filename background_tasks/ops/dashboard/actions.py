@@ -14,14 +14,15 @@ from typing import Any
 
 import redis
 
+from background_tasks import keys
 from background_tasks.errors import FileTooLarge, UnsafeResult
 from background_tasks.ops.dashboard.common import human_size, plain_error, redis_client
 from background_tasks.settings import Settings
 from background_tasks.storage.store import DocumentStore
 
-PROCESS_DOCUMENT = "background_tasks.document_tasks.process_document_file"
-HEALTH_CHECK = "background_tasks.monitoring_tasks.system_health_check"
-TASK_REPORT = "background_tasks.monitoring_tasks.generate_task_report"
+PROCESS_DOCUMENT = keys.PROCESS_DOCUMENT_FILE
+HEALTH_CHECK = keys.SYSTEM_HEALTH_CHECK
+TASK_REPORT = keys.GENERATE_TASK_REPORT
 
 _UNSAFE_NAME = re.compile(r"[^\w.\- ()+,]+", re.UNICODE)
 
@@ -37,8 +38,7 @@ def safe_upload_name(filename: str) -> str:
 
 def save_upload(settings: Settings, filename: str, data: bytes) -> Path:
     """Write an uploaded file into the inbox under a fresh name (never overwriting); returns its path."""
-    limit = int(settings.max_file_mb * 1024 * 1024)
-    if len(data) > limit:
+    if len(data) > settings.max_file_bytes:
         raise FileTooLarge(
             f"{safe_upload_name(filename)} is {human_size(len(data))}; the limit is {settings.max_file_mb:g} MB "
             "(MIDAS_MAX_FILE_MB)"
