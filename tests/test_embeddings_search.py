@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -153,3 +157,35 @@ def test_keyword_mode_unchanged_and_without_embeddings_hybrid_is_keyword(databas
     ]
     assert store.search("cake", mode="semantic") == []
     vectors.forget(database_url)
+
+
+def test_cli_rebuilds_embeddings_and_searches_by_mode(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'db' / 'midas.sqlite3'}"
+    store = DocumentStore(url)
+    store.create_schema()
+    for label, text in DOCS.items():
+        add(store, label, text)
+    env = {
+        **os.environ,
+        "MIDAS_DATABASE_URL": url,
+        "MIDAS_DATA_DIR": str(tmp_path / "data"),
+        "MIDAS_ENV_FILE": os.devnull,
+    }
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "background_tasks", *args], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        return done.stdout
+
+    chunks = vectors.counts(url)["chunks"]
+    assert f": 0 of {chunks} chunks embedded, {len(DOCS)} document(s) to do" in run("embeddings", "status")
+    assert "No matches." in run("search", "when is the bill due")  # nothing embedded yet: keyword only
+    assert f"{chunks} chunk(s) of {len(DOCS)} document(s) embedded" in run("embeddings", "rebuild", "--here")
+    assert f": {chunks} of {chunks} chunks embedded, 0 document(s) to do" in run("embeddings", "status")
+    assert run("search", "when is the bill due").startswith("1. /docs/invoice.txt")
+    assert "No matches." in run("search", "when is the bill due", "--mode", "keyword")
+    lighthouse = run("search", "lighthouse keeper", "--mode", "hybrid")
+    assert lighthouse.count("/docs/lighthouse.txt") == 1 and "more passage(s) in it" in lighthouse
+    vectors.forget(url)
