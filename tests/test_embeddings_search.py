@@ -189,3 +189,16 @@ def test_cli_rebuilds_embeddings_and_searches_by_mode(tmp_path) -> None:
     lighthouse = run("search", "lighthouse keeper", "--mode", "hybrid")
     assert lighthouse.count("/docs/lighthouse.txt") == 1 and "more passage(s) in it" in lighthouse
     vectors.forget(url)
+
+
+def test_dashboard_search_box_by_mode(corpus) -> None:
+    from background_tasks.ops.dashboard.documents import search_documents
+
+    store, ids = corpus
+    # the dashboard opens its own store, which embeds queries with the configured (built-in) model
+    assert DocumentStore(store.url).query_embedder().info.key == store.query_embedder().info.key
+    found = search_documents(store.url, "when is the bill due", mode="semantic")
+    assert found[0]["document_id"] == ids["invoice"] and found[0]["name"] == "invoice.txt"
+    assert search_documents(store.url, "when is the bill due", mode="keyword") == []
+    hybrid = search_documents(store.url, "lighthouse keeper")
+    assert hybrid[0]["more"] > 0 and "<mark>lighthouse</mark>" in hybrid[0]["snippet_html"].lower()
