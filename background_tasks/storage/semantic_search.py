@@ -90,10 +90,11 @@ def hybrid(
     marks: tuple[str, str],
     keyword: KeywordSearch,
 ) -> list[SearchHit]:
-    """Keyword and semantic rankings fused (see the module); ``keyword(n)`` runs the keyword search for n hits."""
+    """Keyword and semantic rankings of ``limit`` chunks each, fused (see the module); ``keyword(n)`` runs the
+    keyword search for n hits."""
     if limit <= 0:
         return []
-    pool = min(int(limit), 1000) * 4 + 20
+    pool = min(int(limit), 1000)
     by_words = keyword(pool)
     by_meaning = semantic(url, embedder, query, pool, file_type, marks) if embedder is not None else []
     if not by_meaning:

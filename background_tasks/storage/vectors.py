@@ -6,13 +6,15 @@ and this Python's ``sqlite3`` cannot load extensions such as sqlite-vec). Neares
 neighbours are found exactly: the vectors of one model are read once into a numpy
 matrix per process, in batches by chunk id, and a query is one matrix product. The
 matrix is read again only when the table's fingerprint for that model (count, largest
-and summed chunk id: one index-only aggregate) has changed. 100,000 chunks of 256
+and summed chunk id: one index-only aggregate, looked at most every 2 s) has changed. 100,000 chunks of 256
 float32 dimensions are 100 MB in the table and in the memory of a process that searches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,8 @@ from background_tasks.storage.values import upsert
 
 #: rows read per query when loading a model's vectors
 LOAD_BATCH = 5000
+#: a searching process looks whether the vectors changed at most this often (seconds)
+RECHECK_S = 2.0
 #: the metadata key under which a document records the model that embedded it
 METADATA_KEY = "embedding"
 
@@ -154,6 +158,7 @@ class Matrix:
     chunk_ids: np.ndarray
     document_ids: np.ndarray
     vectors: np.ndarray
+    checked_at: float = 0.0
 
 
 _cache: dict[tuple[str, str], Matrix] = {}
@@ -171,14 +176,19 @@ def _fingerprint(s: Any, model: str) -> tuple[int, int, int]:
 
 
 def matrix(url: str, model: str, dim: int) -> Matrix:
-    """The vectors of ``model``, read again only when the table changed since the last call."""
+    """The vectors of ``model``, read again when the table changed (looked at most every ``RECHECK_S``)."""
     create_schema(url)
+    with _cache_lock:
+        cached = _cache.get((url, model))
+    if cached is not None and time.monotonic() - cached.checked_at < RECHECK_S:
+        return cached
     with transient_db_errors(), read_scope(url) as s:
         fingerprint = _fingerprint(s, model)
-        with _cache_lock:
-            cached = _cache.get((url, model))
         if cached is not None and cached.fingerprint == fingerprint:
-            return cached
+            fresh = dataclasses.replace(cached, checked_at=time.monotonic())
+            with _cache_lock:
+                _cache[(url, model)] = fresh
+            return fresh
         chunk_ids: list[int] = []
         document_ids: list[int] = []
         blobs: list[bytes] = []
@@ -199,7 +209,9 @@ def matrix(url: str, model: str, dim: int) -> Matrix:
                 blobs.append(bytes(blob))
             after = rows[-1][0]
     vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim)
-    loaded = Matrix(fingerprint, np.asarray(chunk_ids, np.int64), np.asarray(document_ids, np.int64), vectors)
+    loaded = Matrix(
+        fingerprint, np.asarray(chunk_ids, np.int64), np.asarray(document_ids, np.int64), vectors, time.monotonic()
+    )
     with _cache_lock:
         _cache[(url, model)] = loaded
     return loaded
