@@ -515,13 +515,16 @@ def section_documents(settings: Settings, app: Any) -> None:
     st.subheader("Search")
     with guarded("The search"):
         query = st.text_input('Words, "a phrase", -excluded', key="doc_query")
+        mode = st.radio("Match", ("hybrid", "keyword", "semantic"), horizontal=True, key="doc_search_mode",
+                        help="hybrid: words and meaning; keyword: the words; semantic: the meaning")  # fmt: skip
         if query.strip():
-            hits = dd.search_documents(url, query, limit=20)
+            hits = dd.search_documents(url, query, limit=20, mode=mode)
             if not hits:
                 st.info("Nothing found.")
             for hit in hits:
                 where = f"page {hit['page']}, " if hit["page"] else ""
-                title = f"**{md(hit['name'])}** (document {hit['document_id']}, {where}chunk {hit['chunk_index']})"
+                where += f"chunk {hit['chunk_index']}" + (f", {hit['more']} more passage(s)" if hit["more"] else "")
+                title = f"**{md(hit['name'])}** (document {hit['document_id']}, {where})"
                 st.markdown(title)
                 st.html(f"<div class='midas-snippet'>{hit['snippet_html']}</div>")
 

@@ -56,6 +56,7 @@ def process_document_file(self, file_path: str) -> dict[str, Any]:
         file_path, get_settings(), document_store(), task_id=self.request.id, in_transaction=ledger.outcome_hook(self)
     ).as_dict()
     analysis_tasks.schedule_follow_ups(result)  # tables get profiled, long scans OCR'd, on the analysis queue
+    analysis_tasks.schedule_embedding(result)  # semantic search, on the analysis queue
     return result
 
 

@@ -69,6 +69,7 @@ REAP_LEDGER = f"{MONITORING_TASKS}.reap_ledger"
 ANALYZE_DATA_FILE = f"{ANALYSIS_TASKS}.analyze_data_file"
 ANALYZE_DOCUMENT = f"{ANALYSIS_TASKS}.analyze_document"
 OCR_DOCUMENT_PAGES = f"{ANALYSIS_TASKS}.ocr_document_pages"
+EMBED_DOCUMENT = f"{ANALYSIS_TASKS}.embed_document"
 
 
 # --------------------------------------------------------------------------
@@ -93,3 +94,8 @@ def ocr_pages_task_id(document_id: int, pages: list[int]) -> str:
 def data_analysis_task_id(sha256: str | None) -> str:
     """The task id of the profile of a data file, by its content."""
     return _derived_id(f"midas-data-analysis:{sha256}")
+
+
+def embedding_task_id(document_id: int, version: str) -> str:
+    """The task id of embedding one recorded version of a document's chunks."""
+    return _derived_id(f"midas-embed:{document_id}:{version}")

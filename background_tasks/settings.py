@@ -159,6 +159,10 @@ class Settings:
     ocr_dpi: int
     ocr_page_timeout: float
     ocr_max_pages_per_task: int
+    # Semantic search
+    embeddings_enabled: bool
+    embed_model: str | None
+    embed_device: str
     # Not a variable: True when redis_password is the launcher's generated one, not REDIS_PASSWORD.
     redis_password_generated: bool = False
 

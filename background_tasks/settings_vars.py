@@ -109,6 +109,13 @@ def _pool(raw: str) -> str | None:
     return value
 
 
+def _embed_device(raw: str) -> str:
+    value = raw.strip().lower() or "cpu"
+    if value not in ("cpu", "cuda"):
+        raise ValueError("must be cpu or cuda")
+    return value
+
+
 def _basic_auth(raw: str) -> str | None:
     if not raw:
         return None
@@ -511,4 +518,22 @@ VARIABLES: tuple[Var, ...] = (
         "Pages OCR'd within one task; longer scans continue on the analysis queue in ranges of this size.",
         "OCR",
     ),
+    # Semantic search (embeddings)
+    Var(
+        "MIDAS_EMBEDDINGS",
+        "embeddings_enabled",
+        _bool,
+        "true",
+        "Embed every chunk on the analysis queue, for semantic and hybrid search.",
+        "Search",
+    ),
+    Var(
+        "MIDAS_EMBED_MODEL",
+        "embed_model",
+        _opt_str,
+        "",
+        "A local sentence-transformers or static (Model2Vec) model directory; empty = the built-in WordLlama model.",
+        "Search",
+    ),
+    Var("MIDAS_EMBED_DEVICE", "embed_device", _embed_device, "cpu", "Where embeddings run: cpu or cuda.", "Search"),
 )

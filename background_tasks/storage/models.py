@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -103,6 +104,27 @@ class ChunkRow(Base):
     page: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (UniqueConstraint("document_id", "chunk_index", name="uq_chunks_document_index"),)
+
+
+class ChunkEmbeddingRow(Base):
+    """The embedding of one chunk by one model (``storage.vectors``): float32 little-endian bytes.
+
+    One row per chunk: re-embedding with another model overwrites it, and search only ever
+    compares vectors of the model it embeds the query with (``model``).
+    """
+
+    __tablename__ = "chunk_embeddings"
+
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_chunk_embeddings_model_chunk", "model", "chunk_id"),
+        Index("ix_chunk_embeddings_document", "document_id"),
+    )
 
 
 # -- OCR continued page by page on the analysis queue ------------------------------------------

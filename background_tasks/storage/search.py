@@ -51,6 +51,8 @@ class SearchHit:
     chunk_index: int
     snippet: str
     score: float
+    #: other matching chunks of the same document, when results are grouped per document
+    more: int = 0
 
 
 # --------------------------------------------------------------------------
@@ -173,19 +175,20 @@ def search(
             rows = _search_sqlite(s, parsed, limit, ftype)
         else:
             rows = _search_substring(s, parsed, limit, ftype)
-    start, end = marks
-    return [
-        SearchHit(
-            document_id=r.document_id,
-            path=r.path,
-            file_type=r.file_type,
-            page=r.page,
-            chunk_index=r.chunk_index,
-            snippet=(r.snippet or "").replace(_HL_START, start).replace(_HL_END, end),
-            score=float(r.score or 0.0),
-        )
-        for r in rows
-    ]
+    return [make_hit(r, r.snippet, r.score, marks) for r in rows]
+
+
+def make_hit(row: Any, snippet: str | None, score: float | None, marks: tuple[str, str]) -> SearchHit:
+    """A hit from a row with the chunk's document_id, path, file_type, page and chunk_index."""
+    return SearchHit(
+        document_id=row.document_id,
+        path=row.path,
+        file_type=row.file_type,
+        page=row.page,
+        chunk_index=row.chunk_index,
+        snippet=(snippet or "").replace(_HL_START, marks[0]).replace(_HL_END, marks[1]),
+        score=float(score or 0.0),
+    )
 
 
 _PATH_SUBQUERY = (
