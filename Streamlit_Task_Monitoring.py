@@ -523,6 +523,10 @@ def section_documents(settings: Settings, app: Any) -> None:
                 where = f"page {hit['page']}, " if hit["page"] else ""
                 title = f"**{md(hit['name'])}** (document {hit['document_id']}, {where}chunk {hit['chunk_index']})"
                 st.markdown(title)
+                if hit.get("origin"):  # from a mail account (or another source): where it came from
+                    origin = hit["origin"]
+                    said = [f"{k} {origin[k]}" for k in ("account", "folder", "from", "subject", "date") if k in origin]
+                    st.caption(md(", ".join(said) or origin.get("source", "")))
                 st.html(f"<div class='midas-snippet'>{hit['snippet_html']}</div>")
 
     st.subheader("One document")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from background_tasks.ops.health import source_errors
 from background_tasks.sources.mail import config as mail_config
 from background_tasks.sources.mail.config import MailConfigError, parse_accounts
 from background_tasks.sources.mail.fetch import fetch_account
@@ -354,10 +355,13 @@ def test_a_wrong_password_is_a_clear_error_once_not_a_storm(server, account_for,
     )
     (row,) = statuses(settings.replace(mail_config=config))
     assert row.kind == "mail" and "authentication failed" in row.error and row.seen == 0
+    (warning,) = source_errors(settings.replace(mail_config=config))  # the health check's warning
+    assert warning.startswith("mail source test (alice@127.0.0.1") and "authentication failed" in warning
     # the password is put right: the next run takes the mail and the error is gone
     assert fetch_account(account, settings, Sent(), max_mails=10).seen == 1
     (row,) = statuses(settings.replace(mail_config=config))
     assert row.error is None and row.seen == 1 and row.last_run_at is not None
+    assert source_errors(settings.replace(mail_config=config)) == ()
 
 
 def test_an_unreachable_server_is_a_clear_error(account_for, settings, tmp_path) -> None:

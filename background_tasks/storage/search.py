@@ -16,13 +16,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from background_tasks.errors import InvalidQuery
 from background_tasks.processing.chunking import normalize_text
 from background_tasks.storage.db import is_sqlite, read_scope, transient_db_errors
+from background_tasks.storage.models import DocumentRow
 from background_tasks.storage.schema import create_schema
 from background_tasks.storage.values import file_type_of
 
@@ -51,6 +52,8 @@ class SearchHit:
     chunk_index: int
     snippet: str
     score: float
+    #: where a source took the document from (``metadata["origin"]``: mail account, folder, from, subject ...)
+    origin: dict[str, str] | None = None
 
 
 # --------------------------------------------------------------------------
@@ -173,6 +176,7 @@ def search(
             rows = _search_sqlite(s, parsed, limit, ftype)
         else:
             rows = _search_substring(s, parsed, limit, ftype)
+        origins = _origins(s, {r.document_id for r in rows})
     start, end = marks
     return [
         SearchHit(
@@ -183,9 +187,18 @@ def search(
             chunk_index=r.chunk_index,
             snippet=(r.snippet or "").replace(_HL_START, start).replace(_HL_END, end),
             score=float(r.score or 0.0),
+            origin=origins.get(r.document_id),
         )
         for r in rows
     ]
+
+
+def _origins(s: Session, document_ids: set[int]) -> dict[int, dict[str, str]]:
+    """The origin each hit's document keeps in its metadata (documents from a mail account, an S3 prefix)."""
+    if not document_ids:
+        return {}
+    rows = s.execute(select(DocumentRow.id, DocumentRow.metadata_json).where(DocumentRow.id.in_(document_ids)))
+    return {i: meta["origin"] for i, meta in rows if isinstance(meta, dict) and isinstance(meta.get("origin"), dict)}
 
 
 _PATH_SUBQUERY = (

@@ -77,6 +77,7 @@ def search_documents(url: str, query: str, limit: int = 20, file_type: str | Non
             "chunk_index": h.chunk_index,
             "score": h.score,
             "snippet_html": highlight_html(h.snippet),
+            "origin": h.origin,
         }
         for h in hits
     ]
