@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,12 +42,15 @@ def _mail_owner() -> tuple[int, int, str]:
 class ImapServer:
     """``start``/``stop``/``kill`` a Dovecot of its own; ``add_user``, ``append``, ``connect`` for tests."""
 
-    def __init__(self, root: Path, users: dict[str, str] | None = None, tls: bool = False) -> None:
+    def __init__(self, root: Path | None = None, users: dict[str, str] | None = None, tls: bool = False) -> None:
         if not Path(DOVECOT).exists():
             raise RuntimeError(
                 "dovecot is not installed; run `scripts/setup.sh --dev` or apt-get install dovecot-imapd"
             )
-        self.root = root
+        # Its own folder in /tmp by default: Dovecot's unprivileged processes must reach it, and pytest's
+        # tmp_path sits below /tmp/pytest-of-<user>, which every pytest run (of anyone) resets to 0700.
+        self.owns_root = root is None
+        self.root = Path(tempfile.mkdtemp(prefix="midas-imap-")) / "srv" if root is None else root
         self.port = free_port()
         self.tls_port = free_port() if tls else None
         self.tls = tls
@@ -128,11 +132,10 @@ class ImapServer:
             self.root.mkdir(parents=True, exist_ok=True)
             for sub in ("mail", "state", "run"):
                 (self.root / sub).mkdir(exist_ok=True)
-            # the mail processes run as the mail owner: they must reach their Maildir through the tree
-            for folder in (self.root, *self.root.parents):
-                if folder == Path("/tmp") or folder == Path("/"):
-                    break
-                os.chmod(folder, os.stat(folder).st_mode | 0o011)
+            # the mail and auth processes run as other users: they must reach their files through the tree
+            os.chmod(self.root, 0o711)
+            if self.owns_root:
+                os.chmod(self.root.parent, 0o711)
             os.chown(self.root / "mail", self.uid, self.gid)
             if self.tls:
                 self._make_cert()
@@ -177,6 +180,12 @@ class ImapServer:
                     child.kill()
         self._wait_port_free()
 
+    def close(self) -> None:
+        """Kill it and remove its folder (when it made its own)."""
+        self.kill()
+        if self.owns_root:
+            shutil.rmtree(self.root.parent, ignore_errors=True)
+
     def _wait_port_free(self) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -203,11 +212,17 @@ class ImapServer:
             for message in messages:
                 typ, data = client.append(folder, None, None, message)
                 if typ != "OK":
-                    raise RuntimeError(f"APPEND to {folder} failed: {data}")
+                    raise RuntimeError(f"APPEND to {folder} failed: {data}; server log: {self.log_tail()}")
                 count += 1
             return count
         finally:
             client.logout()
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return (self.root / "dovecot.log").read_text(errors="replace")[-chars:]
+        except OSError:
+            return "(no log)"
 
     def uids(self, folder: str = "INBOX", user: str = "alice", criteria: str = "ALL") -> list[int]:
         client = self.connect(user)

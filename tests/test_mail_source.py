@@ -65,10 +65,10 @@ class Sent:
 
 
 @pytest.fixture
-def server(tmp_path):
-    srv = ImapServer(tmp_path / "imap").start()
+def server():
+    srv = ImapServer().start()
     yield srv
-    srv.kill()
+    srv.close()
 
 
 @pytest.fixture
@@ -364,14 +364,17 @@ def test_a_wrong_password_is_a_clear_error_once_not_a_storm(server, account_for,
     assert source_errors(settings.replace(mail_config=config)) == ()
 
 
-def test_an_unreachable_server_is_a_clear_error(account_for, settings, tmp_path) -> None:
-    srv = ImapServer(tmp_path / "never-started")
-    run = fetch_account(account_for(srv), settings, Sent(), max_mails=10)
+def test_an_unreachable_server_is_a_clear_error(account_for, settings) -> None:
+    srv = ImapServer()
+    try:
+        run = fetch_account(account_for(srv), settings, Sent(), max_mails=10)
+    finally:
+        srv.close()
     assert run.error.startswith(f"127.0.0.1:{srv.port} cannot be reached")
 
 
-def test_implicit_tls_with_the_servers_certificate(tmp_path, account_for, settings) -> None:
-    srv = ImapServer(tmp_path / "imaps", tls=True).start()
+def test_implicit_tls_with_the_servers_certificate(account_for, settings) -> None:
+    srv = ImapServer(tls=True).start()
     try:
         srv.append([mail("over tls", attachments=(("t.txt", b"tls", "text/plain"),))])
         account = account_for(srv, tls="implicit", port=srv.tls_port, ca_file=str(srv.cert_path))
@@ -382,4 +385,4 @@ def test_implicit_tls_with_the_servers_certificate(tmp_path, account_for, settin
         starttls = account_for(srv, tls="starttls", port=srv.port, ca_file=str(srv.cert_path))
         assert fetch_account(starttls, settings, Sent(), max_mails=10).error is None
     finally:
-        srv.kill()
+        srv.close()

@@ -27,10 +27,10 @@ def _mail(subject: str, attachments: dict[str, bytes]) -> bytes:
 
 
 @pytest.fixture
-def imap(tmp_path):
-    server = ImapServer(tmp_path / "imap").start()
+def imap():
+    server = ImapServer().start()
     yield server
-    server.kill()
+    server.close()
 
 
 def test_the_beat_entry_exists_only_with_a_mail_config(settings_for, tmp_path) -> None:
