@@ -526,6 +526,10 @@ def section_documents(settings: Settings, app: Any) -> None:
                 where += f"chunk {hit['chunk_index']}" + (f", {hit['more']} more passage(s)" if hit["more"] else "")
                 title = f"**{md(hit['name'])}** (document {hit['document_id']}, {where})"
                 st.markdown(title)
+                if hit.get("origin"):  # from a mail account (or another source): where it came from
+                    origin = hit["origin"]
+                    said = [f"{k} {origin[k]}" for k in ("account", "folder", "from", "subject", "date") if k in origin]
+                    st.caption(md(", ".join(said) or origin.get("source", "")))
                 st.html(f"<div class='midas-snippet'>{hit['snippet_html']}</div>")
 
     st.subheader("One document")

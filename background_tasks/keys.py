@@ -20,6 +20,9 @@ KEY_PREFIX = "midas:"
 #: the file watcher's heartbeat, a JSON object with a TTL, read by the health check
 WATCHER_HEARTBEAT_KEY = KEY_PREFIX + "watcher:heartbeat"
 
+#: held while mail is fetched, so two runs of the mail task never take the same mails
+MAIL_FETCH_LOCK = KEY_PREFIX + "mail:fetching"
+
 
 def alert_key(kind: str) -> str:
     """The quiet period of one kind of alert (a key with a TTL)."""
@@ -49,7 +52,8 @@ SYSTEM_TASKS = "background_tasks.system_tasks"
 DOCUMENT_TASKS = "background_tasks.document_tasks"
 MONITORING_TASKS = "background_tasks.monitoring_tasks"
 ANALYSIS_TASKS = "background_tasks.analysis_tasks"
-TASK_MODULES = (SYSTEM_TASKS, DOCUMENT_TASKS, MONITORING_TASKS, ANALYSIS_TASKS)
+MAIL_TASKS = "background_tasks.mail_tasks"
+TASK_MODULES = (SYSTEM_TASKS, DOCUMENT_TASKS, MONITORING_TASKS, ANALYSIS_TASKS, MAIL_TASKS)
 
 PING = f"{SYSTEM_TASKS}.ping"
 FAIL = f"{SYSTEM_TASKS}.fail"
@@ -70,6 +74,8 @@ ANALYZE_DATA_FILE = f"{ANALYSIS_TASKS}.analyze_data_file"
 ANALYZE_DOCUMENT = f"{ANALYSIS_TASKS}.analyze_document"
 OCR_DOCUMENT_PAGES = f"{ANALYSIS_TASKS}.ocr_document_pages"
 EMBED_DOCUMENT = f"{ANALYSIS_TASKS}.embed_document"
+
+FETCH_MAIL = f"{MAIL_TASKS}.fetch_mail"
 
 
 # --------------------------------------------------------------------------
@@ -99,3 +105,8 @@ def data_analysis_task_id(sha256: str | None) -> str:
 def embedding_task_id(document_id: int, version: str) -> str:
     """The task id of embedding one recorded version of a document's chunks."""
     return _derived_id(f"midas-embed:{document_id}:{version}")
+
+
+def mail_part_task_id(account: str, folder: str, uidvalidity: int, uid: int, part: str) -> str:
+    """The task id of one file taken from one mail: a run that re-takes the mail after a crash sends the same id."""
+    return _derived_id(f"midas-mail:{account}:{uidvalidity}:{uid}:{part}:{folder}")

@@ -130,6 +130,10 @@ class Settings:
     watch_batch_size: int
     watch_batch_timeout: float
     watch_polling: bool
+    # Mail
+    mail_config: Path | None
+    mail_interval: int
+    mail_max_per_run: int
     # Monitoring
     ledger_warn_age_seconds: int
     cpu_warn_percent: float

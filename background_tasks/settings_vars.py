@@ -91,6 +91,10 @@ def _path(raw: str) -> Path:
     return path
 
 
+def _opt_path(raw: str) -> Path | None:
+    return _path(raw) if raw.strip() else None
+
+
 def _path_list(raw: str) -> tuple[Path, ...]:
     parts = [p.strip() for p in raw.replace(";", os.pathsep).split(os.pathsep)]
     return tuple(_path(p) for p in parts if p)
@@ -425,6 +429,24 @@ VARIABLES: tuple[Var, ...] = (
         "Watcher",
     ),
     Var("MIDAS_WATCH_POLLING", "watch_polling", _bool, "false", "Poll instead of native events (SMB/NFS).", "Watcher"),
+    # Mail accounts (background_tasks/sources/mail)
+    Var(
+        "MIDAS_MAIL_CONFIG",
+        "mail_config",
+        _opt_path,
+        "",
+        "TOML file of IMAP accounts to fetch documents from (README: Mail accounts); empty = no mail.",
+        "Mail",
+    ),
+    Var("MIDAS_MAIL_INTERVAL", "mail_interval", _pos_int, "300", "Each mail account is fetched every N s.", "Mail"),
+    Var(
+        "MIDAS_MAIL_MAX_PER_RUN",
+        "mail_max_per_run",
+        _pos_int,
+        "100",
+        "Mails taken per account and run; the rest come next run.",
+        "Mail",
+    ),
     # Monitoring thresholds
     Var(
         "MIDAS_CPU_WARN_PERCENT",

@@ -23,6 +23,9 @@ if [ "$DEV" = 1 ]; then
   need_cmds+=(chromium)
   deb_pkgs+=(chromium)
   brew_pkgs+=(chromium)
+  need_cmds+=(dovecot)  # the mail-source tests run a private IMAP server (tests/imap_server.py)
+  deb_pkgs+=(dovecot-imapd)
+  brew_pkgs+=(dovecot)
 fi
 
 missing_deb=() missing_brew=()

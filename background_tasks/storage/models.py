@@ -319,3 +319,56 @@ class LedgerEntry(Base):
         Index("ix_ledger_worker_state", "worker", "state"),
         Index("ix_ledger_finished_at", "finished_at"),
     )
+
+
+# -- Mail accounts: every mail taken, and each account's last run (sources/mail) ---------------
+
+
+class MailMessageRow(Base):
+    """One mail a mail account's fetch has taken, also when it gave no document, so it is never taken again.
+
+    A mail is known by its place (account, folder, UIDVALIDITY, UID) and by its key (a SHA-256 of
+    its Message-ID, or of its headers when it has none): a folder whose UIDVALIDITY changed is
+    taken again by key, without doubles.
+    """
+
+    __tablename__ = "mail_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(64))
+    folder: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_key: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(Text)
+    sender: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    rule: Mapped[str | None] = mapped_column(String(64))
+    #: submitted | no_document | no_rule | duplicate | too_large | failed
+    outcome: Mapped[str] = mapped_column(String(20))
+    documents: Mapped[int] = mapped_column(Integer, default=0)
+    #: what was submitted (file name, task id) and what was skipped (name, reason)
+    parts_json: Mapped[Any | None] = mapped_column(JSON)
+    detail: Mapped[str | None] = mapped_column(Text)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("account", "folder", "uidvalidity", "uid", name="uq_mail_messages_place"),
+        Index("ix_mail_messages_account_key", "account", "message_key"),
+    )
+
+
+class MailAccountState(Base):
+    """Each mail account's last run and running totals (``sources status``, the dashboard)."""
+
+    __tablename__ = "mail_accounts"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_run_s: Mapped[float | None] = mapped_column(Float)
+    seen: Mapped[int] = mapped_column(Integer, default=0)
+    submitted: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    #: the last run's problem in plain words (never a secret), and since when it persists
+    error: Mapped[str | None] = mapped_column(Text)
+    error_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

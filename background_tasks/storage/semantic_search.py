@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from background_tasks.storage import vectors
-from background_tasks.storage.search import SearchHit, _substring_snippet, make_hit, parse_query
+from background_tasks.storage.search import SearchHit, _substring_snippet, make_hit, parse_query, with_origins
 from background_tasks.storage.values import file_type_of
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ def semantic(
                 continue
             hits.append(make_hit(chunk, _substring_snippet(chunk.text, parsed.terms), float(scores[i]), marks))
         if len(hits) >= want or len(order) < pool:
-            return hits[:want]
+            return with_origins(url, hits[:want])
         pool *= 4
 
 

@@ -83,6 +83,7 @@ def search_documents(
             "score": h.score,
             "more": h.more,
             "snippet_html": highlight_html(h.snippet),
+            "origin": h.origin,
         }
         for h in hits
     ]
