@@ -233,8 +233,23 @@ class IsolatedStack:
         self.redis.kill()
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the item, so fixtures can tell whether their test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def _print_worker_logs(stacks: list[IsolatedStack]) -> None:
+    """What the workers of a failed test logged (a bare timeout says nothing)."""
+    for stack in stacks:
+        for worker in stack.workers:
+            print(f"\n----- {worker.name} log (last 6,000 characters) -----\n{worker.log_text()[-6000:]}")
+
+
 @pytest.fixture
-def isolated_stack(tmp_path) -> Iterator:
+def isolated_stack(request, tmp_path) -> Iterator:
     """Factory for an IsolatedStack (extra env as keyword arguments); torn down after the test."""
     stacks: list[IsolatedStack] = []
 
@@ -244,6 +259,9 @@ def isolated_stack(tmp_path) -> Iterator:
         return stack
 
     yield make
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        _print_worker_logs(stacks)
     for stack in stacks:
         stack.close()
 
