@@ -159,6 +159,14 @@ class Settings:
     ocr_dpi: int
     ocr_page_timeout: float
     ocr_max_pages_per_task: int
+    # Object storage
+    s3_endpoint_url: str | None
+    s3_region: str | None
+    s3_path_style: bool
+    object_store: str | None
+    s3_sources: tuple[str, ...]
+    s3_interval: int
+    s3_max_per_run: int
     # Not a variable: True when redis_password is the launcher's generated one, not REDIS_PASSWORD.
     redis_password_generated: bool = False
 
@@ -266,6 +274,8 @@ class Settings:
             if isinstance(value, tuple):
                 if var.attr == "worker_groups":
                     value = ";".join(",".join(g) for g in value)
+                elif all(isinstance(v, str) for v in value):  # comma lists (URIs hold the path separator)
+                    value = ",".join(value)
                 else:
                     value = os.pathsep.join(str(v) for v in value)
             elif isinstance(value, bool):
