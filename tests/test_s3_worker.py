@@ -1,0 +1,77 @@
+"""s3:// documents on real workers: processed from any worker, refused credentials fail once with the reason,
+a stopped server is waited out, and the credentials end up in no log, ledger, result or table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from background_tasks import keys
+from background_tasks.storage import ledger as ledger_store
+from tests.s3_server import S3Server, s3_server  # noqa: F401  (the module's fixture)
+from tests.support import wait_until
+
+pytestmark = pytest.mark.integration
+
+BUCKET = "worker-docs"
+TEXT = b"Minutes of the harbour committee. The new crane arrives in March.\n" * 10
+
+
+def _stack(isolated_stack, server: S3Server, **env: str):
+    stack = isolated_stack(**{**server.env(), "MIDAS_RETRY_BACKOFF_MAX": "2", **env})
+    try:
+        server.make_bucket(BUCKET)
+    except Exception as exc:  # made by an earlier test of the module
+        assert "BucketAlready" in str(exc), exc
+    return stack
+
+
+def _files_containing(root: Path, secret: bytes) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and secret in p.read_bytes()]
+
+
+def test_a_worker_processes_an_object_and_the_credentials_are_nowhere(isolated_stack, s3_server) -> None:  # noqa: F811
+    stack = _stack(isolated_stack, s3_server)
+    key = "in box/Ölbericht ../minutes.txt"
+    s3_server.client().put_object(Bucket=BUCKET, Key=key, Body=TEXT)
+    stack.start_worker(queues=["documents"], concurrency=1)
+    uri = f"s3://{BUCKET}/{key}"
+    sent = stack.send(keys.PROCESS_DOCUMENT_FILE, uri)
+    result = sent.get(timeout=60)
+    assert result["status"] == "success" and result["path"] == uri and result["metadata"]["source_uri"] == uri
+    entry = ledger_store.get(stack.settings.database_url_resolved, sent.id)
+    assert entry is not None and entry["call_json"]["args"] == [uri]
+    # logs, the ledger, results, task history and documents: neither the key id nor the secret is in any file
+    stack.workers[0].stop()
+    for secret in (s3_server.secret_key.encode(), s3_server.access_key.encode()):
+        assert _files_containing(stack.root, secret) == []
+
+
+def test_refused_credentials_fail_once_with_the_reason(isolated_stack, s3_server) -> None:  # noqa: F811
+    stack = _stack(isolated_stack, s3_server, AWS_SECRET_ACCESS_KEY="not-the-secret-key")
+    s3_server.client().put_object(Bucket=BUCKET, Key="denied.txt", Body=TEXT)
+    stack.start_worker(queues=["documents"], concurrency=1)
+    sent = stack.send(keys.PROCESS_DOCUMENT_FILE, f"s3://{BUCKET}/denied.txt")
+    result = sent.get(timeout=60)
+    assert (result["status"], result["error_type"]) == ("failed", "access_denied")
+    assert "refused the credentials" in result["error"] and "not-the-secret-key" not in result["error"]
+    wait_until(lambda: ledger_store.get(stack.settings.database_url_resolved, sent.id)["state"] == "done", 10)
+    entry = ledger_store.get(stack.settings.database_url_resolved, sent.id)
+    assert entry["attempts"] == 1 and "Retry" not in stack.workers[0].log_text()
+
+
+def test_a_stopped_server_is_retried_until_it_is_back(isolated_stack, s3_server) -> None:  # noqa: F811
+    stack = _stack(isolated_stack, s3_server)
+    s3_server.client().put_object(Bucket=BUCKET, Key="patience.txt", Body=TEXT + b"patience\n")
+    s3_server.stop()
+    try:
+        stack.start_worker(queues=["documents"], concurrency=1)
+        sent = stack.send(keys.PROCESS_DOCUMENT_FILE, f"s3://{BUCKET}/patience.txt")
+        wait_until(lambda: "cannot be reached" in stack.workers[0].log_text(), 30, what="a transient retry")
+    finally:
+        s3_server.start()
+    result = sent.get(timeout=90)
+    assert result["status"] == "success", result
+    entry = ledger_store.get(stack.settings.database_url_resolved, sent.id)
+    assert entry["attempts"] >= 2  # retried, not failed
