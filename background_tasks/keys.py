@@ -49,7 +49,8 @@ SYSTEM_TASKS = "background_tasks.system_tasks"
 DOCUMENT_TASKS = "background_tasks.document_tasks"
 MONITORING_TASKS = "background_tasks.monitoring_tasks"
 ANALYSIS_TASKS = "background_tasks.analysis_tasks"
-TASK_MODULES = (SYSTEM_TASKS, DOCUMENT_TASKS, MONITORING_TASKS, ANALYSIS_TASKS)
+S3_TASKS = "background_tasks.s3_tasks"
+TASK_MODULES = (SYSTEM_TASKS, DOCUMENT_TASKS, MONITORING_TASKS, ANALYSIS_TASKS, S3_TASKS)
 
 PING = f"{SYSTEM_TASKS}.ping"
 FAIL = f"{SYSTEM_TASKS}.fail"
@@ -69,6 +70,8 @@ REAP_LEDGER = f"{MONITORING_TASKS}.reap_ledger"
 ANALYZE_DATA_FILE = f"{ANALYSIS_TASKS}.analyze_data_file"
 ANALYZE_DOCUMENT = f"{ANALYSIS_TASKS}.analyze_document"
 OCR_DOCUMENT_PAGES = f"{ANALYSIS_TASKS}.ocr_document_pages"
+
+LIST_S3_SOURCES = f"{S3_TASKS}.list_s3_sources"
 
 
 # --------------------------------------------------------------------------
@@ -93,3 +96,8 @@ def ocr_pages_task_id(document_id: int, pages: list[int]) -> str:
 def data_analysis_task_id(sha256: str | None) -> str:
     """The task id of the profile of a data file, by its content."""
     return _derived_id(f"midas-data-analysis:{sha256}")
+
+
+def s3_object_task_id(uri: str, etag: str) -> str:
+    """The task id of one version of an S3 source's object: a submission repeated after a crash is the same task."""
+    return _derived_id(f"midas-s3:{etag}:{uri}")

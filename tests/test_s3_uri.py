@@ -74,3 +74,12 @@ def test_s3_settings_parse_and_name_the_variable(settings_for) -> None:
     ]:
         with pytest.raises(SettingsError, match=name):
             settings_for(**{name: value})
+
+
+def test_beat_lists_the_s3_sources_only_when_there_are_some(settings_for) -> None:
+    from background_tasks import keys
+    from celery_config import beat_schedule
+
+    assert "s3-sources" not in beat_schedule(settings_for())
+    entry = beat_schedule(settings_for(MIDAS_S3_SOURCES="s3://in-one/a/", MIDAS_S3_INTERVAL="120"))["s3-sources"]
+    assert entry["task"] == keys.LIST_S3_SOURCES and entry["schedule"].total_seconds() == 120

@@ -75,3 +75,22 @@ def test_a_stopped_server_is_retried_until_it_is_back(isolated_stack, s3_server)
     assert result["status"] == "success", result
     entry = ledger_store.get(stack.settings.database_url_resolved, sent.id)
     assert entry["attempts"] >= 2  # retried, not failed
+
+
+def test_the_source_task_submits_each_new_object_once_through_the_ledger(isolated_stack, s3_server) -> None:  # noqa: F811
+    stack = _stack(isolated_stack, s3_server, MIDAS_S3_SOURCES=f"s3://{BUCKET}/src/")
+    client = s3_server.client()
+    uris = {}
+    for i in range(3):
+        key = f"src/report {i}.txt"
+        etag = client.put_object(Bucket=BUCKET, Key=key, Body=b"report %d on the harbour works" % i)["ETag"]
+        uris[f"s3://{BUCKET}/{key}"] = etag.strip('"')
+    stack.start_worker(queues=["default", "documents"], concurrency=2)
+    first = stack.send(keys.LIST_S3_SOURCES).get(timeout=60)["sources"]
+    assert [(s["listed"], s["submitted"], s["error"]) for s in first] == [(3, 3, None)]
+    for uri, etag in uris.items():
+        task_id = keys.s3_object_task_id(uri, etag)
+        assert stack.app.AsyncResult(task_id).get(timeout=60)["path"] == uri
+        assert ledger_store.get(stack.settings.database_url_resolved, task_id)["call_json"]["args"] == [uri]
+    again = stack.send(keys.LIST_S3_SOURCES).get(timeout=60)["sources"]
+    assert [(s["listed"], s["submitted"]) for s in again] == [(3, 0)]
