@@ -80,13 +80,34 @@ def test_too_large_is_rejected_from_the_head_without_reading_a_byte(s3_server, s
     uri = _put(s3_server, "large.txt", b"x" * (2 * 1024 * 1024))
     gets: list[str] = []
     client = s3_client(small)
-    client.meta.events.register("before-call.s3.GetObject", lambda **kw: gets.append("get"))
+    count_get = lambda **kw: gets.append("get")  # noqa: E731
+    client.meta.events.register("before-call.s3.GetObject", count_get)
     try:
         result = process_file(uri, small, store)
     finally:
-        client.meta.events.unregister("before-call.s3.GetObject")
+        client.meta.events.unregister("before-call.s3.GetObject", count_get)
     assert (result.status, result.error_type) == ("rejected", "too_large")
     assert "MIDAS_MAX_FILE_MB" in result.error and gets == []
+
+
+def test_a_multipart_object_over_100_mb_is_rejected_unread(s3_server, s3_settings, store) -> None:  # noqa: F811
+    from boto3.s3.transfer import TransferConfig
+
+    size = 101 * 1024 * 1024
+    s3_server.client().upload_fileobj(
+        io.BytesIO(bytes(size)), BUCKET, "huge/scan.pdf", Config=TransferConfig(multipart_chunksize=16 * 1024 * 1024)
+    )
+    gets: list[str] = []
+    client = s3_client(s3_settings)
+    count_get = lambda **kw: gets.append("get")  # noqa: E731
+    client.meta.events.register("before-call.s3.GetObject", count_get)
+    try:
+        result = process_file(f"s3://{BUCKET}/huge/scan.pdf", s3_settings, store)
+    finally:
+        client.meta.events.unregister("before-call.s3.GetObject", count_get)
+    assert (result.status, result.error_type, gets) == ("rejected", "too_large", [])
+    assert "101.0 MB" in result.error
+    s3_server.client().delete_object(Bucket=BUCKET, Key="huge/scan.pdf")
 
 
 @pytest.mark.parametrize(
