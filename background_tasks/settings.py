@@ -355,6 +355,11 @@ def _check_relations(s: Settings) -> None:
         raise SettingsError(
             f"MIDAS_CHUNK_OVERLAP={s.chunk_overlap} must be smaller than MIDAS_CHUNK_SIZE={s.chunk_size}"
         )
+    if s.object_store and s.database_url_resolved.startswith("sqlite"):
+        raise SettingsError(
+            f"MIDAS_OBJECT_STORE={s.object_store} is for workers on several hosts, which cannot share a SQLite file; "
+            "set MIDAS_DATABASE_URL (or POSTGRES_HOST) to PostgreSQL"
+        )
     if s.data_dir.exists() and not s.data_dir.is_dir():
         raise SettingsError(f"MIDAS_DATA_DIR={s.data_dir} exists and is not a folder")
     if s.log_dir.exists() and not s.log_dir.is_dir():

@@ -85,6 +85,10 @@ class S3Server:
             "AWS_EC2_METADATA_DISABLED": "true",
         }
 
+    def aws_env(self) -> dict[str, str]:
+        """Only boto3's own variables, for this test process (MIDAS_* would reach settings read at import)."""
+        return {k: v for k, v in self.env().items() if k.startswith("AWS_")}
+
     def client(self, secret_key: str | None = None):
         """A boto3 client of this server (``secret_key`` to try a wrong one)."""
         return boto3.client(

@@ -44,7 +44,7 @@ def test_two_hosts_share_the_work_and_one_finishes_what_the_killed_one_held(
 ) -> None:
     s3_server.make_bucket("two-hosts")
     env = {**s3_server.env(), "MIDAS_OBJECT_STORE": "s3://two-hosts/staged"}
-    for name, value in env.items():
+    for name, value in s3_server.aws_env().items():
         monkeypatch.setenv(name, value)  # the producer's own boto3 reads them
     with throwaway_postgres() as url:
         stack = isolated_stack(

@@ -19,7 +19,7 @@ TEXT = b"Quarterly numbers for the northern region. Revenue grew by eleven perce
 
 @pytest.fixture
 def s3_settings(s3_server: S3Server, settings_for, monkeypatch):  # noqa: F811
-    for name, value in s3_server.env().items():
+    for name, value in s3_server.aws_env().items():
         monkeypatch.setenv(name, value)  # boto3's own credential chain reads the environment
     settings = settings_for(**{k: v for k, v in s3_server.env().items() if k.startswith("MIDAS_")})
     try:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def source_settings(s3_server: S3Server, settings_for, monkeypatch, unique):  # noqa: F811
-    for name, value in s3_server.env().items():
+    for name, value in s3_server.aws_env().items():
         monkeypatch.setenv(name, value)
     bucket = s3_server.make_bucket(f"src-{unique}")
     env = {k: v for k, v in s3_server.env().items() if k.startswith("MIDAS_")}

@@ -3,6 +3,8 @@ so a worker that cannot see the producer's folder processes it; without an objec
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -13,11 +15,20 @@ from background_tasks.file_watcher import staged_args
 from background_tasks.sources.s3.staging import stage
 from background_tasks.submit import submit
 from background_tasks.watcher.pending import Outgoing
+from tests.db_fixtures import throwaway_postgres
 from tests.s3_server import S3Server, s3_server  # noqa: F401  (the module's fixture)
+from tests.test_s3_uri import PG_URL
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 STORE = "midas-stage"
+
+
+@pytest.fixture
+def stack_db() -> Iterator[ExitStack]:
+    """Contexts closed after the test's stack (a throwaway PostgreSQL outlives its workers)."""
+    with ExitStack() as contexts:
+        yield contexts
 
 
 def _env(server: S3Server, bucket: str = STORE) -> dict[str, str]:
@@ -31,9 +42,9 @@ def _env(server: S3Server, bucket: str = STORE) -> dict[str, str]:
 @pytest.fixture
 def staging_settings(s3_server, settings_for, monkeypatch):  # noqa: F811
     env = _env(s3_server)
-    for name, value in env.items():
+    for name, value in s3_server.aws_env().items():
         monkeypatch.setenv(name, value)
-    return settings_for(**{k: v for k, v in env.items() if k.startswith("MIDAS_")})
+    return settings_for(**{k: v for k, v in env.items() if k.startswith("MIDAS_")}, MIDAS_DATABASE_URL=PG_URL)
 
 
 def _objects(server: S3Server) -> list[str]:
@@ -89,6 +100,7 @@ def test_the_watcher_stages_files_and_batches_and_waits_while_the_store_is_away(
 
 
 def test_a_worker_that_cannot_see_the_producers_folder_processes_what_submit_staged(
+    stack_db: ExitStack,  # first: set up before the stack, so the database is dropped after its workers stop
     isolated_stack,
     s3_server,  # noqa: F811
     docs_dir: Path,
@@ -96,9 +108,10 @@ def test_a_worker_that_cannot_see_the_producers_folder_processes_what_submit_sta
     monkeypatch,
 ) -> None:
     env = _env(s3_server)
-    for name, value in env.items():
+    for name, value in s3_server.aws_env().items():
         monkeypatch.setenv(name, value)
-    stack = isolated_stack(**env)
+    url = stack_db.enter_context(throwaway_postgres())
+    stack = isolated_stack(**env, MIDAS_DATABASE_URL=url)
     elsewhere = tmp_path / "other-host"
     (elsewhere / "home").mkdir(parents=True)
     stack.start_worker(

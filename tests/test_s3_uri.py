@@ -8,6 +8,9 @@ from background_tasks.errors import InvalidArgument
 from background_tasks.settings import SettingsError
 from background_tasks.sources.s3.uri import S3Location, parse_object, parse_prefix
 
+#: a PostgreSQL URL for settings that need one (never connected to here)
+PG_URL = "postgresql+psycopg://midas@127.0.0.1:5432/midas"
+
 
 def test_an_object_uri_with_spaces_unicode_and_a_version() -> None:
     loc = parse_object("s3://my-bucket/reports 2024/Übersicht.pdf?versionId=3HL4kqtJlcpXroDTDmJ+rmSpXd3dIbrHY")
@@ -61,6 +64,7 @@ def test_s3_settings_parse_and_name_the_variable(settings_for) -> None:
         MIDAS_S3_ENDPOINT_URL="http://127.0.0.1:8333",
         MIDAS_S3_PATH_STYLE="true",
         MIDAS_OBJECT_STORE="s3://stage/midas",
+        MIDAS_DATABASE_URL=PG_URL,
         MIDAS_S3_SOURCES="s3://in-one/a/, s3://in-two",
         MIDAS_S3_MAX_PER_RUN="50",
     )
@@ -73,7 +77,12 @@ def test_s3_settings_parse_and_name_the_variable(settings_for) -> None:
         ("MIDAS_S3_SOURCES", "s3://ok,bucket-without-scheme"),
     ]:
         with pytest.raises(SettingsError, match=name):
-            settings_for(**{name: value})
+            settings_for(**{name: value, "MIDAS_DATABASE_URL": PG_URL})
+
+
+def test_an_object_store_with_sqlite_is_refused_with_the_reason(settings_for) -> None:
+    with pytest.raises(SettingsError, match="cannot share a SQLite file; set MIDAS_DATABASE_URL"):
+        settings_for(MIDAS_OBJECT_STORE="s3://stage/midas")
 
 
 def test_beat_lists_the_s3_sources_only_when_there_are_some(settings_for) -> None:

@@ -4,7 +4,9 @@ Credentials come only from boto3's standard chain (environment, shared profile, 
 role): MIDAS never reads, prints, logs or stores them. An error is classified once here:
 a missing bucket or key is refused (``ObjectNotFound``), credentials the server refuses are
 failed for good with the server's reason (``AccessDenied``, never retried), and a server
-that cannot be reached or answers 5xx is transient (the task base class retries it).
+that cannot be reached or answers 5xx is ``StorageUnavailable``: the content is fine and
+the store is MIDAS's storage, so the task base class retries it with backoff for as long as
+it lasts and nothing an S3 source submitted is lost to an outage.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-from background_tasks.errors import AccessDenied, InvalidArgument, MidasError, ObjectNotFound, TransientError
+from background_tasks.errors import (
+    AccessDenied,
+    InvalidArgument,
+    MidasError,
+    ObjectNotFound,
+    StorageUnavailable,
+    TransientError,
+)
 from background_tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,8 +97,8 @@ def as_midas_error(exc: BaseException, label: str) -> MidasError:
         if code == "PreconditionFailed":
             return TransientError(f"{label}: the object changed while it was read; read again")
         if status >= 500 or code in {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"}:
-            return TransientError(f"{label}: the S3 server is unavailable ({code}: {message})")
+            return StorageUnavailable(f"{label}: the S3 server is unavailable ({code}: {message})")
         return MidasError(f"{label}: S3 error {code}: {message}")
     if isinstance(exc, BotoCoreError | TransportError | OSError):
-        return TransientError(f"{label}: the S3 server cannot be reached ({type(exc).__name__}: {exc})")
+        return StorageUnavailable(f"{label}: the S3 server cannot be reached ({type(exc).__name__}: {exc})")
     return MidasError(f"{label}: {type(exc).__name__}: {exc}")
