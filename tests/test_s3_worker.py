@@ -75,8 +75,9 @@ def test_a_stopped_server_is_retried_until_it_is_back(isolated_stack, s3_server)
         s3_server.start()
     result = sent.get(timeout=90)
     assert result["status"] == "success", result
-    entry = ledger_store.get(stack.settings.database_url_resolved, sent.id)
-    assert entry["state"] == "done" and entry["outcome"] == "success"
+    url = stack.settings.database_url_resolved
+    wait_until(lambda: ledger_store.get(url, sent.id)["state"] == "done", 15, what="the ledger's finish")  # batched
+    assert ledger_store.get(url, sent.id)["outcome"] == "success"
 
 
 def test_the_source_task_submits_each_new_object_once_through_the_ledger(isolated_stack, s3_server) -> None:  # noqa: F811
