@@ -608,7 +608,7 @@ def section_actions(settings: Settings, app: Any) -> None:
             for upload in files or []:
                 try:
                     path = dd.save_upload(settings, upload.name, upload.getvalue())
-                    task_id = dd.send_document(app, path)
+                    task_id = dd.send_document(app, path, settings)
                     st.success(f"{md(upload.name)}: saved as {md(path.name)}, queued (task {task_id})")
                 except Exception as exc:
                     log.warning("upload of %s failed: %s", upload.name, exc)

@@ -43,6 +43,8 @@ class ErrorType(StrEnum):
     NOT_FOUND = "not_found"
     #: text analysis of a document that was not processed successfully
     NOT_PROCESSED = "not_processed"
+    #: an object store refused the credentials or their rights (not retried: the same request fails again)
+    ACCESS_DENIED = "access_denied"
 
 
 class MidasError(Exception):
@@ -92,6 +94,18 @@ class InvalidQuery(RejectedError):
     """A search query the store will not run (too long, too many words in a phrase)."""
 
     error_type: ErrorType = ErrorType.INVALID_QUERY
+
+
+class ObjectNotFound(RejectedError):
+    """The bucket or the object an s3:// URI names does not exist."""
+
+    error_type: ErrorType = ErrorType.NOT_FOUND
+
+
+class AccessDenied(PermanentError):
+    """The object store refused the credentials (wrong, expired, missing) or their rights."""
+
+    error_type: ErrorType = ErrorType.ACCESS_DENIED
 
 
 class FileTooLarge(RejectedError):

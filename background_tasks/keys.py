@@ -53,7 +53,8 @@ DOCUMENT_TASKS = "background_tasks.document_tasks"
 MONITORING_TASKS = "background_tasks.monitoring_tasks"
 ANALYSIS_TASKS = "background_tasks.analysis_tasks"
 MAIL_TASKS = "background_tasks.mail_tasks"
-TASK_MODULES = (SYSTEM_TASKS, DOCUMENT_TASKS, MONITORING_TASKS, ANALYSIS_TASKS, MAIL_TASKS)
+S3_TASKS = "background_tasks.s3_tasks"
+TASK_MODULES = (SYSTEM_TASKS, DOCUMENT_TASKS, MONITORING_TASKS, ANALYSIS_TASKS, MAIL_TASKS, S3_TASKS)
 
 PING = f"{SYSTEM_TASKS}.ping"
 FAIL = f"{SYSTEM_TASKS}.fail"
@@ -76,6 +77,8 @@ OCR_DOCUMENT_PAGES = f"{ANALYSIS_TASKS}.ocr_document_pages"
 EMBED_DOCUMENT = f"{ANALYSIS_TASKS}.embed_document"
 
 FETCH_MAIL = f"{MAIL_TASKS}.fetch_mail"
+
+LIST_S3_SOURCES = f"{S3_TASKS}.list_s3_sources"
 
 
 # --------------------------------------------------------------------------
@@ -110,3 +113,8 @@ def embedding_task_id(document_id: int, version: str) -> str:
 def mail_part_task_id(account: str, folder: str, uidvalidity: int, uid: int, part: str) -> str:
     """The task id of one file taken from one mail: a run that re-takes the mail after a crash sends the same id."""
     return _derived_id(f"midas-mail:{account}:{uidvalidity}:{uid}:{part}:{folder}")
+
+
+def s3_object_task_id(uri: str, etag: str) -> str:
+    """The task id of one version of an S3 source's object: a submission repeated after a crash is the same task."""
+    return _derived_id(f"midas-s3:{etag}:{uri}")

@@ -13,7 +13,6 @@ with ``Intake.identify`` (what the content really is) and ``file_facts``.
 from __future__ import annotations
 
 import errno
-import hashlib
 import mimetypes
 import os
 import shutil
@@ -22,7 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,9 +35,10 @@ from background_tasks.errors import (
     PathNotAllowed,
 )
 from background_tasks.extraction import detect
+from background_tasks.processing.copying import copy_hashed
 from background_tasks.settings import PROJECT_ROOT, Settings
-
-COPY_BUFFER = 1024 * 1024
+from background_tasks.sources.s3 import fetch as s3_fetch
+from background_tasks.sources.s3.uri import is_s3_uri, parse_object
 
 #: The bundled sample documents (``make run`` submits them); read-only examples, never secrets.
 SAMPLES_DIR = PROJECT_ROOT / "samples"
@@ -342,21 +342,14 @@ def working_copy(opened: OpenedFile, settings: Settings, max_bytes: int) -> Iter
     folder = Path(tempfile.mkdtemp(prefix="doc-", dir=settings.work_dir))
     # Same name as the original, so parsers' messages name the user's file.
     target = folder / opened.path.name
-    digest = hashlib.sha256()
-    size = 0
     try:
         try:
             os.lseek(opened.fd, 0, os.SEEK_SET)
             with open(opened.fd, "rb", closefd=False) as src, target.open("wb") as dst:
-                while chunk := src.read(COPY_BUFFER):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise FileTooLarge(f"{opened.path.name} grew beyond the {max_bytes / 1024 / 1024:g} MB limit")
-                    digest.update(chunk)
-                    dst.write(chunk)
+                sha256, size = copy_hashed(src, dst, max_bytes, opened.path.name)
         except PermissionError as exc:
             raise FileNotReady(f"{opened.path.name} cannot be read now ({exc.strerror})") from None
-        yield WorkingCopy(target, digest.hexdigest(), size)
+        yield WorkingCopy(target, sha256, size)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -375,13 +368,24 @@ class FileKind:
 
 @dataclass(frozen=True)
 class Intake:
-    """A vetted document: where it really is, what ``fstat`` said of it, and its private copy."""
+    """A vetted document: where it really is, what ``fstat`` said of it, and its private copy.
+
+    An object from a store has ``source`` (its ``s3://`` URI), an ``original`` of just its
+    safe file name, a ``stat`` made from its head, and ``facts`` (ETag, version) for its metadata.
+    """
 
     original: Path
     stat: os.stat_result
     copy: Path
     sha256: str
     size: int
+    source: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        """What results and the paths table record: the real local path, or the object's URI."""
+        return self.source or str(self.original)
 
     def identify(self, *, refuse_empty: bool = False) -> FileKind:
         """The copy's real type (``TypeMismatch``, ``EncryptedDocument``... when it cannot be processed).
@@ -411,6 +415,7 @@ def file_facts(intake: Intake, mime_type: str | None) -> dict[str, Any]:
         "sha256": sha256,
         "modified_at": _iso(st.st_mtime),
         "created_at": _iso(getattr(st, "st_birthtime", st.st_ctime)),
+        **intake.facts,
     }
 
 
@@ -418,10 +423,35 @@ def file_facts(intake: Intake, mime_type: str | None) -> dict[str, Any]:
 def take_in(
     raw_path: object, settings: Settings, *, wait_until_complete: bool = True, extra_roots: Iterable[Path] = ()
 ) -> Iterator[Intake]:
-    """The one intake step of every task that reads a user's file: check, open once, size, stability, copy."""
+    """The one intake step of every task that reads a user's file: check, open once, size, stability, copy.
+
+    An ``s3://`` URI is streamed from the object store instead (``take_in_object``).
+    """
+    if is_s3_uri(raw_path):
+        with take_in_object(str(raw_path), settings) as intake:
+            yield intake
+        return
     with open_document(raw_path, settings, extra_roots) as opened:
         check_size(opened, settings)
         if wait_until_complete:
             ensure_complete(opened, settings.stability_seconds)
         with working_copy(opened, settings, settings.max_file_bytes) as copy:
             yield Intake(opened.path, opened.stat, copy.path, copy.sha256, copy.size)
+
+
+@contextmanager
+def take_in_object(uri: str, settings: Settings) -> Iterator[Intake]:
+    """An object of a store, streamed into a private folder (size checked from its head first); removed afterwards.
+
+    Objects are written whole, so there is no stability wait; the object's own time stands in for the file's.
+    """
+    location = parse_object(path_argument(uri))
+    settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = Path(tempfile.mkdtemp(prefix="obj-", dir=settings.work_dir))
+    try:
+        got = s3_fetch.fetch(location, settings, folder, settings.max_file_bytes)
+        when = got.last_modified.timestamp()
+        st = os.stat_result((stat.S_IFREG | 0o400, 0, 0, 1, 0, 0, got.size, when, when, when))
+        yield Intake(Path(got.path.name), st, got.path, got.sha256, got.size, location.uri, got.facts(location))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -108,7 +108,7 @@ def process_file(
         extra = origin_metadata(origin)
         with take_in(raw_path, settings) as copy:
             original = copy.original
-            path_text = str(original)
+            path_text = copy.where
             sha256, size = copy.sha256, copy.size
             kind = copy.identify(refuse_empty=True)
             file_type = kind.file_type

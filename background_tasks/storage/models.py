@@ -372,3 +372,52 @@ class MailAccountState(Base):
     #: the last run's problem in plain words (never a secret), and since when it persists
     error: Mapped[str | None] = mapped_column(Text)
     error_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- S3 sources: every object listed under a configured prefix, and each prefix's last listing ----------
+
+
+class S3ObjectRow(Base):
+    """One object under an S3 source prefix: what the last listing said of it, and what was submitted.
+
+    ``state`` is ``pending`` (new or changed, not submitted yet), ``submitted`` or ``deleted``
+    (gone from the bucket; its document is kept). ``uri_hash`` is ``values.path_hash`` of the
+    object's URI, the same as its document's path, so the two can be joined.
+    """
+
+    __tablename__ = "s3_objects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(1100))
+    uri: Mapped[str] = mapped_column(Text)
+    uri_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    etag: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    last_modified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16))
+    submitted_etag: Mapped[str | None] = mapped_column(String(255))
+    task_id: Mapped[str | None] = mapped_column(String(155))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: the start of the listing that last saw it; older than the last complete listing means deleted
+    listed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'submitted', 'deleted')", name="ck_s3_objects_state"),
+        Index("ix_s3_objects_source_state", "source", "state"),
+    )
+
+
+class S3SourceRun(Base):
+    """The last listing of one S3 source prefix (one row per source, overwritten)."""
+
+    __tablename__ = "s3_source_runs"
+
+    source: Mapped[str] = mapped_column(String(1100), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float] = mapped_column(Float)
+    listed: Mapped[int] = mapped_column(Integer, default=0)
+    submitted: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
