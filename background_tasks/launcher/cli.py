@@ -32,9 +32,9 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "python -m background_tasks.services") -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog=prog,
+        prog="python -m background_tasks.services",
         description="Start, stop and inspect the MIDAS services (redis, worker, beat, flower, watcher, dashboard).",
     )
     parser.add_argument("action", choices=ACTIONS)

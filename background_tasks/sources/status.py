@@ -33,10 +33,7 @@ class SourceStatus:
 
 
 #: ``"module:function"`` of each kind of source; the function takes Settings and returns its SourceStatus list
-PROVIDERS: tuple[str, ...] = (
-    "background_tasks.sources.mail.status:statuses",
-    "background_tasks.sources.s3.status:statuses",
-)
+PROVIDERS: tuple[str, ...] = ()
 
 Provider = Callable[[Settings], list[SourceStatus]]
 

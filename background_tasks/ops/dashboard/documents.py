@@ -63,15 +63,10 @@ def highlight_html(snippet: str, start: str = _MARK_START, end: str = _MARK_END)
     return escaped.replace(html.escape(start), "<mark>").replace(html.escape(end), "</mark>")
 
 
-def search_documents(
-    url: str, query: str, limit: int = 20, file_type: str | None = None, mode: str = "hybrid"
-) -> list[dict[str, Any]]:
-    """Search by words and meaning (``mode``); each hit with ``snippet_html`` (escaped, matches in <mark>).
-
-    Hybrid and semantic give one hit per document, ``more`` counting its other matching passages.
-    """
+def search_documents(url: str, query: str, limit: int = 20, file_type: str | None = None) -> list[dict[str, Any]]:
+    """Full-text search over the chunks; each hit with ``snippet_html`` (escaped, matches in <mark>)."""
     create_schema(url)
-    hits = DocumentStore(url).search(query, limit=limit, file_type=file_type, marks=(_MARK_START, _MARK_END), mode=mode)
+    hits = DocumentStore(url).search(query, limit=limit, file_type=file_type, marks=(_MARK_START, _MARK_END))
     return [
         {
             "document_id": h.document_id,
@@ -81,9 +76,7 @@ def search_documents(
             "page": h.page,
             "chunk_index": h.chunk_index,
             "score": h.score,
-            "more": h.more,
             "snippet_html": highlight_html(h.snippet),
-            "origin": h.origin,
         }
         for h in hits
     ]
