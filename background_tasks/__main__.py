@@ -130,7 +130,7 @@ def _cmd_sources(args: argparse.Namespace, out: TextIO) -> int:
 
     rows = all_statuses(settings_or_exit())
     if not rows:
-        print("no sources configured (see Sources in the README)", file=out)
+        print("no sources configured", file=out)
         return 0
     for row in rows:
         when = row.last_run_at.isoformat(timespec="seconds") if row.last_run_at else "never"
