@@ -19,12 +19,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from celery.exceptions import TimeoutError as ResultTimeout
 
 from background_tasks.processing import pipeline
 from background_tasks.storage.store import DocumentStore
 from tests import db_fixtures
-from tests.support import die_with_parent, wait_until
+from tests.support import die_with_parent, result_or_log, wait_until
 
 database_url = db_fixtures.database_url  # the SQLite + PostgreSQL fixture
 
@@ -140,10 +139,7 @@ def test_the_workers_current_directory_is_not_an_allowed_folder(project_like_cwd
     names = ["secret_in_cwd.env", ".git/config", ".venv/pyvenv.cfg", "notes.txt", str(project_like_cwd / "notes.txt")]
     pending = [stack.send("background_tasks.document_tasks.process_document_file", name) for name in names]
     for name, outcome in zip(names, pending, strict=True):
-        try:
-            result = outcome.get(timeout=60)
-        except ResultTimeout:  # seen once in CI: say what the worker did
-            raise AssertionError(f"no result for {name!r}; worker log:\n{worker.log_text()[-4000:]}") from None
+        result = result_or_log(outcome, worker)  # timed out once in CI: say what the worker did
         assert result["status"] == "rejected", (name, result)
         assert result["error_type"] == "path_not_allowed", (name, result)
         assert "outside the allowed folders" in result["error"]

@@ -20,13 +20,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from background_tasks.statuses import LedgerState
 from background_tasks.storage.db import get_engine, read_scope, session_scope, transient_db_errors
 from background_tasks.storage.models import LedgerEntry
 from background_tasks.storage.schema import create_schema
+from background_tasks.storage.values import insert_for
 
 #: arguments larger than this are not kept (the entry can then not be sent again, and says so)
 MAX_CALL_BYTES = 4 * 1024 * 1024
@@ -115,11 +115,10 @@ class _Statements:
 
 @functools.cache
 def _statements(dialect: str) -> _Statements:
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     c = _TABLE.c
     # plain comparisons: an IN list cannot be used by an upsert executed for many rows
     not_over = and_(*(c.state != s.value for s in _OVER))
-    sent = insert(_TABLE)
+    sent = insert_for(dialect, _TABLE)
     sent = sent.on_conflict_do_update(
         index_elements=[c.task_id],
         set_={
@@ -131,7 +130,7 @@ def _statements(dialect: str) -> _Statements:
         },
         where=not_over,
     )
-    start = insert(_TABLE)
+    start = insert_for(dialect, _TABLE)
     start = start.on_conflict_do_update(
         index_elements=[c.task_id],
         set_={

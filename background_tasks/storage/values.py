@@ -110,10 +110,14 @@ def check_sha(value: str) -> str:
     return value
 
 
+def insert_for(dialect: str, table: Any) -> Any:
+    """An INSERT of the named dialect, which has ``on_conflict_do_update`` on both databases."""
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
 def upsert(session: Session, table: Any) -> Any:
     """An INSERT of the session's dialect, which has ``on_conflict_do_update`` on both databases."""
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return insert_for(session.get_bind().dialect.name, table)
 
 
 P = ParamSpec("P")
