@@ -15,6 +15,7 @@ from celery import Celery, signals
 from background_tasks.logging_setup import install_task_context
 from background_tasks.ops import alerts, ledger, task_history
 from background_tasks.processing import worker_process
+from background_tasks.storage import db
 
 
 def _task_id_on_every_line(logger: logging.Logger, **_: Any) -> None:
@@ -28,6 +29,21 @@ def _task_id_on_every_line(logger: logging.Logger, **_: Any) -> None:
         mp_logger = get_multiprocessing_logger()
         if mp_logger is not None:
             install_task_context(mp_logger)
+
+
+def _guard_forks(sender: Any = None, **_: Any) -> None:
+    """Before a prefork pool forks its children from this process, make SQLite safe to fork
+    (``storage.fork_guard``): without it a child forked while a thread here writes finds the
+    database locked for good."""
+    from celery import concurrency
+    from celery.concurrency.prefork import TaskPool
+
+    try:
+        pool_cls = concurrency.get_implementation(getattr(sender, "pool_cls", None) or "prefork")
+    except Exception:  # an unknown pool name is Celery's to report
+        return
+    if isinstance(pool_cls, type) and issubclass(pool_cls, TaskPool):
+        db.guard_forks()
 
 
 def _preload(sender: Any = None, **_: Any) -> None:
@@ -48,6 +64,7 @@ def wire_signals(app: Celery) -> None:
     handlers: list[tuple[signals.Signal, Any]] = [
         (signals.after_setup_logger, _task_id_on_every_line),
         (signals.after_setup_task_logger, _task_id_on_every_line),
+        (signals.worker_init, _guard_forks),  # first: before anything here opens the database
         (signals.worker_init, _preload),
         (signals.task_postrun, _after_task),
         *task_history.SIGNAL_HANDLERS,

@@ -27,8 +27,10 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from background_tasks.errors import StorageUnavailable, TransientError
+from background_tasks.storage import fork_guard
 from background_tasks.storage.sqlite_guard import GuardedConnection, discard_broken_connections, is_storage_fault
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _sessionmakers: dict[str, sessionmaker[Session]] = {}
 _readers: dict[str, sessionmaker[Session]] = {}
+#: engines a forked child inherited from its parent, kept so their connections are never closed here
+_inherited: list[Engine] = []
 #: execution option that marks a connection as read-only (see ``read_scope``)
 _READ_ONLY = "midas_read_only"
 
@@ -157,7 +161,9 @@ def get_engine(url: str) -> Engine:
             path = sqlite_path(url)
             if path is not None:
                 _prepare_sqlite_file(path)
-            engine = create_engine(url, connect_args=dict(SQLITE_CONNECT_ARGS))
+            # a process that forks database users keeps no connection open between uses (fork_guard)
+            pooling: dict[str, Any] = {"poolclass": NullPool} if fork_guard.is_guarding() else {}
+            engine = create_engine(url, connect_args=dict(SQLITE_CONNECT_ARGS), **pooling)
             configure_sqlite_engine(engine)
         else:
             engine = create_engine(url, pool_pre_ping=True)
@@ -177,11 +183,33 @@ def dispose_engine(url: str) -> None:
         engine.dispose()
 
 
+def guard_forks() -> None:
+    """Make this process safe to fork children that use the database (Celery's prefork pool).
+
+    Its SQLite engines from now on hold no connection between uses, and a fork waits until none
+    is open (``fork_guard`` says why). Engines made before are closed and made again on next use.
+    """
+    fork_guard.guard_forks()
+    with _lock:
+        engines = [(url, _engines.pop(url)) for url in list(_engines) if is_sqlite(url)]
+        for url, _engine in engines:
+            _sessionmakers.pop(url, None)
+            _readers.pop(url, None)
+    for _url, engine in engines:
+        engine.dispose()
+
+
 def _after_fork_in_child() -> None:
-    # Connections inherited from the parent must not be used by the child
-    # (Celery prefork); give each engine a fresh pool without closing them.
-    for engine in list(_engines.values()):
-        engine.dispose(close=False)
+    # Connections inherited from the parent must not be used by the child (Celery prefork): set the
+    # parent's engines aside and build new ones on first use. They are kept referenced, never closed:
+    # closing (or collecting) an inherited SQLite connection runs SQLite's close path in the wrong
+    # process. A parent's thread may have held the lock at the fork.
+    global _lock
+    _lock = threading.Lock()
+    _inherited.extend(_engines.values())
+    _engines.clear()
+    _sessionmakers.clear()
+    _readers.clear()
 
 
 if hasattr(os, "register_at_fork"):

@@ -38,6 +38,8 @@ import sqlite3
 import threading
 from typing import Any
 
+from background_tasks.storage import fork_guard
+
 logger = logging.getLogger(__name__)
 
 #: primary SQLite result codes that mean "the storage cannot be written/read now"
@@ -136,8 +138,14 @@ class GuardedConnection(sqlite3.Connection):
         path = _database_path(database, bool(kwargs.get("uri")))
         if path is not None:
             check_writable(path)
-        super().__init__(database, *args, **kwargs)
+        counted = fork_guard.opening()
+        try:
+            super().__init__(database, *args, **kwargs)
+        except BaseException:
+            fork_guard.opened(None, counted)
+            raise
         self.midas_path = path
+        fork_guard.opened(self, counted)
 
     def cursor(self, factory: Any = None) -> Any:  # type: ignore[override]
         return super().cursor(factory or GuardedCursor)
@@ -151,6 +159,7 @@ class GuardedConnection(sqlite3.Connection):
             logger.warning("not closing a connection to %s while its files cannot be written; later", path)
             return
         super().close()
+        fork_guard.closed(self)
 
 
 def is_storage_fault(orig: BaseException | None) -> bool:
