@@ -515,14 +515,21 @@ def section_documents(settings: Settings, app: Any) -> None:
     st.subheader("Search")
     with guarded("The search"):
         query = st.text_input('Words, "a phrase", -excluded', key="doc_query")
+        mode = st.radio("Match", ("hybrid", "keyword", "semantic"), horizontal=True, key="doc_search_mode",
+                        help="hybrid: words and meaning; keyword: the words; semantic: the meaning")  # fmt: skip
         if query.strip():
-            hits = dd.search_documents(url, query, limit=20)
+            hits = dd.search_documents(url, query, limit=20, mode=mode)
             if not hits:
                 st.info("Nothing found.")
             for hit in hits:
                 where = f"page {hit['page']}, " if hit["page"] else ""
-                title = f"**{md(hit['name'])}** (document {hit['document_id']}, {where}chunk {hit['chunk_index']})"
+                where += f"chunk {hit['chunk_index']}" + (f", {hit['more']} more passage(s)" if hit["more"] else "")
+                title = f"**{md(hit['name'])}** (document {hit['document_id']}, {where})"
                 st.markdown(title)
+                if hit.get("origin"):  # from a mail account (or another source): where it came from
+                    origin = hit["origin"]
+                    said = [f"{k} {origin[k]}" for k in ("account", "folder", "from", "subject", "date") if k in origin]
+                    st.caption(md(", ".join(said) or origin.get("source", "")))
                 st.html(f"<div class='midas-snippet'>{hit['snippet_html']}</div>")
 
     st.subheader("One document")
@@ -601,7 +608,7 @@ def section_actions(settings: Settings, app: Any) -> None:
             for upload in files or []:
                 try:
                     path = dd.save_upload(settings, upload.name, upload.getvalue())
-                    task_id = dd.send_document(app, path)
+                    task_id = dd.send_document(app, path, settings)
                     st.success(f"{md(upload.name)}: saved as {md(path.name)}, queued (task {task_id})")
                 except Exception as exc:
                     log.warning("upload of %s failed: %s", upload.name, exc)

@@ -36,6 +36,8 @@ TASK_ROUTES = {
     f"{keys.ANALYSIS_TASKS}.*": {"queue": "analysis"},
     f"{keys.MONITORING_TASKS}.*": {"queue": "monitoring"},
     f"{keys.SYSTEM_TASKS}.*": {"queue": "default"},
+    f"{keys.MAIL_TASKS}.*": {"queue": "default"},
+    f"{keys.S3_TASKS}.*": {"queue": "default"},
 }
 
 
@@ -55,7 +57,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "options": {"expires": max(1.0, seconds * 0.9)},
         }
 
-    return {
+    schedule = {
         "system-health-check": entry(keys.SYSTEM_HEALTH_CHECK, settings.health_check_interval),
         "queue-check": entry(keys.CHECK_TASK_QUEUE, settings.queue_check_interval),
         "task-report": entry(keys.GENERATE_TASK_REPORT, settings.task_report_interval, hours=24),
@@ -71,6 +73,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             days=settings.retention_days,
         ),
     }
+    if settings.mail_config:
+        schedule["mail-fetch"] = entry(keys.FETCH_MAIL, settings.mail_interval)
+    if settings.s3_sources:
+        schedule["s3-sources"] = entry(keys.LIST_S3_SOURCES, settings.s3_interval)
+    return schedule
 
 
 def broker_transport_options(visibility_timeout: int) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Check a running MIDAS system end to end (after `make run`).
 
-    python test_background_processing.py            # table of PASS / FAIL with timings and hints
-    python test_background_processing.py --json     # the same for machines
-    python test_background_processing.py --skip watcher,dashboard
+    .venv/bin/python test_background_processing.py            # table of PASS / FAIL with timings and hints
+    .venv/bin/python test_background_processing.py --json     # the same for machines
+    .venv/bin/python test_background_processing.py --skip watcher,dashboard
 
 Exit status 0 when every check passed, 1 otherwise. It uses the same settings
 (environment / .env) as the services, so it checks the system they form.
@@ -25,15 +25,24 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from background_tasks import keys
-from background_tasks.settings import QUEUES, Settings, settings_or_exit
+try:  # a Python without MIDAS's packages (not .venv's) would fail every check and blame Redis
+    import celery  # noqa: F401
+    import redis  # noqa: F401
+
+    from background_tasks import keys
+    from background_tasks.settings import QUEUES, Settings, settings_or_exit
+except ImportError as exc:
+    raise SystemExit(
+        f"{sys.executable} cannot import MIDAS's packages ({exc}).\n"
+        "Run it with .venv/bin/python test_background_processing.py "
+        "(`make run` or scripts/setup.sh creates .venv)."
+    ) from None
 
 HINTS = {
-    "redis": "Is Redis running? `python -m background_tasks.services status`; start it with `make run`; "
-    "see logs/redis.log.",
+    "redis": "Is Redis running? `.venv/bin/midas status`; start it with `make run`; see logs/redis.log.",
     "workers": "Is a worker up for every queue? `make status`; see logs/worker-*.log.",
-    "documents": "Did the worker log an error? See logs/worker-*.log; `python -m background_tasks documents "
-    "--status failed` lists recorded errors.",
+    "documents": "Did the worker log an error? See logs/worker-*.log; `.venv/bin/midas documents --status failed` "
+    "lists recorded errors.",
     "batch": "See logs/worker-*.log; a batch needs a worker on the `documents` queue.",
     "monitoring": "Is a worker consuming the `monitoring` queue? See logs/worker-*.log.",
     "cleanup": "See logs/worker-*.log.",

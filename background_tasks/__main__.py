@@ -1,6 +1,8 @@
-"""Command line: ``python -m background_tasks search "query"`` and friends.
+"""Command line: ``midas search "query"`` (or ``python -m background_tasks search ...``) and friends.
 
-A quick way to use the document store from a terminal, without the dashboard.
+A quick way to use the document store from a terminal, without the dashboard; ``start``,
+``stop``, ``status`` and ``restart`` are the launcher's (``python -m background_tasks.services``),
+so one command does both.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ def _cmd_search(args: argparse.Namespace, out: TextIO) -> int:
     tty = out.isatty()
     # Private-use markers survive sanitizing; they become bold (tty) or **x** afterwards.
     try:
-        hits = store.search(args.query, limit=args.limit, file_type=args.type, marks=("\ue000", "\ue001"))
+        hits = store.search(
+            args.query, limit=args.limit, file_type=args.type, marks=("\ue000", "\ue001"), mode=args.mode
+        )
     except InvalidQuery as exc:
         print(f"Search refused: {exc.message}", file=sys.stderr)
         return 2
@@ -50,6 +54,7 @@ def _cmd_search(args: argparse.Namespace, out: TextIO) -> int:
     for rank, hit in enumerate(hits, 1):
         where = [f"page {hit.page}"] if hit.page is not None else []
         where += [f"chunk {hit.chunk_index}", f"score {hit.score:.3g}"]
+        where += [f"{hit.more} more passage(s) in it"] if hit.more else []
         print(f"{rank}. {_safe(hit.path or f'document {hit.document_id}')}  ({', '.join(where)})", file=out)
         snippet = " ".join(_safe(hit.snippet).split())
         print("   " + snippet.replace("\ue000", start).replace("\ue001", end), file=out)
@@ -145,17 +150,91 @@ def _cmd_sources(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if any(row.error for row in rows) else 0
 
 
+def _cmd_embeddings(args: argparse.Namespace, out: TextIO) -> int:
+    from background_tasks.analysis.embeddings import EmbeddingUnavailable
+    from background_tasks.analysis.embeddings_index import documents_to_rebuild
+    from background_tasks.storage import vectors
+
+    settings = settings_or_exit()
+    url = settings.database_url_resolved
+    if not settings.embeddings_enabled:
+        print("embeddings are off (MIDAS_EMBEDDINGS=false)", file=out)
+        return 0 if args.action == "status" else 1
+    try:
+        model, todo = documents_to_rebuild(settings, url)
+    except EmbeddingUnavailable as exc:
+        print(f"the embedding model cannot be loaded: {_safe(exc.message)}", file=sys.stderr)
+        return 1
+    if args.action == "status":
+        counts = vectors.counts(url)
+        done = counts["by_model"].get(model, 0)
+        print(f"model {_safe(model)}: {done} of {counts['chunks']} chunks embedded, {len(todo)} document(s) to do",
+              file=out)  # fmt: skip
+        for other, n in sorted(counts["by_model"].items()):
+            if other != model:
+                print(f"  {n} chunk(s) still embedded by {_safe(other)} (not searched)", file=out)
+        return 0
+    if args.here:
+        from background_tasks.analysis.embeddings_index import embed_document
+
+        written = sum(embed_document(document_id, settings, url).embedded for document_id in todo)
+        dropped = vectors.drop_other_models(url, model)
+        print(f"{written} chunk(s) of {len(todo)} document(s) embedded by {_safe(model)}; {dropped} old dropped",
+              file=out)  # fmt: skip
+        return 0
+    from background_tasks import keys
+    from background_tasks.analysis_tasks import embed_document as embed_task
+
+    for document_id in todo:
+        embed_task.apply_async(args=[document_id], task_id=keys.embedding_task_id(document_id, f"rebuild:{model}"))
+    print(f"queued {len(todo)} document(s) for embedding by {_safe(model)} on the analysis queue", file=out)
+    return 0
+
+
+#: the launcher's commands, handed to its command line whole (its options and service names included)
+LAUNCHER_COMMANDS = {
+    "start": "start the services (all, or those named: redis worker beat flower watcher dashboard)",
+    "stop": "stop the services the launcher started",
+    "status": "what runs, with PIDs and URLs (--json for machines)",
+    "restart": "stop, then start",
+}
+
+
+def _prog() -> str:
+    """``midas`` when run as the installed command, else the module form."""
+    return "midas" if os.path.basename(sys.argv[0] or "").startswith("midas") else "python -m background_tasks"
+
+
+def _run_launcher(argv: Sequence[str]) -> int:
+    from background_tasks.launcher import cli
+
+    return cli.main(argv, prog=_prog())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m background_tasks", description="MIDAS document store and intake ledger"
+        prog=_prog(), description="MIDAS: the document store, the intake ledger and the services"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    search = sub.add_parser("search", help="full-text search over processed documents")
+    search = sub.add_parser("search", help="search processed documents by their words and meaning")
     search.add_argument("query", help='words (all must match), "a phrase", -excluded, or')
     search.add_argument("--limit", type=int, default=10, help="number of hits (default 10)")
     search.add_argument("--type", help="only this file type, e.g. pdf")
+    search.add_argument(
+        "--mode",
+        choices=("keyword", "semantic", "hybrid"),
+        default="hybrid",
+        help="keyword: the words; semantic: the meaning (embeddings); hybrid (default): both, one hit per document",
+    )
     search.set_defaults(func=_cmd_search)
+
+    embeddings = sub.add_parser("embeddings", help="the chunk embeddings semantic search uses")
+    embeddings.add_argument(
+        "action", choices=("status", "rebuild"), help="status: what is embedded; rebuild: embed what the model lacks"
+    )
+    embeddings.add_argument("--here", action="store_true", help="rebuild in this process instead of on the workers")
+    embeddings.set_defaults(func=_cmd_embeddings)
 
     documents = sub.add_parser("documents", help="list processed, failed and rejected documents")
     documents.add_argument("--limit", type=int, default=50)
@@ -174,10 +253,16 @@ def build_parser() -> argparse.ArgumentParser:
     sources = sub.add_parser("sources", help="S3 prefixes and mail accounts MIDAS fetches from")
     sources.add_argument("action", choices=("status",), help="status: per source, last run, seen, submitted, errors")
     sources.set_defaults(func=_cmd_sources)
+
+    for command, text in LAUNCHER_COMMANDS.items():
+        sub.add_parser(command, help=text)  # for the listing in --help; main() hands these over before parsing
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LAUNCHER_COMMANDS:
+        return _run_launcher(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args, out or sys.stdout)

@@ -18,6 +18,7 @@ from typing import Any
 
 from background_tasks import keys
 from background_tasks.analysis import analyze as analysis
+from background_tasks.analysis import embeddings_index
 from background_tasks.analysis.analyze import get_analysis
 from background_tasks.processing import ocr_pipeline
 from background_tasks.settings import get_settings
@@ -34,9 +35,11 @@ _JSON_RECORD_SHAPES = frozenset({"array", "json-lines"})
 __all__ = [
     "analyze_data_file",
     "analyze_document",
+    "embed_document",
     "follow_ups",
     "get_analysis",
     "ocr_document_pages",
+    "schedule_embedding",
     "schedule_follow_ups",
 ]
 
@@ -67,7 +70,15 @@ def ocr_document_pages(self, document_id: int, file_path: str, pages: list[int])
         ocr_document_pages.apply_async(
             args=[document_id, file_path, rest], task_id=keys.ocr_pages_task_id(document_id, rest)
         )
+    else:  # the text (or only the OCR status) was recorded again, and its chunks with it
+        schedule_embedding({**result, "status": "success"}, f"ocr:{result['status']}:{result.get('chunks_created')}")
     return result
+
+
+@app.task(bind=True, name=keys.EMBED_DOCUMENT)
+def embed_document(self, document_id: int) -> dict[str, Any]:
+    """Embed a processed document's chunks that the configured model has not embedded (semantic search)."""
+    return embeddings_index.embed_document(int(document_id), get_settings(), analysis_store().url).as_dict()
 
 
 @dataclass(frozen=True)
@@ -115,3 +126,20 @@ def schedule_follow_ups(result: dict[str, Any]) -> list[str]:
     except Exception as exc:  # the document is processed; a lost follow-up is logged, not fatal
         log.warning("document %s: could not queue follow-up analysis: %s", result.get("document_id"), exc)
     return queued
+
+
+def schedule_embedding(result: dict[str, Any], version: str | None = None) -> str | None:
+    """Queue the embedding of a recorded document's chunks; returns the task id. Never raises.
+
+    ``version`` tells recordings of one document apart (default: its content and chunk count).
+    """
+    if result.get("status") != "success" or not result.get("document_id") or not get_settings().embeddings_enabled:
+        return None
+    document_id = int(result["document_id"])
+    task_id = keys.embedding_task_id(document_id, version or f"{result.get('sha256')}:{result.get('chunks_created')}")
+    try:
+        embed_document.apply_async(args=[document_id], task_id=task_id)
+    except Exception as exc:  # the document is stored and keyword-searchable; `embeddings rebuild` catches up
+        log.warning("document %s: could not queue its embedding: %s", document_id, exc)
+        return None
+    return task_id

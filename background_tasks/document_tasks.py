@@ -46,16 +46,24 @@ class DocumentFileTask(MidasTask):
 
 
 @app.task(bind=True, base=DocumentFileTask, name=keys.PROCESS_DOCUMENT_FILE)
-def process_document_file(self, file_path: str) -> dict[str, Any]:
+def process_document_file(self, file_path: str, origin: dict[str, str] | None = None) -> dict[str, Any]:
     """Extract, chunk and store one document; returns the result dict (see README).
+
+    ``origin``: where a source (mail, S3) took the file from, kept as ``metadata["origin"]``.
 
     A ``TransientError`` (file still being written, database locked, storage
     read-only) is retried by the base class with backoff (``task_base``).
     """
     result = pipeline.process_file(
-        file_path, get_settings(), document_store(), task_id=self.request.id, in_transaction=ledger.outcome_hook(self)
+        file_path,
+        get_settings(),
+        document_store(),
+        task_id=self.request.id,
+        in_transaction=ledger.outcome_hook(self),
+        origin=origin,
     ).as_dict()
     analysis_tasks.schedule_follow_ups(result)  # tables get profiled, long scans OCR'd, on the analysis queue
+    analysis_tasks.schedule_embedding(result)  # semantic search, on the analysis queue
     return result
 
 

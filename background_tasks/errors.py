@@ -39,10 +39,12 @@ class ErrorType(StrEnum):
     FILE_NOT_READY = "file_not_ready"
     #: an operating-system error reading the file (``OSError`` other than the ones above)
     IO_ERROR = "io_error"
-    #: text analysis of a document id the store does not have
+    #: no file at a path inside the allowed folders, or text analysis of a document id the store does not have
     NOT_FOUND = "not_found"
     #: text analysis of a document that was not processed successfully
     NOT_PROCESSED = "not_processed"
+    #: an object store refused the credentials or their rights (not retried: the same request fails again)
+    ACCESS_DENIED = "access_denied"
 
 
 class MidasError(Exception):
@@ -76,6 +78,12 @@ class PathNotAllowed(RejectedError):
     error_type: ErrorType = ErrorType.PATH_NOT_ALLOWED
 
 
+class NoSuchFile(RejectedError):
+    """Nothing is at the path, inside the allowed folders (outside them the answer is ``PathNotAllowed``)."""
+
+    error_type: ErrorType = ErrorType.NOT_FOUND
+
+
 class InvalidArgument(RejectedError):
     """The task was given something that is not a usable file path (not a string, a NUL byte, empty)."""
 
@@ -86,6 +94,18 @@ class InvalidQuery(RejectedError):
     """A search query the store will not run (too long, too many words in a phrase)."""
 
     error_type: ErrorType = ErrorType.INVALID_QUERY
+
+
+class ObjectNotFound(RejectedError):
+    """The bucket or the object an s3:// URI names does not exist."""
+
+    error_type: ErrorType = ErrorType.NOT_FOUND
+
+
+class AccessDenied(PermanentError):
+    """The object store refused the credentials (wrong, expired, missing) or their rights."""
+
+    error_type: ErrorType = ErrorType.ACCESS_DENIED
 
 
 class FileTooLarge(RejectedError):

@@ -141,12 +141,36 @@ def make_sender(settings: Settings) -> Callable[[Outgoing], None]:
     broker_errors = (kombu.exceptions.OperationalError, redis.exceptions.RedisError, OSError)
 
     def send(item: Outgoing) -> None:
+        args = staged_args(item, settings)  # MIDAS_OBJECT_STORE: workers on other hosts read the s3:// copies
         try:
-            app.send_task(item.task_name, args=item.args, task_id=item.task_id, retry=False)
+            app.send_task(item.task_name, args=args, task_id=item.task_id, retry=False)
         except broker_errors as exc:
             raise TransientError(str(exc) or type(exc).__name__) from exc
 
     return send
+
+
+def staged_args(item: Outgoing, settings: Settings) -> list[Any]:
+    """The message's arguments with each path staged in MIDAS_OBJECT_STORE (unchanged when it is not set).
+
+    An object store that cannot be reached is a TransientError: the message waits in the pending queue.
+    """
+    if not settings.object_store:
+        return item.args
+    from background_tasks.errors import MidasError
+    from background_tasks.sources.s3.staging import stage
+
+    def target(path: str) -> str:
+        try:
+            return stage(path, settings).target
+        except FileNotFoundError:
+            return path  # gone meanwhile: the worker records it as missing
+        except MidasError as exc:
+            raise TransientError(exc.message) from exc
+
+    if item.task_name == keys.PROCESS_DOCUMENT_BATCH:
+        return [[target(p) for p in item.args[0]]]
+    return [target(item.args[0])]
 
 
 class Heartbeat:

@@ -20,6 +20,9 @@ KEY_PREFIX = "midas:"
 #: the file watcher's heartbeat, a JSON object with a TTL, read by the health check
 WATCHER_HEARTBEAT_KEY = KEY_PREFIX + "watcher:heartbeat"
 
+#: held while mail is fetched, so two runs of the mail task never take the same mails
+MAIL_FETCH_LOCK = KEY_PREFIX + "mail:fetching"
+
 
 def alert_key(kind: str) -> str:
     """The quiet period of one kind of alert (a key with a TTL)."""
@@ -49,7 +52,9 @@ SYSTEM_TASKS = "background_tasks.system_tasks"
 DOCUMENT_TASKS = "background_tasks.document_tasks"
 MONITORING_TASKS = "background_tasks.monitoring_tasks"
 ANALYSIS_TASKS = "background_tasks.analysis_tasks"
-TASK_MODULES = (SYSTEM_TASKS, DOCUMENT_TASKS, MONITORING_TASKS, ANALYSIS_TASKS)
+MAIL_TASKS = "background_tasks.mail_tasks"
+S3_TASKS = "background_tasks.s3_tasks"
+TASK_MODULES = (SYSTEM_TASKS, DOCUMENT_TASKS, MONITORING_TASKS, ANALYSIS_TASKS, MAIL_TASKS, S3_TASKS)
 
 PING = f"{SYSTEM_TASKS}.ping"
 FAIL = f"{SYSTEM_TASKS}.fail"
@@ -69,6 +74,11 @@ REAP_LEDGER = f"{MONITORING_TASKS}.reap_ledger"
 ANALYZE_DATA_FILE = f"{ANALYSIS_TASKS}.analyze_data_file"
 ANALYZE_DOCUMENT = f"{ANALYSIS_TASKS}.analyze_document"
 OCR_DOCUMENT_PAGES = f"{ANALYSIS_TASKS}.ocr_document_pages"
+EMBED_DOCUMENT = f"{ANALYSIS_TASKS}.embed_document"
+
+FETCH_MAIL = f"{MAIL_TASKS}.fetch_mail"
+
+LIST_S3_SOURCES = f"{S3_TASKS}.list_s3_sources"
 
 
 # --------------------------------------------------------------------------
@@ -93,3 +103,18 @@ def ocr_pages_task_id(document_id: int, pages: list[int]) -> str:
 def data_analysis_task_id(sha256: str | None) -> str:
     """The task id of the profile of a data file, by its content."""
     return _derived_id(f"midas-data-analysis:{sha256}")
+
+
+def embedding_task_id(document_id: int, version: str) -> str:
+    """The task id of embedding one recorded version of a document's chunks."""
+    return _derived_id(f"midas-embed:{document_id}:{version}")
+
+
+def mail_part_task_id(account: str, folder: str, uidvalidity: int, uid: int, part: str) -> str:
+    """The task id of one file taken from one mail: a run that re-takes the mail after a crash sends the same id."""
+    return _derived_id(f"midas-mail:{account}:{uidvalidity}:{uid}:{part}:{folder}")
+
+
+def s3_object_task_id(uri: str, etag: str) -> str:
+    """The task id of one version of an S3 source's object: a submission repeated after a crash is the same task."""
+    return _derived_id(f"midas-s3:{etag}:{uri}")

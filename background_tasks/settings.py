@@ -130,6 +130,10 @@ class Settings:
     watch_batch_size: int
     watch_batch_timeout: float
     watch_polling: bool
+    # Mail
+    mail_config: Path | None
+    mail_interval: int
+    mail_max_per_run: int
     # Monitoring
     ledger_warn_age_seconds: int
     cpu_warn_percent: float
@@ -159,6 +163,18 @@ class Settings:
     ocr_dpi: int
     ocr_page_timeout: float
     ocr_max_pages_per_task: int
+    # Semantic search
+    embeddings_enabled: bool
+    embed_model: str | None
+    embed_device: str
+    # Object storage
+    s3_endpoint_url: str | None
+    s3_region: str | None
+    s3_path_style: bool
+    object_store: str | None
+    s3_sources: tuple[str, ...]
+    s3_interval: int
+    s3_max_per_run: int
     # Not a variable: True when redis_password is the launcher's generated one, not REDIS_PASSWORD.
     redis_password_generated: bool = False
 
@@ -266,6 +282,8 @@ class Settings:
             if isinstance(value, tuple):
                 if var.attr == "worker_groups":
                     value = ";".join(",".join(g) for g in value)
+                elif all(isinstance(v, str) for v in value):  # comma lists (URIs hold the path separator)
+                    value = ",".join(value)
                 else:
                     value = os.pathsep.join(str(v) for v in value)
             elif isinstance(value, bool):
@@ -344,6 +362,11 @@ def _check_relations(s: Settings) -> None:
     if s.chunk_overlap >= s.chunk_size:
         raise SettingsError(
             f"MIDAS_CHUNK_OVERLAP={s.chunk_overlap} must be smaller than MIDAS_CHUNK_SIZE={s.chunk_size}"
+        )
+    if s.object_store and s.database_url_resolved.startswith("sqlite"):
+        raise SettingsError(
+            f"MIDAS_OBJECT_STORE={s.object_store} is for workers on several hosts, which cannot share a SQLite file; "
+            "set MIDAS_DATABASE_URL (or POSTGRES_HOST) to PostgreSQL"
         )
     if s.data_dir.exists() and not s.data_dir.is_dir():
         raise SettingsError(f"MIDAS_DATA_DIR={s.data_dir} exists and is not a folder")

@@ -91,6 +91,10 @@ def _path(raw: str) -> Path:
     return path
 
 
+def _opt_path(raw: str) -> Path | None:
+    return _path(raw) if raw.strip() else None
+
+
 def _path_list(raw: str) -> tuple[Path, ...]:
     parts = [p.strip() for p in raw.replace(";", os.pathsep).split(os.pathsep)]
     return tuple(_path(p) for p in parts if p)
@@ -106,6 +110,13 @@ def _pool(raw: str) -> str | None:
         return None
     if value not in WORKER_POOLS:
         raise ValueError("must be one of " + ", ".join(WORKER_POOLS))
+    return value
+
+
+def _embed_device(raw: str) -> str:
+    value = raw.strip().lower() or "cpu"
+    if value not in ("cpu", "cuda"):
+        raise ValueError("must be cpu or cuda")
     return value
 
 
@@ -137,6 +148,28 @@ def _database_url(raw: str) -> str | None:
     if "://" not in raw:
         raise ValueError("must be a URL such as postgresql+psycopg://user:pw@host/db")
     return raw
+
+
+def _opt_http_url(raw: str) -> str | None:
+    value = raw.strip()
+    if value and not value.startswith(("http://", "https://")):
+        raise ValueError("must be an http:// or https:// URL (empty = AWS)")
+    return value or None
+
+
+def _s3_uri(raw: str) -> str:
+    value = raw.strip()
+    if not value.startswith("s3://") or not value[5:].split("/", 1)[0]:
+        raise ValueError("must look like s3://bucket or s3://bucket/prefix")
+    return value
+
+
+def _opt_s3_uri(raw: str) -> str | None:
+    return _s3_uri(raw) if raw.strip() else None
+
+
+def _s3_uri_list(raw: str) -> tuple[str, ...]:
+    return tuple(_s3_uri(part) for part in _str_list(raw))
 
 
 @dataclass(frozen=True)
@@ -418,6 +451,24 @@ VARIABLES: tuple[Var, ...] = (
         "Watcher",
     ),
     Var("MIDAS_WATCH_POLLING", "watch_polling", _bool, "false", "Poll instead of native events (SMB/NFS).", "Watcher"),
+    # Mail accounts (background_tasks/sources/mail)
+    Var(
+        "MIDAS_MAIL_CONFIG",
+        "mail_config",
+        _opt_path,
+        "",
+        "TOML file of IMAP accounts to fetch documents from (README: Mail accounts); empty = no mail.",
+        "Mail",
+    ),
+    Var("MIDAS_MAIL_INTERVAL", "mail_interval", _pos_int, "300", "Each mail account is fetched every N s.", "Mail"),
+    Var(
+        "MIDAS_MAIL_MAX_PER_RUN",
+        "mail_max_per_run",
+        _pos_int,
+        "100",
+        "Mails taken per account and run; the rest come next run.",
+        "Mail",
+    ),
     # Monitoring thresholds
     Var(
         "MIDAS_CPU_WARN_PERCENT",
@@ -510,5 +561,68 @@ VARIABLES: tuple[Var, ...] = (
         "10",
         "Pages OCR'd within one task; longer scans continue on the analysis queue in ranges of this size.",
         "OCR",
+    ),
+    # Semantic search (embeddings)
+    Var(
+        "MIDAS_EMBEDDINGS",
+        "embeddings_enabled",
+        _bool,
+        "true",
+        "Embed every chunk on the analysis queue, for semantic and hybrid search.",
+        "Search",
+    ),
+    Var(
+        "MIDAS_EMBED_MODEL",
+        "embed_model",
+        _opt_str,
+        "",
+        "A local sentence-transformers or static (Model2Vec) model directory; empty = the built-in WordLlama model.",
+        "Search",
+    ),
+    Var("MIDAS_EMBED_DEVICE", "embed_device", _embed_device, "cpu", "Where embeddings run: cpu or cuda.", "Search"),
+    # Object storage (S3 and S3-compatible servers); credentials only through boto3's own chain
+    Var(
+        "MIDAS_S3_ENDPOINT_URL",
+        "s3_endpoint_url",
+        _opt_http_url,
+        "",
+        "S3 endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS or MinIO (empty = AWS). Credentials come from "
+        "boto3's standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role).",
+        "Object storage",
+    ),
+    Var("MIDAS_S3_REGION", "s3_region", _opt_str, "", "S3 region (empty = boto3's default).", "Object storage"),
+    Var(
+        "MIDAS_S3_PATH_STYLE",
+        "s3_path_style",
+        _bool,
+        "false",
+        "Path-style addressing (endpoint/bucket/key), which most S3-compatible servers need.",
+        "Object storage",
+    ),
+    Var(
+        "MIDAS_OBJECT_STORE",
+        "object_store",
+        _opt_s3_uri,
+        "",
+        "s3://bucket/prefix: the watcher, the dashboard upload and submit() stage files here, so workers on other "
+        "hosts can read them (empty = local paths).",
+        "Object storage",
+    ),
+    Var(
+        "MIDAS_S3_SOURCES",
+        "s3_sources",
+        _s3_uri_list,
+        "",
+        "Bucket prefixes to process, comma-separated s3://bucket/prefix (empty = none).",
+        "Object storage",
+    ),
+    Var("MIDAS_S3_INTERVAL", "s3_interval", _pos_int, "300", "List the S3 sources every N s.", "Object storage"),
+    Var(
+        "MIDAS_S3_MAX_PER_RUN",
+        "s3_max_per_run",
+        _pos_int,
+        "1000",
+        "Objects submitted per source and listing; the rest go next time.",
+        "Object storage",
     ),
 )

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prepares a fresh clone: system programs MIDAS needs, then .venv with the pinned requirements.
+# Prepares a fresh clone: system programs MIDAS needs, then .venv with the pinned requirements
+# and MIDAS itself (`pip install -e .`: the `midas` command, imports from any folder).
 #   scripts/setup.sh          runtime (make run)
 #   scripts/setup.sh --dev    runtime + test tools (make test)
 # Idempotent and quick when everything is already there.
@@ -22,6 +23,9 @@ if [ "$DEV" = 1 ]; then
   need_cmds+=(chromium)
   deb_pkgs+=(chromium)
   brew_pkgs+=(chromium)
+  need_cmds+=(dovecot)  # the mail-source tests run a private IMAP server (tests/imap_server.py)
+  deb_pkgs+=(dovecot-imapd)
+  brew_pkgs+=(dovecot)
 fi
 
 missing_deb=() missing_brew=()
@@ -70,6 +74,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
   say "installing Python packages from $req"
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$req"
   echo "$digest" > "$stamp"
+fi
+# The checkout itself, editable: .venv/bin/midas, and `import background_tasks` from scripts anywhere.
+# Done again when pyproject.toml changes or the checkout moves (the install points at this folder).
+project_stamp="$VENV/.installed-project"
+project_digest=$( (pwd; cat pyproject.toml) | sha256sum | cut -d' ' -f1)
+if [ ! -f "$project_stamp" ] || [ "$(cat "$project_stamp")" != "$project_digest" ] || [ ! -x "$VENV/bin/midas" ]; then
+  say "installing MIDAS into $VENV (pip install -e .)"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+  echo "$project_digest" > "$project_stamp"
 fi
 mkdir -p logs
 say "ready"

@@ -133,9 +133,10 @@ def project_like_cwd(tmp_path) -> Path:
 
 
 @pytest.mark.integration
-def test_the_workers_current_directory_is_not_an_allowed_folder(project_like_cwd, isolated_stack) -> None:
+def test_the_workers_current_directory_is_not_an_allowed_folder(project_like_cwd, isolated_stack, monkeypatch) -> None:
     stack = isolated_stack()
     worker = stack.start_worker(cwd=project_like_cwd, name="cwd-worker")
+    monkeypatch.chdir(project_like_cwd)  # the sender resolves relative names (issue 18): here, in the same folder
     names = ["secret_in_cwd.env", ".git/config", ".venv/pyvenv.cfg", "notes.txt", str(project_like_cwd / "notes.txt")]
     pending = [stack.send("background_tasks.document_tasks.process_document_file", name) for name in names]
     for name, outcome in zip(names, pending, strict=True):

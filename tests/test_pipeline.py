@@ -133,12 +133,15 @@ def test_paths_outside_the_allowed_roots_are_rejected(settings, store, docs_dir,
         (docs_dir, "is a directory"),
         (fifo, "FIFO"),
         (Path("/dev/zero"), "outside"),
-        (docs_dir / "missing.txt", "no such file"),
     ]:
         result = pipeline.process_file(str(path), settings, store)
         assert result.status == "rejected", path
         assert result.error_type == "path_not_allowed"
         assert fragment in result.error, (path, result.error)
+    # A missing file inside the allowed folders is not_found (outside them it stays path_not_allowed).
+    missing = pipeline.process_file(str(docs_dir / "missing.txt"), settings, store)
+    assert (missing.status, missing.error_type) == ("rejected", "not_found")
+    assert "no such file" in missing.error
 
 
 def test_a_file_still_being_written_is_not_read(settings_for, store, docs_dir) -> None:

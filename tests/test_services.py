@@ -85,7 +85,7 @@ def test_start_status_ping_no_duplicates_and_stop_leaves_nothing(lifecycle_env: 
         assert rows[name]["state"] == "up", rows[name]
         assert psutil.pid_exists(rows[name]["pid"])
     assert rows["redis"]["url"] == f"redis://127.0.0.1:{env['REDIS_PORT']}"
-    assert rows["flower"]["url"] == f"http://localhost:{env['FLOWER_PORT']}/flower"
+    assert rows["flower"]["url"] == f"http://localhost:{env['FLOWER_PORT']}/flower/"
     assert rows["worker-1"]["note"] == "queues default,monitoring"
     table = launcher(env, "status")
     assert table.returncode == 0

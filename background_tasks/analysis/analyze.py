@@ -110,7 +110,7 @@ def analyze_data_path(raw_path: str, settings: Any, store: Any, document_id: int
     try:
         with take_in(raw_path, settings) as copy:
             original = copy.original
-            result["path"] = str(original)
+            result["path"] = copy.where
             sha256 = copy.sha256
             kind = copy.identify()
             result["file_type"] = kind.file_type

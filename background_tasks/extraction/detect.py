@@ -410,7 +410,7 @@ def _json_like(text: str, truncated: bool) -> bool:
 
 
 def resolve_extension(path: Path | str, extension: str) -> tuple[str, str]:
-    """(extension to process the file as, MIME type), or ``TypeMismatch``/``EmptyDocument``.
+    """(extension to process the file as, MIME type), or ``TypeMismatch``/``UnsupportedFileType``/``EmptyDocument``.
 
     The extension wins when the content agrees with it (text-ish extensions
     accept any text). When the content is another supported type, that type
@@ -450,15 +450,22 @@ def resolve_extension(path: Path | str, extension: str) -> tuple[str, str]:
         raise TypeMismatch(f"{name}: content is not {what} (it is plain text)")
     if not is_supported(ext) and detected.kind in _GENERIC_TEXT_KINDS:
         # A ".env", ".cfg" or extension-less text is configuration, not a document: it is never read as text.
-        raise UnsupportedFileType(
-            f"{name}: {ext or 'files without an extension'} is not a supported type "
-            f"(the content is {detected.description}); supported: see the README"
-        )
+        raise _unsupported(name, ext, detected)
     if detected.extension and is_supported(detected.extension):
         return _switch(name, ext, detected)
+    if not is_supported(ext):
+        # A ".pptx" that is a presentation, a ".zip": nothing contradicts the name, MIDAS just does not read it.
+        raise _unsupported(name, ext, detected)
     if detected.kind == "binary":
         raise TypeMismatch(f"{name}: content is not {what} (looks like random binary data)")
     raise TypeMismatch(f"{name}: content is not {what} (it is {detected.description}, which is not supported)")
+
+
+def _unsupported(name: str, ext: str, detected: Detected) -> UnsupportedFileType:
+    return UnsupportedFileType(
+        f"{name}: {ext or 'files without an extension'} is not a supported type "
+        f"(the content is {detected.description}); supported: see the README"
+    )
 
 
 def is_supported(extension: str) -> bool:

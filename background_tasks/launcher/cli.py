@@ -32,9 +32,9 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m background_tasks.services") -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m background_tasks.services",
+        prog=prog,
         description="Start, stop and inspect the MIDAS services (redis, worker, beat, flower, watcher, dashboard).",
     )
     parser.add_argument("action", choices=ACTIONS)

@@ -106,7 +106,7 @@ def build_services(settings: Settings, python: str | None = None) -> list[Servic
             "flower",
             "flower",
             (py, "-m", "background_tasks.flower_app", "--address=127.0.0.1", f"--port={settings.flower_port}"),
-            url=f"http://localhost:{settings.flower_port}/flower",
+            url=f"http://localhost:{settings.flower_port}/flower/",
         )
     )
     services.append(Service("watcher", "watcher", (py, "-m", "background_tasks.file_watcher"), requires=WATCHER_FILE))

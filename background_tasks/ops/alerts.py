@@ -35,6 +35,7 @@ from email.utils import formatdate, make_msgid
 from typing import Any
 from urllib.parse import urlsplit
 
+from background_tasks.keys import alert_key
 from background_tasks.ops.task_history import epoch, utc
 from background_tasks.settings import Settings, get_settings
 from background_tasks.storage import alert_state
@@ -194,7 +195,7 @@ def _claim_redis(settings: Settings, kind: str, now: float, quiet: float) -> tup
 
     client = redis.Redis.from_url(settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
     try:
-        key = f"midas:alert:{kind}"
+        key = alert_key(kind)
         if client.set(key, str(now), nx=True, ex=max(1, int(quiet))):
             return True, None
         previous = client.get(key)

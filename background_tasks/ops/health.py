@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 import redis
 
+from background_tasks.keys import WATCHER_HEARTBEAT_KEY
 from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
 from background_tasks.ops.queues import queue_depths
 from background_tasks.ops.reach import CONTROL_TIMEOUT, default_app, error_text, redis_client
@@ -34,8 +35,6 @@ from background_tasks.storage import health_samples
 from background_tasks.storage import write_check as storage_check
 
 log = logging.getLogger(__name__)
-
-WATCHER_HEARTBEAT_KEY = "midas:watcher:heartbeat"
 
 OK, WARNING, CRITICAL = "ok", "warning", "critical"
 _RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
@@ -217,9 +216,11 @@ def evaluate(
     queues: Mapping[str, Mapping[str, Any]],
     watcher: Mapping[str, Any],
     ledger: Mapping[str, Any] | None = None,
+    source_errors: tuple[str, ...] = (),
 ) -> tuple[str, tuple[str, ...]]:
     """Overall status and its reasons, from the thresholds in the settings."""
     findings: list[tuple[str, str]] = list(ledger_findings(settings, dict(ledger or {})))
+    findings.extend((WARNING, error) for error in source_errors)  # a mail account or bucket that failed its run
 
     def add(level: str, reason: str) -> None:
         if level != OK:
@@ -300,7 +301,9 @@ def system_health(
     extra = {f"watch:{d}": Path(d) for d in reported if isinstance(d, str) and f"watch:{d}" not in disks}
     disks.update(disk_figures(extra))
     ledger = ledger_figures(settings)
-    status, reasons = evaluate(settings, system, disks, redis_info, celery_info, queues, watcher, ledger)
+    status, reasons = evaluate(
+        settings, system, disks, redis_info, celery_info, queues, watcher, ledger, source_errors(settings)
+    )
     storage = storage_check.probe_storage(settings, app)  # a real write: a read-only store is critical
     status, reasons = storage_check.with_storage(status, reasons, storage)
     report = HealthReport(
@@ -324,6 +327,16 @@ def system_health(
         except Exception as exc:
             log.warning("health sample not stored: %s", error_text(exc))
     return report
+
+
+def source_errors(settings: Settings) -> tuple[str, ...]:
+    """Each source (mail account, S3 prefix) whose last run failed, as one warning; retried at its next run."""
+    from background_tasks.sources.status import all_statuses
+
+    try:
+        return tuple(f"{row.kind} source {row.name}: {row.error}" for row in all_statuses(settings) if row.error)
+    except Exception as exc:  # the health check must report, whatever a source does
+        return (f"sources could not report: {error_text(exc)}",)
 
 
 def store_health_sample(url: str, report: HealthReport) -> None:

@@ -21,8 +21,11 @@ from typing import Any
 
 from celery import signals
 from celery.app.amqp import AMQP
+from celery.utils.saferepr import saferepr
 from kombu.utils.objects import cached_property
 
+from background_tasks import keys
+from background_tasks.processing.intake import anchor_path
 from background_tasks.statuses import LedgerState
 from background_tasks.storage import ledger as ledger_store
 from background_tasks.storage.ledger import Submission
@@ -30,7 +33,7 @@ from background_tasks.storage.ledger import Submission
 log = logging.getLogger(__name__)
 
 #: task modules whose tasks carry documents: they are kept in the ledger (monitoring tasks are not)
-LEDGER_TASK_PREFIXES = ("background_tasks.document_tasks.", "background_tasks.analysis_tasks.")
+LEDGER_TASK_PREFIXES = (f"{keys.DOCUMENT_TASKS}.", f"{keys.ANALYSIS_TASKS}.")
 
 
 def is_ledgered(task_name: str | None) -> bool:
@@ -194,11 +197,53 @@ class LedgeredAMQP(AMQP):
         conf = self.app.conf
 
         def send_and_record(producer: Any, name: str, message: Any, **options: Any) -> Any:
+            if name in PATH_ARGUMENTS:
+                message = anchor_paths(name, message, self.argsrepr_maxsize)
             if conf.get("midas_ledger") and is_ledgered(name):
                 _record_publish(conf, name, message, options)
             return send(producer, name, message, **options)
 
         return send_and_record
+
+
+#: tasks that take the sender's paths: argument name, and whether it is a list of paths
+PATH_ARGUMENTS = {
+    "background_tasks.document_tasks.process_document_file": ("file_path", False),
+    "background_tasks.document_tasks.process_document_batch": ("file_paths", True),
+}
+
+
+def anchor_paths(name: str, message: Any, repr_size: int = 1024) -> Any:
+    """The message with its relative paths made absolute in the sender's directory (``intake.anchor_path``).
+
+    Resolved here, as it is published, because the worker resolving them would use its own directory.
+    """
+    keyword, is_list = PATH_ARGUMENTS[name]
+    body = message.body
+    if not (isinstance(body, list | tuple) and len(body) >= 2):
+        return message
+    args, kwargs = list(body[0] or ()), dict(body[1] or {})
+    if args:
+        given = args[0]
+    elif keyword in kwargs:
+        given = kwargs[keyword]
+    else:
+        return message
+    if is_list:
+        paths = [anchor_path(v) for v in given] if isinstance(given, list | tuple) else given
+    else:
+        paths = anchor_path(given)
+    if paths == given:
+        return message
+    if args:
+        args[0] = paths
+    else:
+        kwargs[keyword] = paths
+    headers = message.headers
+    if isinstance(headers, dict) and "argsrepr" in headers:  # what Flower and the task events show
+        headers["argsrepr"] = saferepr(args, repr_size)
+        headers["kwargsrepr"] = saferepr(kwargs, repr_size)
+    return message._replace(body=(args, kwargs, *body[2:]))
 
 
 def _queue_name(options: dict[str, Any], conf: Any) -> str | None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from background_tasks.keys import PROCESS_DOCUMENT_FILE
 from background_tasks.settings import Settings
 from background_tasks.statuses import LedgerState
 from background_tasks.storage import ledger as ledger_store
@@ -41,7 +42,6 @@ _ID = re.compile(rb'"id": ?"([^"]{1,155})"')
 _PAGE = 1000
 #: how long a claimed entry is left alone before the reaper looks at it again, in grace periods
 HOLD_GRACES = 5
-PROCESS_FILE = "background_tasks.document_tasks.process_document_file"
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ def why_not_resend(due: Due, known: Collection[str], settings: Settings) -> str 
         return "its arguments were not kept (too large or not JSON) and it cannot be sent again"
     if due.resends >= settings.max_redeliveries + 2:
         return f"sent again {due.resends} times and never finished"
-    if due.name == PROCESS_FILE and call.get("args"):
+    if due.name == PROCESS_DOCUMENT_FILE and call.get("args"):
         path = call["args"][0]
         if isinstance(path, str) and os.path.isabs(path) and not os.path.lexists(path):
             roots = [r for r in settings.allowed_roots if path.startswith(str(r))]

@@ -13,7 +13,6 @@ with ``Intake.identify`` (what the content really is) and ``file_facts``.
 from __future__ import annotations
 
 import errno
-import hashlib
 import mimetypes
 import os
 import shutil
@@ -22,16 +21,24 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from background_tasks.errors import EmptyDocument, FileNotReady, FileTooLarge, InvalidArgument, PathNotAllowed
+from background_tasks.errors import (
+    EmptyDocument,
+    FileNotReady,
+    FileTooLarge,
+    InvalidArgument,
+    NoSuchFile,
+    PathNotAllowed,
+)
 from background_tasks.extraction import detect
+from background_tasks.processing.copying import copy_hashed
 from background_tasks.settings import PROJECT_ROOT, Settings
-
-COPY_BUFFER = 1024 * 1024
+from background_tasks.sources.s3 import fetch as s3_fetch
+from background_tasks.sources.s3.uri import is_s3_uri, parse_object
 
 #: The bundled sample documents (``make run`` submits them); read-only examples, never secrets.
 SAMPLES_DIR = PROJECT_ROOT / "samples"
@@ -111,38 +118,67 @@ def path_argument(raw_path: object) -> str:
     return raw_path
 
 
+def anchor_path(value: object) -> object:
+    """A relative path made absolute against this process's directory, for a sender to send.
+
+    The worker's directory is not the sender's: ``.delay("report.pdf")`` means the sender's
+    ``report.pdf``. Not normalised (``..`` after a link means what the system says); anything
+    that is not a usable path string is returned as it is, for the worker to refuse.
+    """
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        return value
+    expanded = os.path.expanduser(value)
+    if os.path.isabs(expanded):
+        return expanded
+    try:
+        return os.path.join(os.getcwd(), expanded)
+    except OSError:  # the sender's directory was removed: leave it to the worker to say
+        return value
+
+
+def _said(text: str, resolved: Path) -> str:
+    """The path as given, and where it was resolved to when that differs: every path error says where it looked."""
+    return text if text == str(resolved) else f"{text} (resolved to {resolved})"
+
+
 def check_path(raw_path: object, settings: Settings, extra_roots: Iterable[Path] = ()) -> Path:
     """Resolve and vet a path; return the real path of a file we may read.
 
     The root is checked before anything about the file is said, so a sender
-    cannot learn whether a path outside the allowed folders exists. This is
-    the check by name; ``open_document`` repeats it on the descriptor.
+    cannot learn whether a path outside the allowed folders exists: outside them
+    the error names the path resolved by name only (never following a link).
+    This is the check by name; ``open_document`` repeats it on the descriptor.
     """
     text = path_argument(raw_path)
     given = Path(text).expanduser()
     if not given.is_absolute():
         given = Path.cwd() / given
+    by_name = Path(os.path.normpath(given))
     try:
         real = Path(os.path.realpath(given))  # non-strict: a missing file still gets its root checked
     except (OSError, ValueError) as exc:
-        raise PathNotAllowed(f"{text}: cannot resolve path ({exc})") from None
+        raise PathNotAllowed(f"{_said(text, by_name)}: cannot resolve path ({exc})") from None
     roots = allowed_roots(settings, extra_roots)
     own_files = _within(real, denied_folders(settings)) and not _within(real, _real([settings.inbox_dir]))
     if own_files or not _within(real, roots):
-        looked = "" if str(given) == text else f" (looked at {given})"
         raise PathNotAllowed(
-            f"{text}{looked} is outside the allowed folders; add its folder to MIDAS_ALLOWED_ROOTS to allow it"
+            f"{_said(text, by_name)} is outside the allowed folders; add its folder to MIDAS_ALLOWED_ROOTS to allow it"
         )
+    label = _said(text, real)
     hidden = _hidden_below(real, roots)
     if hidden is not None:
-        raise PathNotAllowed(f"{text}: hidden files and folders ({hidden}) are not read")
+        raise PathNotAllowed(f"{label}: hidden files and folders ({hidden}) are not read")
     try:
         mode = os.stat(real).st_mode
     except FileNotFoundError:
-        raise PathNotAllowed(f"{text}: no such file (looked for {real})") from None
+        raise NoSuchFile(f"{label}: no such file") from None
+    except NotADirectoryError:
+        raise NoSuchFile(f"{label}: no such file (a part of its path is a file, not a folder)") from None
     except OSError as exc:
-        raise PathNotAllowed(f"{text}: cannot read it ({exc.strerror})") from None
-    _refuse_special(text, mode)
+        raise PathNotAllowed(f"{label}: cannot read it ({exc.strerror})") from None
+    _refuse_special(label, mode)
     return real
 
 
@@ -157,6 +193,11 @@ def _refuse_special(label: str, mode: int) -> None:
         else:
             kind = "special file"
         raise PathNotAllowed(f"{label} is a {kind}, not a regular file")
+
+
+def _link_on_path(real: Path) -> bool:
+    """Whether the file or a folder above it is a symbolic link now (it was checked link-free)."""
+    return any(os.path.islink(part) for part in (real, *real.parents))
 
 
 def _open_without_links(real: Path) -> int:
@@ -211,16 +252,21 @@ class OpenedFile:
 def open_document(raw_path: object, settings: Settings, extra_roots: Iterable[Path] = ()) -> Iterator[OpenedFile]:
     """Check the path, open it without following links, and vet what was opened; close it afterwards."""
     real = check_path(raw_path, settings, extra_roots)
-    label = str(raw_path)
+    label = _said(str(raw_path), real)
     try:
         fd = _open_without_links(real) if WALK_WITHOUT_LINKS else _open_checked_by_handle(real)
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+        # O_NOFOLLOW gives ELOOP on a link, and ENOTDIR with O_DIRECTORY: say "link" only when one is there.
+        if exc.errno in (errno.ELOOP, errno.EMLINK) or (exc.errno == errno.ENOTDIR and _link_on_path(real)):
             raise PathNotAllowed(
-                f"{label}: a symbolic link appeared on its path while it was being opened ({real}); not read"
+                f"{label}: a symbolic link appeared on its path while it was being opened; not read"
+            ) from None
+        if exc.errno == errno.ENOTDIR:
+            raise PathNotAllowed(
+                f"{label}: a folder on its path was replaced while it was being opened; not read"
             ) from None
         if exc.errno == errno.ENOENT:
-            raise PathNotAllowed(f"{label}: no such file (looked for {real})") from None
+            raise NoSuchFile(f"{label}: no such file (it went away while it was being opened)") from None
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EBUSY):
             raise FileNotReady(f"{real.name} cannot be read now ({exc.strerror})") from None
         raise
@@ -296,21 +342,14 @@ def working_copy(opened: OpenedFile, settings: Settings, max_bytes: int) -> Iter
     folder = Path(tempfile.mkdtemp(prefix="doc-", dir=settings.work_dir))
     # Same name as the original, so parsers' messages name the user's file.
     target = folder / opened.path.name
-    digest = hashlib.sha256()
-    size = 0
     try:
         try:
             os.lseek(opened.fd, 0, os.SEEK_SET)
             with open(opened.fd, "rb", closefd=False) as src, target.open("wb") as dst:
-                while chunk := src.read(COPY_BUFFER):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise FileTooLarge(f"{opened.path.name} grew beyond the {max_bytes / 1024 / 1024:g} MB limit")
-                    digest.update(chunk)
-                    dst.write(chunk)
+                sha256, size = copy_hashed(src, dst, max_bytes, opened.path.name)
         except PermissionError as exc:
             raise FileNotReady(f"{opened.path.name} cannot be read now ({exc.strerror})") from None
-        yield WorkingCopy(target, digest.hexdigest(), size)
+        yield WorkingCopy(target, sha256, size)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -329,13 +368,24 @@ class FileKind:
 
 @dataclass(frozen=True)
 class Intake:
-    """A vetted document: where it really is, what ``fstat`` said of it, and its private copy."""
+    """A vetted document: where it really is, what ``fstat`` said of it, and its private copy.
+
+    An object from a store has ``source`` (its ``s3://`` URI), an ``original`` of just its
+    safe file name, a ``stat`` made from its head, and ``facts`` (ETag, version) for its metadata.
+    """
 
     original: Path
     stat: os.stat_result
     copy: Path
     sha256: str
     size: int
+    source: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        """What results and the paths table record: the real local path, or the object's URI."""
+        return self.source or str(self.original)
 
     def identify(self, *, refuse_empty: bool = False) -> FileKind:
         """The copy's real type (``TypeMismatch``, ``EncryptedDocument``... when it cannot be processed).
@@ -365,6 +415,7 @@ def file_facts(intake: Intake, mime_type: str | None) -> dict[str, Any]:
         "sha256": sha256,
         "modified_at": _iso(st.st_mtime),
         "created_at": _iso(getattr(st, "st_birthtime", st.st_ctime)),
+        **intake.facts,
     }
 
 
@@ -372,10 +423,35 @@ def file_facts(intake: Intake, mime_type: str | None) -> dict[str, Any]:
 def take_in(
     raw_path: object, settings: Settings, *, wait_until_complete: bool = True, extra_roots: Iterable[Path] = ()
 ) -> Iterator[Intake]:
-    """The one intake step of every task that reads a user's file: check, open once, size, stability, copy."""
+    """The one intake step of every task that reads a user's file: check, open once, size, stability, copy.
+
+    An ``s3://`` URI is streamed from the object store instead (``take_in_object``).
+    """
+    if is_s3_uri(raw_path):
+        with take_in_object(str(raw_path), settings) as intake:
+            yield intake
+        return
     with open_document(raw_path, settings, extra_roots) as opened:
         check_size(opened, settings)
         if wait_until_complete:
             ensure_complete(opened, settings.stability_seconds)
         with working_copy(opened, settings, settings.max_file_bytes) as copy:
             yield Intake(opened.path, opened.stat, copy.path, copy.sha256, copy.size)
+
+
+@contextmanager
+def take_in_object(uri: str, settings: Settings) -> Iterator[Intake]:
+    """An object of a store, streamed into a private folder (size checked from its head first); removed afterwards.
+
+    Objects are written whole, so there is no stability wait; the object's own time stands in for the file's.
+    """
+    location = parse_object(path_argument(uri))
+    settings.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = Path(tempfile.mkdtemp(prefix="obj-", dir=settings.work_dir))
+    try:
+        got = s3_fetch.fetch(location, settings, folder, settings.max_file_bytes)
+        when = got.last_modified.timestamp()
+        st = os.stat_result((stat.S_IFREG | 0o400, 0, 0, 1, 0, 0, got.size, when, when, when))
+        yield Intake(Path(got.path.name), st, got.path, got.sha256, got.size, location.uri, got.facts(location))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

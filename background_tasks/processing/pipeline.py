@@ -33,6 +33,7 @@ from background_tasks.processing.extract import extract, metadata_payload
 from background_tasks.processing.finish import finish, normalise
 from background_tasks.processing.intake import file_facts, take_in
 from background_tasks.processing.ocr_pipeline import apply_ocr
+from background_tasks.processing.origin import origin_metadata
 from background_tasks.settings import Settings
 from background_tasks.storage.store import DocumentStore, InTransaction
 
@@ -79,11 +80,13 @@ def process_file(
     store: DocumentStore,
     task_id: str | None = None,
     in_transaction: InTransaction | None = None,
+    origin: object = None,
 ) -> ProcessResult:
     """Process one document end to end. Raises only TransientError (retry later).
 
     ``in_transaction`` runs in the transaction that records the outcome, success
     or failure (a duplicate records nothing; busy content raises TransientError).
+    ``origin`` (from a source: mail, S3) is checked and kept as ``metadata["origin"]``.
     """
     started = time.monotonic()
     # What is recorded as the path: a NUL byte or a non-string argument is recorded as its repr.
@@ -102,9 +105,10 @@ def process_file(
         )
 
     try:
+        extra = origin_metadata(origin)
         with take_in(raw_path, settings) as copy:
             original = copy.original
-            path_text = str(original)
+            path_text = copy.where
             sha256, size = copy.sha256, copy.size
             kind = copy.identify(refuse_empty=True)
             file_type = kind.file_type
@@ -119,7 +123,7 @@ def process_file(
             extraction = apply_ocr(extraction, copy.copy, kind.extension, settings, original.name, elapsed())
             facts = file_facts(copy, kind.mime_type)
 
-        body = normalise(extraction, {**facts, **extraction.metadata})
+        body = normalise(extraction, {**facts, **extraction.metadata, **extra})
         del extraction  # large documents: one copy of the text at a time (raw -> normalised -> chunks)
         page_count = body.page_count(file_type)
         done = finish(

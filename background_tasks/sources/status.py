@@ -33,7 +33,10 @@ class SourceStatus:
 
 
 #: ``"module:function"`` of each kind of source; the function takes Settings and returns its SourceStatus list
-PROVIDERS: tuple[str, ...] = ()
+PROVIDERS: tuple[str, ...] = (
+    "background_tasks.sources.mail.status:statuses",
+    "background_tasks.sources.s3.status:statuses",
+)
 
 Provider = Callable[[Settings], list[SourceStatus]]
 

@@ -1,4 +1,5 @@
-"""The dashboard's reads of task history and health samples (documents and chunks go through ``reading``).
+"""The dashboard's reads of task history (documents and chunks go through ``reading``, health samples
+through ``health_samples``).
 
 Each query is served by an index: filters and ordering use indexed columns,
 pages use LIMIT/OFFSET over the ``sent_at`` index, counts stop at a cap, and
@@ -17,7 +18,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy import exc as sa_exc
 
 from background_tasks.storage.db import get_engine, read_scope
-from background_tasks.storage.models import HealthSample, TaskRecord
+from background_tasks.storage.models import TaskRecord
 
 HISTORY_COLUMNS = (
     "task_id",
@@ -33,24 +34,6 @@ HISTORY_COLUMNS = (
     "retries",
     "args_summary",
     "error_type",
-)
-
-HEALTH_COLUMNS = (
-    "taken_at",
-    "status",
-    "cpu_percent",
-    "memory_percent",
-    "swap_percent",
-    "data_disk_percent",
-    "load_1",
-    "redis_ok",
-    "redis_latency_ms",
-    "redis_used_memory",
-    "workers",
-    "active_tasks",
-    "waiting_tasks",
-    "watcher_age_s",
-    "reasons",
 )
 
 #: Task history columns the dashboard offers as filters (each has its own index).
@@ -205,31 +188,8 @@ def finished_timings(url: str, since: float, until: float, limit: int) -> list[t
         return [tuple(r) for r in session.execute(stmt)]
 
 
-# --------------------------------------------------------------------------
-# Health samples
-# --------------------------------------------------------------------------
-
-
-def health_rows(url: str, since: float, limit: int) -> list[tuple]:
-    """Rows of ``HEALTH_COLUMNS`` taken since ``since``, oldest first (the newest ``limit``)."""
-    cols = [getattr(HealthSample, c) for c in HEALTH_COLUMNS]
-    stmt = select(*cols).where(HealthSample.taken_at >= _utc(since)).order_by(HealthSample.taken_at.desc())
-    with read_scope(url) as session:
-        rows = [tuple(r) for r in session.execute(stmt.limit(limit))]
-    return rows[::-1]
-
-
-def latest_health_row(url: str) -> dict[str, Any] | None:
-    """The newest health sample's ``HEALTH_COLUMNS``, or None."""
-    cols = [getattr(HealthSample, c) for c in HEALTH_COLUMNS]
-    with read_scope(url) as session:
-        row = session.execute(select(*cols).order_by(HealthSample.taken_at.desc()).limit(1)).first()
-    return None if row is None else dict(zip(HEALTH_COLUMNS, row, strict=True))
-
-
 __all__ = [
     "DISTINCT_COLUMNS",
-    "HEALTH_COLUMNS",
     "HISTORY_COLUMNS",
     "HistoryFilter",
     "count_in_state",
@@ -238,8 +198,6 @@ __all__ = [
     "finished_per_bucket",
     "finished_state_counts",
     "finished_timings",
-    "health_rows",
     "history_rows",
-    "latest_health_row",
     "task_row",
 ]

@@ -27,14 +27,24 @@ def add(url: str, values: Mapping[str, Any]) -> None:
         session.add(HealthSample(**values))
 
 
-def since(url: str, taken_after: datetime, columns: Sequence[str] = COLUMNS) -> list[dict[str, Any]]:
-    """Samples taken at or after ``taken_after``, oldest first, as dicts of ``columns``."""
+def since(
+    url: str, taken_after: datetime, columns: Sequence[str] = COLUMNS, newest: int | None = None
+) -> list[dict[str, Any]]:
+    """Samples taken at or after ``taken_after``, oldest first, as dicts of ``columns``.
+
+    ``newest`` keeps only that many of the most recent ones, so a chart of a long window stays bounded.
+    """
     create_schema(url)
     selected = [getattr(HealthSample, c) for c in columns]
+    stmt = select(*selected).where(HealthSample.taken_at >= taken_after)
+    if newest is None:
+        stmt = stmt.order_by(HealthSample.taken_at)
+    else:
+        stmt = stmt.order_by(HealthSample.taken_at.desc()).limit(newest)
     with read_scope(url) as session:
-        rows = session.execute(
-            select(*selected).where(HealthSample.taken_at >= taken_after).order_by(HealthSample.taken_at)
-        ).all()
+        rows = session.execute(stmt).all()
+    if newest is not None:
+        rows.reverse()
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 

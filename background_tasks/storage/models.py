@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -103,6 +104,27 @@ class ChunkRow(Base):
     page: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (UniqueConstraint("document_id", "chunk_index", name="uq_chunks_document_index"),)
+
+
+class ChunkEmbeddingRow(Base):
+    """The embedding of one chunk by one model (``storage.vectors``): float32 little-endian bytes.
+
+    One row per chunk: re-embedding with another model overwrites it, and search only ever
+    compares vectors of the model it embeds the query with (``model``).
+    """
+
+    __tablename__ = "chunk_embeddings"
+
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"), primary_key=True)
+    document_id: Mapped[int] = mapped_column(ForeignKey("documents.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(200))
+    dim: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = (
+        Index("ix_chunk_embeddings_model_chunk", "model", "chunk_id"),
+        Index("ix_chunk_embeddings_document", "document_id"),
+    )
 
 
 # -- OCR continued page by page on the analysis queue ------------------------------------------
@@ -297,3 +319,105 @@ class LedgerEntry(Base):
         Index("ix_ledger_worker_state", "worker", "state"),
         Index("ix_ledger_finished_at", "finished_at"),
     )
+
+
+# -- Mail accounts: every mail taken, and each account's last run (sources/mail) ---------------
+
+
+class MailMessageRow(Base):
+    """One mail a mail account's fetch has taken, also when it gave no document, so it is never taken again.
+
+    A mail is known by its place (account, folder, UIDVALIDITY, UID) and by its key (a SHA-256 of
+    its Message-ID, or of its headers when it has none): a folder whose UIDVALIDITY changed is
+    taken again by key, without doubles.
+    """
+
+    __tablename__ = "mail_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account: Mapped[str] = mapped_column(String(64))
+    folder: Mapped[str] = mapped_column(String(255))
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)
+    uid: Mapped[int] = mapped_column(BigInteger)
+    message_key: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[str | None] = mapped_column(Text)
+    sender: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    rule: Mapped[str | None] = mapped_column(String(64))
+    #: submitted | no_document | no_rule | duplicate | too_large | failed
+    outcome: Mapped[str] = mapped_column(String(20))
+    documents: Mapped[int] = mapped_column(Integer, default=0)
+    #: what was submitted (file name, task id) and what was skipped (name, reason)
+    parts_json: Mapped[Any | None] = mapped_column(JSON)
+    detail: Mapped[str | None] = mapped_column(Text)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        UniqueConstraint("account", "folder", "uidvalidity", "uid", name="uq_mail_messages_place"),
+        Index("ix_mail_messages_account_key", "account", "message_key"),
+    )
+
+
+class MailAccountState(Base):
+    """Each mail account's last run and running totals (``sources status``, the dashboard)."""
+
+    __tablename__ = "mail_accounts"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_run_s: Mapped[float | None] = mapped_column(Float)
+    seen: Mapped[int] = mapped_column(Integer, default=0)
+    submitted: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    #: the last run's problem in plain words (never a secret), and since when it persists
+    error: Mapped[str | None] = mapped_column(Text)
+    error_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- S3 sources: every object listed under a configured prefix, and each prefix's last listing ----------
+
+
+class S3ObjectRow(Base):
+    """One object under an S3 source prefix: what the last listing said of it, and what was submitted.
+
+    ``state`` is ``pending`` (new or changed, not submitted yet), ``submitted`` or ``deleted``
+    (gone from the bucket; its document is kept). ``uri_hash`` is ``values.path_hash`` of the
+    object's URI, the same as its document's path, so the two can be joined.
+    """
+
+    __tablename__ = "s3_objects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(1100))
+    uri: Mapped[str] = mapped_column(Text)
+    uri_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    etag: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger)
+    last_modified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16))
+    submitted_etag: Mapped[str | None] = mapped_column(String(255))
+    task_id: Mapped[str | None] = mapped_column(String(155))
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: the start of the listing that last saw it; older than the last complete listing means deleted
+    listed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        CheckConstraint("state IN ('pending', 'submitted', 'deleted')", name="ck_s3_objects_state"),
+        Index("ix_s3_objects_source_state", "source", "state"),
+    )
+
+
+class S3SourceRun(Base):
+    """The last listing of one S3 source prefix (one row per source, overwritten)."""
+
+    __tablename__ = "s3_source_runs"
+
+    source: Mapped[str] = mapped_column(String(1100), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float] = mapped_column(Float)
+    listed: Mapped[int] = mapped_column(Integer, default=0)
+    submitted: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)

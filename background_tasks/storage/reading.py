@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from background_tasks.storage.db import read_scope
 from background_tasks.storage.models import ChunkRow, DocumentPathRow, DocumentRow
+from background_tasks.storage.task_figures import document_counts
 from background_tasks.storage.values import as_utc, clean_path, db_call, file_type_of, path_hash
 
 STATUSES = ("processing", "success", "failed", "rejected")
@@ -153,23 +154,15 @@ def find_by_path(url: str, path: Any) -> list[dict[str, Any]]:
 @db_call
 def stats(url: str) -> dict[str, Any]:
     """Counts per status and per file type, with chunk totals."""
+    by_status: dict[str, int] = {}
+    by_type: dict[str, dict[str, int]] = {}
+    for count in document_counts(url):
+        by_status[count.status] = by_status.get(count.status, 0) + count.documents
+        entry = by_type.setdefault(count.file_type or "unknown", {"documents": 0, "chunks": 0})
+        entry["documents"] += count.documents
+        entry["chunks"] += count.chunks
+        entry[count.status] = entry.get(count.status, 0) + count.documents
     with read_scope(url) as s:
-        counts = s.execute(select(DocumentRow.status, func.count()).group_by(DocumentRow.status))
-        by_status = {status: int(n) for status, n in counts}
-        by_type: dict[str, dict[str, int]] = {}
-        rows = s.execute(
-            select(
-                DocumentRow.file_type,
-                DocumentRow.status,
-                func.count(),
-                func.coalesce(func.sum(DocumentRow.chunk_count), 0),
-            ).group_by(DocumentRow.file_type, DocumentRow.status)
-        )
-        for ftype, status, n, chunk_total in rows:
-            entry = by_type.setdefault(ftype or "unknown", {"documents": 0, "chunks": 0})
-            entry["documents"] += int(n)
-            entry["chunks"] += int(chunk_total)
-            entry[status] = entry.get(status, 0) + int(n)
         total_chunks = int(s.execute(select(func.count(ChunkRow.id))).scalar_one())
     return {
         "documents": sum(by_status.values()),

@@ -13,16 +13,17 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from background_tasks.errors import InvalidQuery
 from background_tasks.processing.chunking import normalize_text
 from background_tasks.storage.db import is_sqlite, read_scope, transient_db_errors
+from background_tasks.storage.models import DocumentRow
 from background_tasks.storage.schema import create_schema
 from background_tasks.storage.values import file_type_of
 
@@ -51,6 +52,10 @@ class SearchHit:
     chunk_index: int
     snippet: str
     score: float
+    #: other matching chunks of the same document, when results are grouped per document
+    more: int = 0
+    #: where a source took the document from (``metadata["origin"]``: mail account, folder, from, subject ...)
+    origin: dict[str, str] | None = None
 
 
 # --------------------------------------------------------------------------
@@ -173,19 +178,41 @@ def search(
             rows = _search_sqlite(s, parsed, limit, ftype)
         else:
             rows = _search_substring(s, parsed, limit, ftype)
-    start, end = marks
-    return [
-        SearchHit(
-            document_id=r.document_id,
-            path=r.path,
-            file_type=r.file_type,
-            page=r.page,
-            chunk_index=r.chunk_index,
-            snippet=(r.snippet or "").replace(_HL_START, start).replace(_HL_END, end),
-            score=float(r.score or 0.0),
-        )
-        for r in rows
-    ]
+        origins = _origins(s, {r.document_id for r in rows})
+    return [make_hit(r, r.snippet, r.score, marks, origins.get(r.document_id)) for r in rows]
+
+
+def make_hit(
+    row: Any, snippet: str | None, score: float | None, marks: tuple[str, str], origin: dict[str, str] | None = None
+) -> SearchHit:
+    """A hit from a row with the chunk's document_id, path, file_type, page and chunk_index."""
+    return SearchHit(
+        document_id=row.document_id,
+        path=row.path,
+        file_type=row.file_type,
+        page=row.page,
+        chunk_index=row.chunk_index,
+        snippet=(snippet or "").replace(_HL_START, marks[0]).replace(_HL_END, marks[1]),
+        score=float(score or 0.0),
+        origin=origin,
+    )
+
+
+def with_origins(url: str, hits: list[SearchHit]) -> list[SearchHit]:
+    """The hits with their documents' origins (semantic hits are found without reading documents)."""
+    if not hits:
+        return hits
+    with read_scope(url) as s:
+        origins = _origins(s, {h.document_id for h in hits})
+    return [replace(h, origin=origins.get(h.document_id)) for h in hits]
+
+
+def _origins(s: Session, document_ids: set[int]) -> dict[int, dict[str, str]]:
+    """The origin each hit's document keeps in its metadata (documents from a mail account, an S3 prefix)."""
+    if not document_ids:
+        return {}
+    rows = s.execute(select(DocumentRow.id, DocumentRow.metadata_json).where(DocumentRow.id.in_(document_ids)))
+    return {i: meta["origin"] for i, meta in rows if isinstance(meta, dict) and isinstance(meta.get("origin"), dict)}
 
 
 _PATH_SUBQUERY = (

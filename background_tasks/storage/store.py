@@ -17,8 +17,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from background_tasks.errors import InvalidQuery
 from background_tasks.processing.chunking import Chunk
-from background_tasks.storage import documents, reading, search
+from background_tasks.storage import documents, reading, search, semantic_search
 from background_tasks.storage.db import is_sqlite
 from background_tasks.storage.documents import (
     CHUNK_WRITE_BATCH,
@@ -49,11 +50,12 @@ class DocumentStore:
     not been updated for this long is considered abandoned and may be resumed.
     """
 
-    def __init__(self, url: str, stale_after_s: float = 3600.0) -> None:
+    def __init__(self, url: str, stale_after_s: float = 3600.0, embedder: Any | None = None) -> None:
         self.url = url
         self.stale_after = timedelta(seconds=stale_after_s)
         self._sqlite = is_sqlite(url)
         self._fts: bool | None = None
+        self._embedder = embedder
 
     # -- schema ------------------------------------------------------------
 
@@ -136,6 +138,8 @@ class DocumentStore:
         limit: int = 10,
         file_type: str | None = None,
         marks: tuple[str, str] = DEFAULT_MARKS,
+        mode: str = "keyword",
+        group: bool | None = None,
     ) -> list[SearchHit]:
         """Best-matching chunks for a web-search style query, best first.
 
@@ -145,8 +149,41 @@ class DocumentStore:
         Matches in ``snippet`` are wrapped in ``marks``. A query over
         ``MAX_QUERY_CHARS`` or a phrase over ``MAX_PHRASE_WORDS`` words raises
         ``InvalidQuery`` with a message for the user, on every backend.
+
+        ``mode``: ``keyword`` (the full-text index), ``semantic`` (nearest embeddings)
+        or ``hybrid`` (both, fused: ``storage.semantic_search``). ``group`` (default: on
+        for semantic and hybrid) keeps the best chunk of each document, ``more`` counting the rest.
         """
-        return search.search(self.url, query, limit, file_type, marks, self._has_fts)
+        if mode not in semantic_search.MODES:
+            raise InvalidQuery(f"search mode must be one of {', '.join(semantic_search.MODES)}, not {mode!r}")
+        grouped = mode != "keyword" if group is None else group
+        want = min(max(int(limit), 0), 1000)
+        pool = want * 5 + 20 if grouped else want
+
+        def keyword(n: int) -> list[SearchHit]:
+            return search.search(self.url, query, n, file_type, marks, self._has_fts)
+
+        if mode == "keyword":
+            hits = keyword(pool)
+        elif mode == "semantic":
+            keyword(0)  # refuses a query too long or a phrase too long, as keyword search does
+            embedder = self.query_embedder()
+            hits = semantic_search.semantic(self.url, embedder, query, pool, file_type, marks) if embedder else []
+        else:
+            hits = semantic_search.hybrid(self.url, self.query_embedder(), query, pool, file_type, marks, keyword)
+        return semantic_search.group_by_document(hits, want) if grouped else hits[:want]
+
+    def query_embedder(self) -> Any | None:
+        """The model queries are embedded with: the one given, else the configured one (None: embeddings off)."""
+        if self._embedder is None:
+            from background_tasks.analysis.embeddings import configured_embedder
+            from background_tasks.settings import get_settings
+
+            settings = get_settings()
+            if not settings.embeddings_enabled:
+                return None
+            self._embedder = configured_embedder(settings)
+        return self._embedder
 
     # -- reading ---------------------------------------------------------------
 

@@ -88,18 +88,17 @@ def report_rows(url: str, since: datetime, until: datetime) -> list[TaskRow]:
     return [TaskRow(*row) for row in rows]
 
 
-def document_counts(url: str, since: datetime) -> list[DocumentCount]:
-    """Documents finished (or last changed) since ``since``, per file type and status."""
+def document_counts(url: str, since: datetime | None = None) -> list[DocumentCount]:
+    """Documents per file type and status: all of them, or those finished (or last changed) since ``since``."""
     create_schema(url)
+    stmt = select(
+        DocumentRow.file_type,
+        DocumentRow.status,
+        func.count(),
+        func.coalesce(func.sum(DocumentRow.chunk_count), 0),
+    ).group_by(DocumentRow.file_type, DocumentRow.status)
+    if since is not None:
+        stmt = stmt.where(func.coalesce(DocumentRow.finished_at, DocumentRow.updated_at) >= since)
     with read_scope(url) as session:
-        rows = session.execute(
-            select(
-                DocumentRow.file_type,
-                DocumentRow.status,
-                func.count(),
-                func.coalesce(func.sum(DocumentRow.chunk_count), 0),
-            )
-            .where(func.coalesce(DocumentRow.finished_at, DocumentRow.updated_at) >= since)
-            .group_by(DocumentRow.file_type, DocumentRow.status)
-        ).all()
+        rows = session.execute(stmt).all()
     return [DocumentCount(ftype, status, int(count), int(chunks)) for ftype, status, count, chunks in rows]

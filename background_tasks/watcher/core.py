@@ -1,17 +1,19 @@
 """The file watcher's logic as plain classes, free of watchdog and Celery.
 
-Everything that decides *whether* and *when* a file becomes a task lives here,
-with an injectable clock, so it can be tested quickly and exactly:
+Everything that decides *whether* and *when* a file becomes a task lives in ``watcher/``,
+with an injectable clock, so it can be tested quickly and exactly; this module ties it
+together and re-exports the names:
 
-* ``PathFilter``       - supported types only; temporary, partial, system and hidden names ignored.
+* ``PathFilter``       - supported types only; temporary, partial, system and hidden names
+  ignored (``filters``).
 * ``StabilityTracker`` - a file is ready once its size and mtime stood still for the window and
-  nothing holds it open; a file that keeps growing is waited for, never given up on.
+  nothing holds it open; a file that keeps growing is waited for, never given up on (``stability``).
 * ``Batcher``          - ready files grouped until the batch is full or its oldest file waited long enough.
 * ``History``          - what was enqueued, persisted in the MIDAS database: unchanged content is
   skipped (also after a restart), changed content goes again, copies and renames are
-  recognised by their SHA-256 (``watcher_history``).
+  recognised by their SHA-256 (``history``, table ``watcher_history``).
 * ``PendingQueue``     - messages wait here while the broker is down and are retried with backoff
-  (``watcher_queue``).
+  (``pending``; kept in memory).
 * ``Watcher``          - ties them together; ``file_watcher`` feeds it events and calls ``tick``.
 
 Nothing here writes to a watched folder: files are only ever stat'ed and read.
@@ -19,8 +21,6 @@ Nothing here writes to a watched folder: files are only ever stat'ed and read.
 
 from __future__ import annotations
 
-import fnmatch
-import heapq
 import logging
 import os
 import queue
@@ -28,15 +28,21 @@ import stat
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from background_tasks.extraction.extractors import SUPPORTED_EXTENSIONS
 from background_tasks.logging_setup import escape_control
+from background_tasks.watcher.filters import (
+    IGNORED_DIR_PATTERNS,
+    IGNORED_FILE_PATTERNS,
+    PathFilter,
+    walk_files,
+)
 from background_tasks.watcher.history import Decision, History, HistoryEntry, WatchedFile, sha256_of
 from background_tasks.watcher.pending import BATCH_TASK, FILE_TASK, FileJob, Outgoing, PendingQueue
+from background_tasks.watcher.stability import Clock, StabilityTracker, lock_reason
 
 __all__ = [
     "BATCH_TASK",
@@ -61,292 +67,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], float]
 T = TypeVar("T")
-
-#: Temporary, partial and system files (matched case-insensitively against the file name).
-IGNORED_FILE_PATTERNS: tuple[str, ...] = (
-    "~$*",
-    ".~lock*",
-    "*.tmp",
-    "*.part",
-    "*.crdownload",
-    "*.download",
-    ".ds_store",
-    "thumbs.db",
-    "desktop.ini",
-)
-#: Folders whose contents are never enqueued (matched case-insensitively against each folder name).
-IGNORED_DIR_PATTERNS: tuple[str, ...] = (".git", "__macosx", "$recycle.bin", ".trash*", "@eadir")
-
-_WIN_HIDDEN = 0x2  # FILE_ATTRIBUTE_HIDDEN
-
-
-# --------------------------------------------------------------------------
-# Filter
-# --------------------------------------------------------------------------
-
-
-class PathFilter:
-    """Decides from a path alone whether a file may become a task.
-
-    Ignored: unsupported extensions, the temporary/partial/system names of the
-    issue, hidden files and folders (a leading dot), the ignored folders, MIDAS's
-    own data and log folders (so a watched folder containing them cannot feed
-    itself), and the extra glob patterns, which are matched against the file
-    name, each folder name below the watched root, and the path relative to it.
-    """
-
-    def __init__(
-        self,
-        roots: Iterable[Path] = (),
-        extensions: Iterable[str] = SUPPORTED_EXTENSIONS,
-        extra_patterns: Iterable[str] = (),
-        exclude_dirs: Iterable[Path] = (),
-    ) -> None:
-        self.roots = tuple(sorted((Path(os.path.abspath(r)) for r in roots), key=lambda p: len(p.parts), reverse=True))
-        self.extensions = frozenset(e.lower() for e in extensions)
-        self.extra_patterns = tuple(p.strip().lower() for p in extra_patterns if p.strip())
-        self.exclude_dirs = tuple(Path(os.path.abspath(d)) for d in exclude_dirs)
-
-    def _relative(self, path: Path) -> tuple[str, ...]:
-        for root in self.roots:
-            if path.is_relative_to(root):
-                return path.relative_to(root).parts
-        return path.parts[1:]  # outside every root: judge all components but the anchor
-
-    def dir_reason(self, name: str) -> str | None:
-        """Why a folder (by name) is skipped, or None."""
-        lowered = name.lower()
-        for pattern in IGNORED_DIR_PATTERNS:
-            if fnmatch.fnmatchcase(lowered, pattern):
-                return f"folder {name!r} is ignored ({pattern})"
-        if lowered.startswith("."):
-            return f"folder {name!r} is hidden"
-        for pattern in self.extra_patterns:
-            if fnmatch.fnmatchcase(lowered, pattern):
-                return f"folder {name!r} matches the ignore pattern {pattern!r}"
-        return None
-
-    def is_excluded_dir(self, path: Path) -> bool:
-        """MIDAS's own folders (data, logs): never scanned."""
-        absolute = Path(os.path.abspath(path))
-        return any(absolute == d or absolute.is_relative_to(d) for d in self.exclude_dirs)
-
-    def reason(self, path: str | os.PathLike[str]) -> str | None:
-        """Why ``path`` is ignored, or None when it may be enqueued."""
-        absolute = Path(os.path.abspath(path))
-        if self.is_excluded_dir(absolute):
-            return "inside MIDAS's own data or log folder"
-        parts = self._relative(absolute)
-        for folder in parts[:-1]:
-            why = self.dir_reason(folder)
-            if why:
-                return why
-        name = absolute.name
-        lowered = name.lower()
-        for pattern in IGNORED_FILE_PATTERNS:
-            if fnmatch.fnmatchcase(lowered, pattern):
-                return f"temporary or system file ({pattern})"
-        if lowered.startswith("."):
-            return "hidden file"
-        relative = "/".join(parts).lower()
-        for pattern in self.extra_patterns:
-            if fnmatch.fnmatchcase(lowered, pattern) or fnmatch.fnmatchcase(relative, pattern):
-                return f"matches the ignore pattern {pattern!r}"
-        if absolute.suffix.lower() not in self.extensions:
-            return f"unsupported type {absolute.suffix.lower() or '(no extension)'}"
-        return None
-
-    def accepts(self, path: str | os.PathLike[str]) -> bool:
-        return self.reason(path) is None
-
-
-def hidden_by_attribute(st: os.stat_result) -> bool:
-    """Windows' hidden attribute (POSIX has only the leading dot, which PathFilter handles)."""
-    return bool(getattr(st, "st_file_attributes", 0) & _WIN_HIDDEN)
-
-
-def walk_files(root: Path, path_filter: PathFilter, recursive: bool = True) -> Iterator[Path]:
-    """Accepted files under ``root``; ignored, hidden and symlinked folders are not entered."""
-    stack = [Path(os.path.abspath(root))]
-    while stack:
-        folder = stack.pop()
-        if path_filter.is_excluded_dir(folder):
-            continue
-        try:
-            with os.scandir(folder) as entries:
-                items = list(entries)
-        except OSError as exc:
-            log.warning("cannot list %s: %s", folder, exc.strerror or exc)
-            continue
-        for entry in items:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if recursive and path_filter.dir_reason(entry.name) is None:
-                        stack.append(Path(entry.path))
-                    continue
-            except OSError:
-                continue
-            path = Path(entry.path)
-            if path_filter.accepts(path):
-                yield path
-
-
-# --------------------------------------------------------------------------
-# Stability
-# --------------------------------------------------------------------------
-
-
-def lock_reason(path: Path) -> str | None:
-    """Why ``path`` is held by a program that may still write it, or None.
-
-    Signals that work everywhere: a LibreOffice lock file (``.~lock.NAME#``), a
-    Microsoft Office owner file (``~$NAME``), or a browser's partial download
-    (``NAME.part``, ``.crdownload``, ``.download``) beside it. On Windows also a
-    sharing violation when opening for writing (the file is not changed).
-    """
-    name = path.name
-    siblings = [f".~lock.{name}#", f"~${name}", f"~${name[2:]}", f"{name}.part", f"{name}.crdownload"]
-    siblings.append(f"{name}.download")
-    for sibling in siblings:
-        if len(sibling) > 2 and os.path.lexists(path.with_name(sibling)):
-            return f"{sibling} exists beside it"
-    if os.name == "nt" and os.access(path, os.W_OK):
-        try:
-            fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-        except PermissionError:
-            return "another program has it open"
-        except OSError:
-            return None
-        os.close(fd)
-    return None
-
-
-@dataclass
-class _Watch:
-    size: int
-    mtime_ns: int
-    since: float  # when size/mtime were last seen to change (or first seen)
-    check_at: float  # next time to look again
-    first_seen: float
-    waiting_logged: bool = False
-
-
-class StabilityTracker:
-    """Files become ready when their size and mtime stood still for ``window`` seconds and none is locked.
-
-    ``touch`` is called for every event (and by scans); ``ready`` returns the
-    files that are complete and stops tracking them. Each tracked file is
-    stat'ed about once per window, so thousands of waiting files cost little.
-    An empty file is not ready (browsers create the final name empty first);
-    a file that keeps changing or stays locked is waited for indefinitely.
-    """
-
-    def __init__(
-        self,
-        window: float,
-        clock: Clock = time.monotonic,
-        locked: Callable[[Path], str | None] = lock_reason,
-        stat_fn: Callable[[Path], os.stat_result] = os.stat,
-    ) -> None:
-        self.window = max(0.0, float(window))
-        self.clock = clock
-        self.locked = locked
-        self.stat_fn = stat_fn
-        self._entries: dict[Path, _Watch] = {}
-        self._heap: list[tuple[float, int, Path]] = []
-        self._seq = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __contains__(self, path: object) -> bool:
-        return path in self._entries
-
-    def _stat(self, path: Path) -> os.stat_result | None:
-        try:
-            st = self.stat_fn(path)
-        except OSError:
-            return None
-        if not stat.S_ISREG(st.st_mode) or hidden_by_attribute(st):
-            return None
-        return st
-
-    def _schedule(self, path: Path, at: float) -> None:
-        self._entries[path].check_at = at
-        self._seq += 1
-        heapq.heappush(self._heap, (at, self._seq, path))
-
-    def touch(self, path: Path) -> bool:
-        """Note that ``path`` may have changed. True if it was not tracked before."""
-        st = self._stat(path)
-        if st is None:
-            self._entries.pop(path, None)
-            return False
-        now = self.clock()
-        entry = self._entries.get(path)
-        if entry is None:
-            self._entries[path] = _Watch(st.st_size, st.st_mtime_ns, now, now + self.window, now)
-            self._schedule(path, now + self.window)
-            return True
-        if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
-            entry.size, entry.mtime_ns, entry.since = st.st_size, st.st_mtime_ns, now
-            self._schedule(path, now + self.window)
-        return False
-
-    def forget(self, path: Path) -> None:
-        self._entries.pop(path, None)
-
-    def next_check(self) -> float | None:
-        """When ``ready`` may next return something (for sleeping), or None when nothing is tracked."""
-        while self._heap:
-            at, _, path = self._heap[0]
-            entry = self._entries.get(path)
-            if entry is not None and entry.check_at == at:
-                return at
-            heapq.heappop(self._heap)
-        return None
-
-    def ready(self) -> list[tuple[Path, os.stat_result]]:
-        """Files that are complete now; they are no longer tracked."""
-        now = self.clock()
-        out: list[tuple[Path, os.stat_result]] = []
-        while self._heap and self._heap[0][0] <= now:
-            at, _, path = heapq.heappop(self._heap)
-            entry = self._entries.get(path)
-            if entry is None or entry.check_at != at:
-                continue  # stale heap entry
-            st = self._stat(path)
-            if st is None:
-                del self._entries[path]  # vanished, or replaced by something that is not a file
-                continue
-            if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
-                entry.size, entry.mtime_ns, entry.since = st.st_size, st.st_mtime_ns, now
-                self._schedule(path, now + self.window)
-                continue
-            if now - entry.since < self.window:
-                self._schedule(path, entry.since + self.window)
-                continue
-            recheck = now + max(self.window, 1.0)
-            if st.st_size == 0:
-                self._note_waiting(path, entry, "it is empty")
-                self._schedule(path, recheck)
-                continue
-            why = self.locked(path)
-            if why:
-                self._note_waiting(path, entry, f"it is locked ({why})")
-                self._schedule(path, recheck)
-                continue
-            del self._entries[path]
-            out.append((path, st))
-        return out
-
-    def _note_waiting(self, path: Path, entry: _Watch, why: str) -> None:
-        if not entry.waiting_logged:
-            entry.waiting_logged = True
-            log.info("waiting for %s: %s", path, why)
-
 
 # --------------------------------------------------------------------------
 # Batching
@@ -552,14 +273,6 @@ class Watcher:
                 log.info("enqueued %s as task %s", item.jobs[0].path, item.task_id)
         if self.history.unsaved:
             self.history.flush()
-
-    def next_wakeup(self) -> float | None:
-        """The earliest time something becomes due (stability, batch timeout, retry)."""
-        times = [self.tracker.next_check(), self.pending.next_attempt()]
-        if self.batcher is not None:
-            times.append(self.batcher.next_deadline())
-        due = [t for t in times if t is not None]
-        return min(due) if due else None
 
     # -- shutdown --------------------------------------------------------------
 

@@ -13,9 +13,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from background_tasks.errors import ResourceLimitExceeded
+
+if TYPE_CHECKING:
+    from background_tasks.settings import Settings
 
 
 class NestingGuard:
@@ -50,11 +53,11 @@ class Limits:
     max_line_chars: int = 10 * 1024 * 1024
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Limits:
+    def from_settings(cls, settings: Settings) -> Limits:
         return cls(
-            max_decompressed_bytes=int(settings.max_decompressed_mb * 1024 * 1024),
+            max_decompressed_bytes=settings.max_decompressed_bytes,
             max_nesting=settings.max_nesting,
-            max_text_chars=int(settings.max_text_mb * 1024 * 1024),
+            max_text_chars=settings.max_text_chars,
         )
 
 

@@ -14,14 +14,17 @@ from typing import Any
 
 import redis
 
+from background_tasks import keys
 from background_tasks.errors import FileTooLarge, UnsafeResult
 from background_tasks.ops.dashboard.common import human_size, plain_error, redis_client
 from background_tasks.settings import Settings
+from background_tasks.sources.s3.staging import stage
+from background_tasks.sources.s3.uri import is_s3_uri
 from background_tasks.storage.store import DocumentStore
 
-PROCESS_DOCUMENT = "background_tasks.document_tasks.process_document_file"
-HEALTH_CHECK = "background_tasks.monitoring_tasks.system_health_check"
-TASK_REPORT = "background_tasks.monitoring_tasks.generate_task_report"
+PROCESS_DOCUMENT = keys.PROCESS_DOCUMENT_FILE
+HEALTH_CHECK = keys.SYSTEM_HEALTH_CHECK
+TASK_REPORT = keys.GENERATE_TASK_REPORT
 
 _UNSAFE_NAME = re.compile(r"[^\w.\- ()+,]+", re.UNICODE)
 
@@ -37,8 +40,7 @@ def safe_upload_name(filename: str) -> str:
 
 def save_upload(settings: Settings, filename: str, data: bytes) -> Path:
     """Write an uploaded file into the inbox under a fresh name (never overwriting); returns its path."""
-    limit = int(settings.max_file_mb * 1024 * 1024)
-    if len(data) > limit:
+    if len(data) > settings.max_file_bytes:
         raise FileTooLarge(
             f"{safe_upload_name(filename)} is {human_size(len(data))}; the limit is {settings.max_file_mb:g} MB "
             "(MIDAS_MAX_FILE_MB)"
@@ -71,8 +73,10 @@ def redis_problem(settings: Settings) -> str | None:
         client.close()
 
 
-def send_document(app: Any, path: Path | str) -> str:
-    """Queue ``process_document_file`` for ``path``; returns the task id."""
+def send_document(app: Any, path: Path | str, settings: Settings | None = None) -> str:
+    """Queue ``process_document_file`` for ``path`` (staged in MIDAS_OBJECT_STORE when set); returns the task id."""
+    if settings is not None and settings.object_store and not is_s3_uri(str(path)):
+        path = stage(path, settings).target
     return app.send_task(PROCESS_DOCUMENT, args=[str(path)]).id
 
 
@@ -86,7 +90,7 @@ def retry_document(url: str, app: Any, document_id: int) -> tuple[str, str]:
     path = doc.get("path")
     if not path:
         raise LookupError(f"document {document_id} has no recorded path")
-    if not Path(path).is_file():
+    if not is_s3_uri(path) and not Path(path).is_file():
         raise FileNotFoundError(f"{path} no longer exists; it cannot be processed again")
     return send_document(app, path), path
 

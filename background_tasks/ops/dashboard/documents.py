@@ -63,10 +63,15 @@ def highlight_html(snippet: str, start: str = _MARK_START, end: str = _MARK_END)
     return escaped.replace(html.escape(start), "<mark>").replace(html.escape(end), "</mark>")
 
 
-def search_documents(url: str, query: str, limit: int = 20, file_type: str | None = None) -> list[dict[str, Any]]:
-    """Full-text search over the chunks; each hit with ``snippet_html`` (escaped, matches in <mark>)."""
+def search_documents(
+    url: str, query: str, limit: int = 20, file_type: str | None = None, mode: str = "hybrid"
+) -> list[dict[str, Any]]:
+    """Search by words and meaning (``mode``); each hit with ``snippet_html`` (escaped, matches in <mark>).
+
+    Hybrid and semantic give one hit per document, ``more`` counting its other matching passages.
+    """
     create_schema(url)
-    hits = DocumentStore(url).search(query, limit=limit, file_type=file_type, marks=(_MARK_START, _MARK_END))
+    hits = DocumentStore(url).search(query, limit=limit, file_type=file_type, marks=(_MARK_START, _MARK_END), mode=mode)
     return [
         {
             "document_id": h.document_id,
@@ -76,7 +81,9 @@ def search_documents(url: str, query: str, limit: int = 20, file_type: str | Non
             "page": h.page,
             "chunk_index": h.chunk_index,
             "score": h.score,
+            "more": h.more,
             "snippet_html": highlight_html(h.snippet),
+            "origin": h.origin,
         }
         for h in hits
     ]

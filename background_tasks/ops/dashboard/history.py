@@ -14,10 +14,11 @@ import pandas as pd
 
 from background_tasks.ops.dashboard.common import utc_series
 from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
-from background_tasks.ops.task_history import STATES
+from background_tasks.ops.task_history import STATES, utc
 from background_tasks.settings import Settings
 from background_tasks.storage import dashboard_queries as queries
-from background_tasks.storage.dashboard_queries import HEALTH_COLUMNS, HISTORY_COLUMNS, HistoryFilter
+from background_tasks.storage import health_samples
+from background_tasks.storage.dashboard_queries import HISTORY_COLUMNS, HistoryFilter
 from background_tasks.storage.schema import create_schema
 from background_tasks.storage.store import DocumentStore
 
@@ -27,6 +28,24 @@ COUNT_CAP = 100_000
 HEALTH_POINTS_MAX = 5000
 #: Rows fetched at most for the performance figures of one window.
 PERFORMANCE_ROWS_MAX = 500_000
+#: The columns of a health sample the page charts and shows.
+HEALTH_COLUMNS = (
+    "taken_at",
+    "status",
+    "cpu_percent",
+    "memory_percent",
+    "swap_percent",
+    "data_disk_percent",
+    "load_1",
+    "redis_ok",
+    "redis_latency_ms",
+    "redis_used_memory",
+    "workers",
+    "active_tasks",
+    "waiting_tasks",
+    "watcher_age_s",
+    "reasons",
+)
 
 
 # --------------------------------------------------------------------------
@@ -36,9 +55,8 @@ PERFORMANCE_ROWS_MAX = 500_000
 
 def health_series(url: str, hours: float = 24.0, now: float | None = None) -> pd.DataFrame:
     """Health samples of the last ``hours``, oldest first (the newest HEALTH_POINTS_MAX)."""
-    create_schema(url)
     now = time.time() if now is None else now
-    rows = queries.health_rows(url, now - hours * 3600, HEALTH_POINTS_MAX)
+    rows = health_samples.since(url, utc(now - hours * 3600), HEALTH_COLUMNS, newest=HEALTH_POINTS_MAX)
     frame = pd.DataFrame(rows, columns=list(HEALTH_COLUMNS))
     frame["taken_at"] = utc_series(frame["taken_at"])
     frame["redis_used_mib"] = pd.to_numeric(frame["redis_used_memory"], errors="coerce") / (1024 * 1024)
@@ -47,8 +65,7 @@ def health_series(url: str, hours: float = 24.0, now: float | None = None) -> pd
 
 def latest_health(url: str) -> dict[str, Any] | None:
     """The newest stored health sample, or None."""
-    create_schema(url)
-    data = queries.latest_health_row(url)
+    data = health_samples.latest(url, HEALTH_COLUMNS)
     if data is None:
         return None
     data["taken_at"] = utc_series([data["taken_at"]])[0]

@@ -1,0 +1,185 @@
+"""IMAP as plain functions over ``imaplib``: connect, log in, select, list new UIDs, fetch, flag, move.
+
+Everything goes by UID (sequence numbers shift when another client expunges). Bodies are
+fetched with ``BODY.PEEK`` so reading never marks a mail read; only an after-action does.
+Failures become two plain errors a person can act on: ``MailAuthFailed`` and
+``MailUnreachable`` (no password or token ever in a message).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import re
+import socket
+import ssl
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from background_tasks.sources.mail.config import Account, MailConfigError
+
+log = logging.getLogger(__name__)
+
+#: a connection or a command that hangs longer than this is a server problem, not a slow mail
+TIMEOUT_S = 60.0
+_FETCH_ITEM = re.compile(rb"\bUID (\d+)")
+_SIZE_ITEM = re.compile(rb"\bRFC822\.SIZE (\d+)")
+
+
+class MailError(Exception):
+    """A mail account cannot be fetched now; ``str()`` is the plain reason shown in status and logs."""
+
+
+class MailAuthFailed(MailError):
+    """The server refused the user's password or token."""
+
+
+class MailUnreachable(MailError):
+    """The server cannot be reached, or dropped the connection."""
+
+
+#: what a lost connection looks like from imaplib (raised mid-command)
+CONNECTION_ERRORS = (OSError, imaplib.IMAP4.abort, EOFError, socket.timeout, ssl.SSLError)
+
+
+@dataclass(frozen=True)
+class Header:
+    """A new mail as listed before its body is fetched."""
+
+    uid: int
+    size: int
+    header: bytes
+
+
+def connect(account: Account, timeout: float = TIMEOUT_S) -> imaplib.IMAP4:
+    """A logged-in connection to the account's server."""
+    where = f"{account.host}:{account.port}"
+    try:
+        if account.tls == "implicit":
+            client: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+                account.host, account.port, ssl_context=_context(account), timeout=timeout
+            )
+        else:
+            client = imaplib.IMAP4(account.host, account.port, timeout=timeout)
+            if account.tls == "starttls":
+                client.starttls(ssl_context=_context(account))
+    except ssl.SSLCertVerificationError as exc:
+        raise MailUnreachable(f"{where}: the server's TLS certificate is not trusted ({exc.verify_message})") from None
+    except (*CONNECTION_ERRORS, imaplib.IMAP4.error) as exc:
+        raise MailUnreachable(f"{where} cannot be reached: {_reason(exc)}") from None
+    try:
+        secret = account.secret.read()
+    except MailConfigError:
+        _close(client)
+        raise
+    try:
+        if account.secret.oauth2:
+            token = f"user={account.user}\x01auth=Bearer {secret}\x01\x01".encode()
+            client.authenticate("XOAUTH2", lambda _challenge: token)
+        else:
+            client.login(account.user, secret)
+    except CONNECTION_ERRORS as exc:
+        raise MailUnreachable(f"{where} dropped the connection while logging in: {_reason(exc)}") from None
+    except imaplib.IMAP4.error:
+        _close(client)
+        raise MailAuthFailed(f"{where}: authentication failed for user {account.user}") from None
+    return client
+
+
+def _context(account: Account) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(account.ca_file) if account.ca_file else None)
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return text[:300]
+
+
+def _close(client: imaplib.IMAP4) -> None:
+    try:
+        client.logout()
+    except (*CONNECTION_ERRORS, imaplib.IMAP4.error):
+        pass
+
+
+def close(client: imaplib.IMAP4) -> None:
+    """Log out; a connection already gone is fine."""
+    _close(client)
+
+
+def quoted(folder: str) -> str:
+    """A folder name as an IMAP quoted string (names may hold spaces)."""
+    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def select(client: imaplib.IMAP4, folder: str) -> int:
+    """Open ``folder`` for reading and changing flags; returns its UIDVALIDITY."""
+    typ, data = client.select(quoted(folder))
+    if typ != "OK":
+        raise MailError(f"folder {folder!r} cannot be opened: {_text(data)}")
+    _typ, validity = client.response("UIDVALIDITY")
+    if not validity or validity[0] is None:
+        raise MailError(f"folder {folder!r}: the server sent no UIDVALIDITY")
+    return int(validity[-1])
+
+
+def new_uids(client: imaplib.IMAP4, after_uid: int) -> list[int]:
+    """UIDs above ``after_uid``, ascending (``n:*`` names the last mail even when its UID is lower)."""
+    typ, data = client.uid("SEARCH", None, f"UID {after_uid + 1}:*")
+    if typ != "OK":
+        raise MailError(f"UID SEARCH failed: {_text(data)}")
+    return sorted(u for u in (int(x) for x in (data[0] or b"").split()) if u > after_uid)
+
+
+def headers(client: imaplib.IMAP4, uids: Sequence[int]) -> dict[int, Header]:
+    """Size and header block of each of ``uids`` (a mail expunged meanwhile is simply missing)."""
+    if not uids:
+        return {}
+    typ, data = client.uid("FETCH", ",".join(map(str, uids)), "(UID RFC822.SIZE BODY.PEEK[HEADER])")
+    if typ != "OK":
+        raise MailError(f"FETCH of headers failed: {_text(data)}")
+    found: dict[int, Header] = {}
+    for item in data:
+        if not isinstance(item, tuple):
+            continue
+        uid, size = _FETCH_ITEM.search(item[0]), _SIZE_ITEM.search(item[0])
+        if uid:
+            found[int(uid.group(1))] = Header(int(uid.group(1)), int(size.group(1)) if size else 0, item[1] or b"")
+    return found
+
+
+def body(client: imaplib.IMAP4, uid: int) -> bytes | None:
+    """The whole mail as the server keeps it; None when it was expunged meanwhile."""
+    typ, data = client.uid("FETCH", str(uid), "(UID BODY.PEEK[])")
+    if typ != "OK":
+        raise MailError(f"FETCH of UID {uid} failed: {_text(data)}")
+    for item in data:
+        if isinstance(item, tuple) and _FETCH_ITEM.search(item[0]):
+            return item[1]
+    return None
+
+
+def after_action(client: imaplib.IMAP4, uids: Iterable[int], action: str, move_to: str | None = None) -> None:
+    """What a rule asks to do on the server once the mail was taken: mark read, flag, or move."""
+    ids = ",".join(map(str, uids))
+    if not ids or action == "none":
+        return
+    if action in ("read", "flag"):
+        typ, data = client.uid("STORE", ids, "+FLAGS.SILENT", r"(\Seen)" if action == "read" else r"(\Flagged)")
+    elif action == "move" and move_to:
+        typ, data = client.uid("MOVE", ids, quoted(move_to))
+        if typ != "OK" and "TRYCREATE" in _text(data).upper():
+            client.create(quoted(move_to))
+            typ, data = client.uid("MOVE", ids, quoted(move_to))
+    else:
+        raise MailError(f"unknown after-action {action!r}")
+    if typ != "OK":
+        raise MailError(f"{action} of UID {ids} failed: {_text(data)}")
+
+
+def _text(data: object) -> str:
+    if isinstance(data, list | tuple):
+        return " ".join(_text(d) for d in data if d is not None)
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")[:300]
+    return str(data)[:300]
