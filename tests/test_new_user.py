@@ -142,6 +142,27 @@ PROCESS_FILE = "background_tasks.document_tasks.process_document_file"
 PROCESS_BATCH = "background_tasks.document_tasks.process_document_batch"
 
 
+@pytest.mark.parametrize(
+    ("given", "anchored"),
+    [
+        ("note.txt", "{cwd}/note.txt"),
+        ("sub/../c.txt", "{cwd}/sub/../c.txt"),
+        ("/abs/x.pdf", "/abs/x.pdf"),
+        ("s3://bucket/report 0.txt", "s3://bucket/report 0.txt"),  # an object is the same from every host
+        ("s3://bucket/k?versionId=3", "s3://bucket/k?versionId=3"),
+        ("", ""),
+        (None, None),
+        (123, 123),
+    ],
+)
+def test_anchoring_makes_only_relative_file_paths_absolute(given, anchored, tmp_path, monkeypatch) -> None:
+    from background_tasks.processing.intake import anchor_path
+
+    monkeypatch.chdir(tmp_path)
+    expected = anchored.format(cwd=os.getcwd()) if isinstance(anchored, str) else anchored
+    assert anchor_path(given) == expected
+
+
 @pytest.mark.integration
 def test_a_relative_path_is_resolved_where_it_was_sent_not_where_the_worker_runs(
     isolated_stack, tmp_path, monkeypatch, unique

@@ -127,8 +127,8 @@ def anchor_path(value: object) -> object:
     """
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
-    if not isinstance(value, str) or not value.strip() or "\x00" in value:
-        return value
+    if not isinstance(value, str) or not value.strip() or "\x00" in value or is_s3_uri(value):
+        return value  # an s3:// URI names an object, the same from every host
     expanded = os.path.expanduser(value)
     if os.path.isabs(expanded):
         return expanded
