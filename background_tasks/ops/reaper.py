@@ -25,6 +25,7 @@ import logging
 import os
 import re
 from collections.abc import Collection, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -144,11 +145,30 @@ def unacked_ids(client: Any, app: Any) -> dict[str, list[str]]:
     return held
 
 
+_executor: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _inspectors() -> ThreadPoolExecutor:
+    """Three long-lived threads of this process: each has its own reply queue (kombu names it by
+    process and thread), so the same few queues serve every pass instead of new ones each time."""
+    global _executor
+    if _executor is None or _executor[0] != os.getpid():
+        _executor = (os.getpid(), ThreadPoolExecutor(max_workers=3, thread_name_prefix="midas-reaper-inspect"))
+    return _executor[1]
+
+
+def _inspect(app: Any, timeout: float, what: str) -> dict[str, Any]:
+    return getattr(app.control.inspect(timeout=timeout), what)() or {}
+
+
 def worker_ids(app: Any, timeout: float = 1.0) -> tuple[set[str], bool]:
     """Task ids the workers run, hold reserved or scheduled; and whether any worker answered."""
     try:
-        inspect = app.control.inspect(timeout=timeout)
-        replies = [inspect.active() or {}, inspect.reserved() or {}, inspect.scheduled() or {}]
+        # Each inspection waits its whole timeout for replies (the number of workers is unknown), so the
+        # three are asked at once: a reaper pass holds its pool process one timeout, not three.
+        pool = _inspectors()
+        asked = [pool.submit(_inspect, app, timeout, what) for what in ("active", "reserved", "scheduled")]
+        replies = [future.result() for future in asked]
     except Exception as exc:
         log.warning("reaper: could not ask the workers what they hold: %s", exc)
         return set(), False
