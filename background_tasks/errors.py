@@ -45,6 +45,12 @@ class ErrorType(StrEnum):
     NOT_PROCESSED = "not_processed"
     #: an object store refused the credentials or their rights (not retried: the same request fails again)
     ACCESS_DENIED = "access_denied"
+    #: a document being processed right now cannot be deleted or processed again until it is done
+    DOCUMENT_BUSY = "document_busy"
+    #: no copy MIDAS keeps and no original file holds a document's content any more
+    ORIGINAL_UNAVAILABLE = "original_unavailable"
+    #: a document processed again whose file no longer holds the content it was recorded with
+    CONTENT_CHANGED = "content_changed"
 
 
 class MidasError(Exception):
@@ -94,6 +100,24 @@ class InvalidQuery(RejectedError):
     """A search query the store will not run (too long, too many words in a phrase)."""
 
     error_type: ErrorType = ErrorType.INVALID_QUERY
+
+
+class DocumentNotFound(RejectedError):
+    """The store has no document with that id (deleted, or never there)."""
+
+    error_type: ErrorType = ErrorType.NOT_FOUND
+
+
+class ContentChanged(RejectedError):
+    """A document was to be processed again, but its file now holds other content: nothing was changed."""
+
+    error_type: ErrorType = ErrorType.CONTENT_CHANGED
+
+
+class OriginalUnavailable(PermanentError):
+    """Neither a copy MIDAS keeps nor the original file holds the document's content (or it never had any)."""
+
+    error_type: ErrorType = ErrorType.ORIGINAL_UNAVAILABLE
 
 
 class ObjectNotFound(RejectedError):
@@ -200,6 +224,12 @@ class StorageUnavailable(TransientError):
     """
 
     error_type: ErrorType = ErrorType.STORAGE_UNAVAILABLE
+
+
+class DocumentBusy(TransientError):
+    """The document is being processed right now; delete or process it again when that is done."""
+
+    error_type: ErrorType = ErrorType.DOCUMENT_BUSY
 
 
 class FileNotReady(TransientError):

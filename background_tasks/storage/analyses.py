@@ -19,8 +19,11 @@ from background_tasks.storage.schema import create_schema
 from background_tasks.storage.values import upsert
 
 
-def save(url: str, sha256: str, kind: str, status: str, result_json: Any, document_id: int | None) -> None:
-    """Insert or replace the analysis of one content and kind (a known document link is never dropped)."""
+def save(url: str, sha256: str, kind: str, status: str, result_json: Any, document_id: int | None) -> bool:
+    """Insert or replace the analysis of one content and kind (a known document link is never dropped).
+
+    False, and nothing saved, when ``document_id`` names a document deleted meanwhile.
+    """
     create_schema(url)
     now = datetime.now(UTC)
     values = {
@@ -33,11 +36,14 @@ def save(url: str, sha256: str, kind: str, status: str, result_json: Any, docume
         "updated_at": now,
     }
     with transient_db_errors(), session_scope(url) as s:
+        if document_id is not None and s.get(DocumentRow, document_id) is None:
+            return False
         stmt = upsert(s, AnalysisRow).values(**values)
         changes = {k: stmt.excluded[k] for k in ("status", "result_json", "updated_at")}
         if document_id is not None:
             changes["document_id"] = stmt.excluded.document_id
         s.execute(stmt.on_conflict_do_update(index_elements=["sha256", "kind"], set_=changes))
+    return True
 
 
 def for_document(url: str, document_id: int, kinds: Sequence[str]) -> dict[str, Any] | None:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from background_tasks.errors import TransientError
 from background_tasks.processing.chunking import Chunk
 from background_tasks.storage.db import session_scope
-from background_tasks.storage.models import ChunkRow, DocumentPathRow, DocumentRow
+from background_tasks.storage.models import ChunkEmbeddingRow, ChunkRow, DocumentPathRow, DocumentRow
 from background_tasks.storage.values import (
     MAX_ERROR_CHARS,
     MAX_META_STRING,
@@ -110,18 +110,26 @@ def claim(
     mime_type: str | None = None,
     size_bytes: int | None = None,
     task_id: str | None = None,
+    force: bool = False,
 ) -> Claim:
     """Decide who processes the content ``sha256`` (see ``Claim``). Race-safe.
 
     Of several processes claiming the same content at once exactly one
     gets ``new`` or ``resume``; the unique constraint on ``sha256`` and a
     compare-and-set on ``attempts`` decide, the losers re-read and retry.
+
+    ``force`` (processing a document again) takes over a ``success`` row too,
+    instead of calling the content a duplicate, and drops its old result (chunks,
+    their embeddings and search entries) in the same transaction, so the row is
+    never ``success`` with chunks of two runs. A redelivery of the task that
+    already recorded its result still finds it (``duplicate`` of its own).
     """
     sha256 = check_sha(sha256)
     task_id = clean_text(task_id[:255]) if task_id else None
+    file_type = file_type_of(file_type)
     for _ in range(_RACE_ATTEMPTS):
         try:
-            return _try_claim(url, stale_after, sha256, path, file_type_of(file_type), mime_type, size_bytes, task_id)
+            return _try_claim(url, stale_after, sha256, path, file_type, mime_type, size_bytes, task_id, force)
         except (IntegrityError, Conflict) as error:
             logger.debug("claim of %s raced with another process, re-reading: %s", sha256[:12], error)
     raise TransientError(f"could not claim document {sha256[:12]}: too many concurrent changes")
@@ -136,6 +144,7 @@ def _try_claim(
     mime_type: str | None,
     size_bytes: int | None,
     task_id: str | None,
+    force: bool = False,
 ) -> Claim:
     now = utc_now()
     mime_type = clean_text(mime_type[:255]) if mime_type else None
@@ -167,10 +176,10 @@ def _try_claim(
             s.flush()
             add_path(s, doc.id, path, now)
             return Claim(doc.id, "new", 1)
-        if row.status == "success":
+        same_task = task_id is not None and row.task_id == task_id
+        if row.status == "success" and (not force or same_task):
             add_path(s, row.id, path, now)
             return Claim(row.id, "duplicate", row.attempts)
-        same_task = task_id is not None and row.task_id == task_id
         stale = (as_utc(row.updated_at) or now) < now - stale_after
         if row.status == "processing" and not same_task and not stale:
             add_path(s, row.id, path, now)
@@ -202,8 +211,17 @@ def _try_claim(
         )
         if result.rowcount != 1:
             raise Conflict(f"document {row.id} changed while claiming")
+        if row.status == "success":  # forced: the old result goes with the takeover
+            drop_result(s, row.id)
         add_path(s, row.id, path, now)
         return Claim(row.id, "resume", row.attempts + 1)
+
+
+def drop_result(session: Session, document_id: int) -> None:
+    """Remove a document's chunks (with their embeddings and search entries); its row says 0 chunks."""
+    session.execute(delete(ChunkEmbeddingRow).where(ChunkEmbeddingRow.document_id == document_id))
+    session.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
+    session.execute(update(DocumentRow).where(DocumentRow.id == document_id).values(chunk_count=0))
 
 
 # --------------------------------------------------------------------------

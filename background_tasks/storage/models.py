@@ -64,6 +64,9 @@ class DocumentRow(Base):
         Index("ix_documents_status", "status"),
         Index("ix_documents_file_type", "file_type"),
         Index("ix_documents_created_at", "created_at"),
+        # ids are never reused after a delete (SQLite otherwise hands out a deleted newest id again),
+        # so an id a client holds, a task result or the ledger names never becomes another document
+        {"sqlite_autoincrement": True},
     )
 
 
@@ -103,7 +106,11 @@ class ChunkRow(Base):
     end_char: Mapped[int] = mapped_column(BigInteger)
     page: Mapped[int | None] = mapped_column(Integer)
 
-    __table_args__ = (UniqueConstraint("document_id", "chunk_index", name="uq_chunks_document_index"),)
+    __table_args__ = (
+        UniqueConstraint("document_id", "chunk_index", name="uq_chunks_document_index"),
+        # never reused either: search's cache of embeddings (storage.vectors) knows chunks by id
+        {"sqlite_autoincrement": True},
+    )
 
 
 class ChunkEmbeddingRow(Base):

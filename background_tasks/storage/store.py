@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from background_tasks.errors import InvalidQuery
 from background_tasks.processing.chunking import Chunk
-from background_tasks.storage import documents, reading, search, semantic_search
+from background_tasks.storage import documents, reading, removal, search, semantic_search
 from background_tasks.storage.db import is_sqlite
 from background_tasks.storage.documents import (
     CHUNK_WRITE_BATCH,
@@ -29,6 +29,7 @@ from background_tasks.storage.documents import (
 )
 from background_tasks.storage.models import ChunkRow, DocumentPathRow, DocumentRow
 from background_tasks.storage.reading import STATUSES
+from background_tasks.storage.removal import RemovedRows
 from background_tasks.storage.schema import create_schema
 from background_tasks.storage.search import (
     DEFAULT_MARKS,
@@ -79,9 +80,12 @@ class DocumentStore:
         mime_type: str | None = None,
         size_bytes: int | None = None,
         task_id: str | None = None,
+        force: bool = False,
     ) -> Claim:
-        """Decide who processes the content ``sha256`` (see ``Claim``). Race-safe."""
-        return documents.claim(self.url, self.stale_after, sha256, path, file_type, mime_type, size_bytes, task_id)
+        """Decide who processes the content ``sha256`` (see ``Claim``; ``force``: process known content again)."""
+        return documents.claim(
+            self.url, self.stale_after, sha256, path, file_type, mime_type, size_bytes, task_id, force
+        )
 
     def record_success(
         self,
@@ -214,6 +218,12 @@ class DocumentStore:
 
     # -- retention -------------------------------------------------------------
 
+    def delete_document(self, document_id: int) -> RemovedRows | None:
+        """Delete one document with its paths, chunks, embeddings, OCR pages and analyses (None: no such id).
+
+        Rows only: files are ``processing.manage.delete_document``'s business."""
+        return removal.delete_document(self.url, int(document_id))
+
     def delete_documents_older_than(self, days: float) -> int:
         """Delete rows created more than ``days`` ago (with their paths and chunks). Files are not touched."""
         return documents.delete_older_than(self.url, days)
@@ -233,6 +243,7 @@ __all__ = [
     "DocumentRow",
     "DocumentStore",
     "InTransaction",
+    "RemovedRows",
     "SearchHit",
     "clean_path",
     "fts5_query",
