@@ -46,10 +46,14 @@ class DocumentFileTask(MidasTask):
 
 
 @app.task(bind=True, base=DocumentFileTask, name=keys.PROCESS_DOCUMENT_FILE)
-def process_document_file(self, file_path: str, origin: dict[str, str] | None = None) -> dict[str, Any]:
+def process_document_file(
+    self, file_path: str, origin: dict[str, str] | None = None, reprocess: str | None = None
+) -> dict[str, Any]:
     """Extract, chunk and store one document; returns the result dict (see README).
 
     ``origin``: where a source (mail, S3) took the file from, kept as ``metadata["origin"]``.
+    ``reprocess``: the SHA-256 of known content to process again, replacing its document's
+    result (``processing.manage.reprocess_document`` sends it).
 
     A ``TransientError`` (file still being written, database locked, storage
     read-only) is retried by the base class with backoff (``task_base``).
@@ -61,9 +65,12 @@ def process_document_file(self, file_path: str, origin: dict[str, str] | None = 
         task_id=self.request.id,
         in_transaction=ledger.outcome_hook(self),
         origin=origin,
+        reprocess=reprocess,
     ).as_dict()
     analysis_tasks.schedule_follow_ups(result)  # tables get profiled, long scans OCR'd, on the analysis queue
-    analysis_tasks.schedule_embedding(result)  # semantic search, on the analysis queue
+    # semantic search, on the analysis queue; a run again is a new recording, with an embedding task of its own
+    again = f"{result.get('sha256')}:{result.get('chunks_created')}:again:{self.request.id}" if reprocess else None
+    analysis_tasks.schedule_embedding(result, again)
     return result
 
 

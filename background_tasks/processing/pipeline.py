@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from background_tasks.errors import (
+    ContentChanged,
+    InvalidArgument,
     MidasError,
     PermanentError,
     RejectedError,
@@ -81,12 +84,16 @@ def process_file(
     task_id: str | None = None,
     in_transaction: InTransaction | None = None,
     origin: object = None,
+    reprocess: object = None,
 ) -> ProcessResult:
     """Process one document end to end. Raises only TransientError (retry later).
 
     ``in_transaction`` runs in the transaction that records the outcome, success
     or failure (a duplicate records nothing; busy content raises TransientError).
     ``origin`` (from a source: mail, S3) is checked and kept as ``metadata["origin"]``.
+    ``reprocess`` (a SHA-256, from ``processing.manage.reprocess_document``) processes
+    that known content again, replacing its document's result; a file that no longer
+    holds it is ``rejected`` as ``content_changed`` and nothing is recorded.
     """
     started = time.monotonic()
     # What is recorded as the path: a NUL byte or a non-string argument is recorded as its repr.
@@ -106,13 +113,16 @@ def process_file(
 
     try:
         extra = origin_metadata(origin)
+        expected = reprocess_sha256(reprocess)
         with take_in(raw_path, settings) as copy:
             original = copy.original
             path_text = copy.where
+            if expected is not None and copy.sha256 != expected:
+                return _content_changed(path_text, copy.sha256, expected, file_type, elapsed())
             sha256, size = copy.sha256, copy.size
             kind = copy.identify(refuse_empty=True)
             file_type = kind.file_type
-            claim = store.claim(sha256, path_text, file_type, kind.mime_type, size, task_id)
+            claim = store.claim(sha256, path_text, file_type, kind.mime_type, size, task_id, force=expected is not None)
             document_id = claim.document_id
             if claim.state == "busy":
                 document_id = None  # not ours to record on
@@ -155,6 +165,41 @@ def process_file(
         err = PermanentError(f"{Path(path_text).name}: {exc.strerror or exc}")
         err.error_type = "io_error"
         return failed(err)
+
+
+def reprocess_sha256(value: object) -> str | None:
+    """The ``reprocess`` argument: None, or the SHA-256 of the content to process again (``InvalidArgument``)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise InvalidArgument(f"reprocess must be the SHA-256 of a document's content, not {value!r:.80}")
+    return value
+
+
+def _content_changed(path: str, sha256: str, expected: str, file_type: str | None, duration: float) -> ProcessResult:
+    """Processing again found other content at the path: said, not recorded (the document stays as it was)."""
+    exc = ContentChanged(
+        f"{Path(path).name} no longer holds the content of the document being processed again "
+        f"(SHA-256 {sha256[:12]}…, not {expected[:12]}…); nothing was changed"
+    )
+    log.warning("%s: %s", path, exc.message)
+    return _error_result(exc, "rejected", path, None, file_type, sha256, duration)
+
+
+def _error_result(
+    exc: MidasError, status: str, path: str, document_id: int | None, file_type: str | None, sha256: str | None,
+    duration: float,
+) -> ProcessResult:  # fmt: skip
+    return ProcessResult(
+        status=status,
+        path=path,
+        document_id=document_id,
+        file_type=file_type,
+        sha256=sha256,
+        duration_s=duration,
+        error_type=exc.error_type,
+        error=exc.message,
+    )
 
 
 def _duplicate(
@@ -215,16 +260,7 @@ def _record_failure(
         task_id=task_id,
         in_transaction=in_transaction,
     )
-    return ProcessResult(
-        status=status,
-        path=path,
-        document_id=document_id,
-        file_type=file_type,
-        sha256=sha256,
-        duration_s=duration,
-        error_type=exc.error_type,
-        error=exc.message,
-    )
+    return _error_result(exc, status, path, document_id, file_type, sha256, duration)
 
 
 def record_gave_up(
