@@ -4,6 +4,8 @@ The object's key is ``<prefix>/<sha256>/<file name>``: content the store already
 uploaded again (a new name of known content is copied inside the store), and a worker on any
 host reads the file by its URI while the document keeps its own name. A file over
 MIDAS_MAX_FILE_MB is not uploaded: its local path is sent, and the worker rejects it unread.
+The staged copies are MIDAS's own: deleting a document removes its content's folder
+(``remove_staged``); nothing outside ``<prefix>/<sha256>/`` is ever deleted.
 """
 
 from __future__ import annotations
@@ -55,6 +57,56 @@ def _known_copy(client, bucket: str, folder: str) -> str | None:
     listing = client.list_objects_v2(Bucket=bucket, Prefix=folder, MaxKeys=1)
     contents = listing.get("Contents") or []
     return contents[0]["Key"] if contents else None
+
+
+def _content_folder(settings: Settings, sha256: str) -> tuple[str, str]:
+    """(bucket, key prefix) of the folder MIDAS_OBJECT_STORE keeps one content in."""
+    store = parse_prefix(settings.object_store or "")
+    return store.bucket, "/".join(part for part in (store.key.strip("/"), sha256) if part) + "/"
+
+
+def _staged_keys(settings: Settings, sha256: str) -> tuple[str, list[str]]:
+    bucket, folder = _content_folder(settings, sha256)
+    try:
+        listing = s3_client(settings).list_objects_v2(Bucket=bucket, Prefix=folder, MaxKeys=1000)
+    except Exception as exc:
+        raise as_midas_error(exc, f"s3://{bucket}/{folder}") from None
+    return bucket, [item["Key"] for item in listing.get("Contents") or []]
+
+
+def staged_copies(settings: Settings, sha256: str) -> list[str]:
+    """The s3:// URIs of the copies of ``sha256`` staged in MIDAS_OBJECT_STORE (none when it is not set)."""
+    if not settings.object_store:
+        return []
+    bucket, keys = _staged_keys(settings, sha256)
+    return [S3Location(bucket, key).uri for key in keys]
+
+
+def is_staged_copy(settings: Settings, uri: str, sha256: str) -> bool:
+    """Whether ``uri`` is a copy of ``sha256`` that MIDAS staged (and so MIDAS's own to remove)."""
+    if not settings.object_store or not isinstance(uri, str) or not sha256:
+        return False
+    bucket, folder = _content_folder(settings, sha256)
+    prefix = S3Location(bucket, folder).uri
+    return uri.startswith(prefix) and "/" not in uri[len(prefix) :]
+
+
+def remove_staged(settings: Settings, sha256: str) -> list[str]:
+    """Delete the staged copies of ``sha256`` from MIDAS_OBJECT_STORE; returns their URIs (MidasError on S3 errors)."""
+    if not settings.object_store:
+        return []
+    bucket, keys = _staged_keys(settings, sha256)
+    removed = []
+    for key in keys:
+        uri = S3Location(bucket, key).uri
+        try:
+            s3_client(settings).delete_object(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise as_midas_error(exc, uri) from None
+        removed.append(uri)
+    if removed:
+        log.info("removed %d staged copies of %s from the object store", len(removed), sha256[:12])
+    return removed
 
 
 def stage(path: str | os.PathLike[str], settings: Settings) -> Staged:
