@@ -62,6 +62,16 @@ def _cmd_search(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_documents(args: argparse.Namespace, out: TextIO) -> int:
+    if args.action is not None:
+        from background_tasks.errors import MidasError
+
+        try:
+            return _DOCUMENT_ACTIONS[args.action](args, out)
+        except TransientError:
+            raise
+        except MidasError as exc:
+            print(f"MIDAS: {_safe(exc.message)}", file=sys.stderr)
+            return 1
     store = _open_store()
     docs = store.list_documents(limit=args.limit, offset=args.offset, status=args.status, file_type=args.type)
     total = store.count_documents(status=args.status, file_type=args.type)
@@ -81,6 +91,84 @@ def _cmd_documents(args: argparse.Namespace, out: TextIO) -> int:
     if shown < total or args.offset:
         print(f"({args.offset + 1}-{shown} of {total})", file=out)
     return 0
+
+
+def _cmd_document_delete(args: argparse.Namespace, out: TextIO) -> int:
+    from background_tasks.processing.manage import delete_document
+
+    report = delete_document(settings_or_exit(), args.id)
+    print(
+        f"document {report.document_id} deleted ({report.status}, {_safe(report.path or 'no path')}): "
+        f"{report.chunks_deleted} chunks, {report.embeddings_deleted} embeddings, "
+        f"{report.analyses_deleted} analyses, {report.ocr_pages_deleted} OCR pages",
+        file=out,
+    )
+    for copy in report.working_copies_removed:
+        print(f"  removed MIDAS's copy {_safe(copy)}", file=out)
+    for original in report.originals_kept:
+        print(f"  left your file alone: {_safe(original)}", file=out)
+    return 0
+
+
+def _cmd_document_reprocess(args: argparse.Namespace, out: TextIO) -> int:
+    from background_tasks.processing.manage import reprocess_document
+
+    settings = settings_or_exit()
+    task_id = reprocess_document(settings, args.id)
+    print(f"document {args.id} sent to be processed again (task {task_id})", file=out)
+    if not args.wait:
+        return 0
+    from celery.exceptions import TimeoutError as CeleryTimeout
+
+    from celery_config import app
+
+    try:
+        result = app.AsyncResult(task_id).get(timeout=args.wait, propagate=False)
+    except CeleryTimeout:
+        print(f"not finished within {args.wait:g} s; `documents` shows it when it is", file=out)
+        return 1
+    if not isinstance(result, dict):
+        print(f"the task failed: {_safe(result)}", file=out)
+        return 1
+    said = f"{result.get('status')}: document {result.get('document_id')}, {result.get('chunks_created', 0)} chunks"
+    if result.get("error"):
+        said += f" [{_safe(result.get('error_type'))}: {_safe(result['error'])[:200]}]"
+    print(_safe(said), file=out)
+    return 0 if result.get("status") == "success" else 1
+
+
+def _cmd_document_original(args: argparse.Namespace, out: TextIO) -> int:
+    import shutil
+
+    from background_tasks.processing.manage import open_original
+
+    settings = settings_or_exit()
+    with open_original(settings, args.id) as (source, name, mime):
+        if args.output == "-":
+            shutil.copyfileobj(source, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            return 0
+        target = args.output
+        try:
+            with open(target, "xb") as handle:  # never over an existing file (it could be the original itself)
+                try:
+                    shutil.copyfileobj(source, handle)
+                except BaseException:
+                    os.unlink(target)
+                    raise
+                size = handle.tell()
+        except FileExistsError:
+            print(f"MIDAS: {_safe(target)} exists; choose another name (nothing is overwritten)", file=sys.stderr)
+            return 1
+    print(f"wrote {size:,} bytes of {_safe(name)} ({_safe(mime)}) to {_safe(target)}", file=out)
+    return 0
+
+
+_DOCUMENT_ACTIONS = {
+    "delete": _cmd_document_delete,
+    "reprocess": _cmd_document_reprocess,
+    "original": _cmd_document_original,
+}
 
 
 def _cmd_stats(args: argparse.Namespace, out: TextIO) -> int:
@@ -236,12 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings.add_argument("--here", action="store_true", help="rebuild in this process instead of on the workers")
     embeddings.set_defaults(func=_cmd_embeddings)
 
-    documents = sub.add_parser("documents", help="list processed, failed and rejected documents")
+    documents = sub.add_parser(
+        "documents", help="list documents; delete one, process it again, or get its original back"
+    )
     documents.add_argument("--limit", type=int, default=50)
     documents.add_argument("--offset", type=int, default=0)
     documents.add_argument("--status", choices=("processing", "success", "failed", "rejected"))
     documents.add_argument("--type", help="only this file type, e.g. pdf")
-    documents.set_defaults(func=_cmd_documents)
+    documents.set_defaults(func=_cmd_documents, action=None)
+    actions = documents.add_subparsers(dest="action", metavar="{delete,reprocess,original}")
+    delete = actions.add_parser(
+        "delete", help="delete a document: its rows, chunks, embeddings and MIDAS's copies; never your file"
+    )
+    delete.add_argument("id", type=int, help="the document id (see `documents`)")
+    reprocess = actions.add_parser("reprocess", help="process a document's content again, replacing its result")
+    reprocess.add_argument("id", type=int, help="the document id")
+    reprocess.add_argument("--wait", type=float, metavar="SECONDS", help="wait this long for the result and print it")
+    original = actions.add_parser("original", help="write a document's original file (from MIDAS's copy or yours)")
+    original.add_argument("id", type=int, help="the document id")
+    original.add_argument("-o", "--output", required=True, metavar="FILE", help="a new file to write (- for stdout)")
 
     stats = sub.add_parser("stats", help="document and chunk counts")
     stats.set_defaults(func=_cmd_stats)
