@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from background_tasks.errors import MidasError
 from background_tasks.ops import dashboard_data as dd
 from background_tasks.ops import dashboard_gate
 from background_tasks.settings import Settings, SettingsError, get_settings
@@ -536,7 +537,50 @@ def section_documents(settings: Settings, app: Any) -> None:
     with guarded("The document"):
         doc_id = st.number_input("Document id", min_value=1, step=1, value=None, key="doc_id")
         if doc_id:
+            document_actions(settings, app, int(doc_id))
             show_document(url, int(doc_id))
+
+
+def document_actions(settings: Settings, app: Any, document_id: int) -> None:
+    """Process again, delete (after a confirmation), get the original: above the document they act on."""
+    if dd.document_detail(settings.database_url_resolved, document_id) is None:
+        return
+    held = st.session_state.get("doc_original")
+    if held and held[0] != document_id:
+        st.session_state.pop("doc_original", None)  # bytes of another document: not kept around
+    again, remove, original = st.columns(3)
+    with again:
+        if st.button("Process again", key="doc_reprocess", help="Run its content through processing again; "
+                     "the new result replaces the old one"):  # fmt: skip
+            try:
+                task_id = dd.reprocess_document(settings, document_id, app)
+                st.success(f"Document {document_id} sent to be processed again (task {code(task_id)})")
+            except MidasError as exc:
+                st.error(md(exc.message))
+    with remove:
+        sure = st.checkbox("Yes, delete this document", key="doc_delete_sure")
+        if st.button("Delete", key="doc_delete", disabled=not sure, type="primary",
+                     help="Its record, chunks and embeddings, and MIDAS's copies; never your file"):  # fmt: skip
+            try:
+                report = dd.delete_document(settings, document_id)
+                st.session_state.pop("doc_original", None)
+                kept = f"; your file {code(report.originals_kept[0])} was not touched" if report.originals_kept else ""
+                st.success(
+                    f"Document {document_id} deleted: {report.chunks_deleted} chunks, "
+                    f"{len(report.working_copies_removed)} copies MIDAS kept{kept}"
+                )
+            except MidasError as exc:
+                st.error(md(exc.message))
+    with original:
+        if st.button("Get the original", key="doc_original_get"):
+            try:
+                st.session_state["doc_original"] = (document_id, *dd.original_bytes(settings, document_id))
+            except MidasError as exc:
+                st.error(md(exc.message))
+        held = st.session_state.get("doc_original")
+        if held and held[0] == document_id:
+            _, data, name, mime = held
+            st.download_button(f"Download {md(name)}", data, file_name=name, mime=mime, key="doc_download")
 
 
 def show_document(url: str, document_id: int) -> None:

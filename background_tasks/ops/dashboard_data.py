@@ -28,12 +28,15 @@ from background_tasks.ops.dashboard.actions import (
 from background_tasks.ops.dashboard.common import flower_url, human_size, plain_error
 from background_tasks.ops.dashboard.documents import (
     DOCUMENT_COLUMNS,
+    delete_document,
     document_chunks,
     document_detail,
     document_stats,
     documents_page,
     failed_documents,
     highlight_html,
+    original_bytes,
+    reprocess_document,
     search_documents,
 )
 from background_tasks.ops.dashboard.history import (
@@ -88,6 +91,7 @@ __all__ = [
     "TaskOutcome",
     "WorkerActivity",
     "cpu_percent_now",
+    "delete_document",
     "distinct_values",
     "document_chunks",
     "document_detail",
@@ -105,12 +109,14 @@ __all__ = [
     "live_snapshot",
     "log_files",
     "log_tail",
+    "original_bytes",
     "overview",
     "performance_by_name",
     "plain_error",
     "queue_table",
     "redis_problem",
     "report_markdown",
+    "reprocess_document",
     "retry_document",
     "run_health_check",
     "running_in_history",

@@ -1,4 +1,5 @@
-"""The Documents section: pages of documents, the store's figures, search with safe highlights, chunks.
+"""The Documents section: pages of documents, the store's figures, search with safe highlights, chunks,
+and one document's actions (delete, process again, its original: ``processing.manage``).
 
 Every read goes through the document store (``storage.store.DocumentStore``).
 """
@@ -12,6 +13,9 @@ from typing import Any
 import pandas as pd
 
 from background_tasks.ops.dashboard.common import human_size, utc_series
+from background_tasks.processing import manage
+from background_tasks.processing.manage import DeleteReport
+from background_tasks.settings import Settings
 from background_tasks.storage.schema import create_schema
 from background_tasks.storage.store import DocumentStore
 
@@ -108,3 +112,21 @@ def failed_documents(url: str, limit: int = 200) -> pd.DataFrame:
     """Documents whose processing failed (not rejected: a rejection repeats), newest first."""
     frame, _total = documents_page(url, page=1, page_size=limit, status="failed")
     return frame
+
+
+def delete_document(settings: Settings, document_id: int) -> DeleteReport:
+    """Delete one document and MIDAS's copies of it (never the user's file): ``processing.manage``."""
+    return manage.delete_document(settings, int(document_id))
+
+
+def reprocess_document(settings: Settings, document_id: int, app: Any = None) -> str:
+    """Send one document's content to be processed again, replacing its result; returns the task id."""
+    return manage.reprocess_document(settings, int(document_id), app=app)
+
+
+def original_bytes(settings: Settings, document_id: int) -> tuple[bytes, str, str]:
+    """A document's original file for a download button: (its bytes, file name, MIME type).
+
+    At most MIDAS_MAX_FILE_MB, as every document (intake refuses a larger copy)."""
+    with manage.open_original(settings, int(document_id)) as (handle, name, mime):
+        return handle.read(), name, mime
