@@ -8,13 +8,16 @@ Exit status 0 when every check passed, 1 otherwise. It uses the same settings
 (environment / .env) as the services, so it checks the system they form.
 The documents it processes are generated into the data dir's inbox; the
 watcher check drops one small file into the first watched folder and removes
-it again afterwards.
+it again afterwards. The last check, tidy_up, deletes every document the
+check created (with `processing.manage.delete_document`, as `midas documents
+delete` does) and its inbox folder, so the store holds nothing of it afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 import urllib.error
@@ -50,6 +53,8 @@ HINTS = {
     "watches (MIDAS_WATCH_DIRS).",
     "dashboard": "Is the dashboard running (`make status`)? See logs/dashboard.log.",
     "flower": "Is Flower running (`make status`)? See logs/flower.log; set FLOWER_BASIC_AUTH here too if used.",
+    "tidy_up": "Is the database reachable? `.venv/bin/midas documents` lists what is left; "
+    "`.venv/bin/midas documents delete ID` deletes one.",
 }
 
 #: One small generated document per format family, with a word the check looks for afterwards.
@@ -81,6 +86,8 @@ class SystemCheck:
         self.token = "midascheck" + uuid.uuid4().hex[:8]
         self.results: list[Check] = []
         self._app = None
+        #: the documents this check created (deleted again by tidy_up)
+        self.created: set[int] = set()
 
     @property
     def app(self):
@@ -124,6 +131,11 @@ class SystemCheck:
             raise RuntimeError("ping answered with the wrong message")
         return f"{len(replies)} worker(s), queues {', '.join(sorted(served))}"
 
+    def _created(self, result: dict) -> None:
+        """Remember a document the check itself recorded (a duplicate belongs to someone else)."""
+        if isinstance(result, dict) and result.get("document_id") and result.get("status") != "duplicate":
+            self.created.add(int(result["document_id"]))
+
     def _inbox(self) -> Path:
         folder = self.settings.inbox_dir / f"system-check-{self.token}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -139,6 +151,7 @@ class SystemCheck:
         bad = []
         for ext, result in sent.items():
             value = result.get(timeout=self.timeout)
+            self._created(value)
             if value["status"] != "success" or value["chunks_created"] < 1:
                 bad.append(f"{ext}: {value['status']} {value.get('error', '')}")
         if bad:
@@ -153,6 +166,8 @@ class SystemCheck:
             path.write_text(f"Batch check {self.token} number {i}.")
             paths.append(str(path))
         summary = self.app.send_task(keys.PROCESS_DOCUMENT_BATCH, args=[paths]).get(timeout=self.timeout)
+        for result in summary.get("results", []):
+            self._created(result)
         if summary["total"] != 3 or summary["succeeded"] + summary["duplicates"] != 3:
             raise RuntimeError(f"batch summary: {summary['succeeded']} succeeded of {summary['total']}")
         return f"3 files in {summary['duration_s']:.1f} s"
@@ -187,6 +202,7 @@ class SystemCheck:
             while time.monotonic() < deadline:
                 found = store.find_by_path(str(path.resolve()))
                 if found and found[0]["status"] in {"success", "failed", "rejected"}:
+                    self.created.add(int(found[0]["id"]))
                     if found[0]["status"] != "success":
                         raise RuntimeError(f"processed with status {found[0]['status']}: {found[0]['error']}")
                     return f"{path.name} processed from {folders[0]}"
@@ -194,6 +210,24 @@ class SystemCheck:
             raise TimeoutError(f"{path} was not processed within {self.timeout:.0f} s")
         finally:
             path.unlink(missing_ok=True)
+
+    def check_tidy_up(self) -> str:
+        """Delete the documents the check created and its inbox folder (never a watched folder's file)."""
+        from background_tasks.errors import DocumentNotFound
+        from background_tasks.processing.manage import delete_document
+
+        removed = copies = 0
+        for document_id in sorted(self.created):
+            try:
+                report = delete_document(self.settings, document_id)
+            except DocumentNotFound:
+                continue  # deleted already
+            removed += 1
+            copies += len(report.working_copies_removed)
+        folder = self.settings.inbox_dir / f"system-check-{self.token}"
+        if folder.is_dir():
+            shutil.rmtree(folder)  # the check's own folder in MIDAS's inbox: files it wrote that left no document
+        return f"deleted {removed} document(s) the check created and {copies} inbox file(s)"
 
     def _http(self, url: str, auth: str | None = None, cookie: str | None = None) -> str:
         request = urllib.request.Request(url)
@@ -239,7 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     checker = SystemCheck(settings_or_exit(), args.timeout)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
-    order = ["redis", "workers", "documents", "batch", "monitoring", "cleanup", "watcher", "dashboard", "flower"]
+    order = [
+        "redis", "workers", "documents", "batch", "monitoring", "cleanup", "watcher", "dashboard", "flower", "tidy_up"
+    ]  # fmt: skip
     needs_broker = {"workers", "documents", "batch", "monitoring", "cleanup", "watcher"}
     redis_ok = True
     for name in order:

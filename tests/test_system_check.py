@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from background_tasks.storage.store import DocumentStore
 from tests.support import PROJECT_ROOT, launcher, launcher_env, stop_stack
 
 #: real launcher stacks, workers or servers: deselected by -m "not integration"
@@ -51,12 +52,19 @@ def test_the_system_check_passes_on_a_running_stack_and_explains_failures(stack_
     failed = {c["name"]: c["detail"] for c in report["checks"] if not c["passed"]}
     assert done.returncode == 0 and report["passed"], failed
     names = [c["name"] for c in report["checks"]]
-    expected = ["redis", "workers", "documents", "batch", "monitoring", "cleanup", "watcher", "flower"]
+    expected = ["redis", "workers", "documents", "batch", "monitoring", "cleanup", "watcher", "flower", "tidy_up"]
     if (PROJECT_ROOT / "Streamlit_Task_Monitoring.py").exists():
-        expected.insert(-1, "dashboard")
+        expected.insert(-2, "dashboard")
     assert names == expected
     assert all(c["seconds"] >= 0 for c in report["checks"])
     assert list((tmp_path / "watch").iterdir()) == [], "the watcher check removes its file again"
+    # it leaves nothing behind: its 8 formats, 3 batch files and the watcher's file are deleted again
+    tidy = next(c for c in report["checks"] if c["name"] == "tidy_up")
+    assert tidy["detail"].startswith("deleted 12 document(s) the check created and 11 inbox file(s)"), tidy
+    store = DocumentStore(f"sqlite:///{tmp_path / 'data' / 'midas.sqlite3'}")
+    assert store.count_documents() == 0 and store.stats()["chunks"] == 0
+    inbox = tmp_path / "data" / "inbox"
+    assert not inbox.exists() or list(inbox.iterdir()) == [], sorted(inbox.rglob("*"))
 
     table = run_check(stack_env)
     assert table.returncode == 0
