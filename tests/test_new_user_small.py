@@ -2,18 +2,22 @@
 
 ``search --help`` cut off mid-sentence, scores printed as ``2.07e-06``, a raw epoch in
 task details, Streamlit's Deploy button, ``make run`` ending without saying what next,
-and the every-minute queue check's kilobyte of INFO log.
+the every-minute queue check's kilobyte of INFO log, and Flower's API answering 401
+with advice the README did not explain.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import os
 import re
 import subprocess
 import sys
+import time
 import tomllib
+from base64 import b64encode
 from pathlib import Path
 
 import pytest
@@ -28,7 +32,7 @@ from background_tasks.processing.chunking import chunk_text, normalize_text
 from background_tasks.settings import PROJECT_ROOT, load_settings
 from background_tasks.storage.db import session_scope
 from background_tasks.storage.store import DocumentStore
-from tests.support import launcher_env, wait_until
+from tests.support import launcher, launcher_env, stop_stack, wait_until
 
 PING = "background_tasks.system_tasks.ping"
 
@@ -179,3 +183,47 @@ def test_routine_checks_do_not_fill_the_worker_log_at_info(isolated_stack) -> No
     wait_until(lambda: f"[{again.id}] succeeded" in verbose.log_text(), 30, what="the DEBUG success line")
     line = next(line for line in verbose.log_text().splitlines() if f"[{again.id}] succeeded" in line)
     assert " DEBUG " in line, line
+
+
+# -- Flower's API ---------------------------------------------------------------------------------------------
+
+
+def _get(port: int, path: str, basic_auth: str | None = None) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Authorization": "Basic " + b64encode(basic_auth.encode()).decode()} if basic_auth else {}
+    connection.request("GET", path, headers=headers)
+    response = connection.getresponse()
+    body = response.read().decode(errors="replace")
+    connection.close()
+    return response.status, body
+
+
+@pytest.mark.integration
+def test_flowers_api_works_as_the_readme_says(tmp_path: Path) -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    quoted = re.search(r"answers `401 (FLOWER_UNAUTHENTICATED_API[^`]*)`", readme)
+    assert quoted, "the README quotes Flower's answer"
+    assert "curl -u user:password http://localhost:5555/flower/api/workers" in readme
+    assert "FLOWER_BASIC_AUTH=user:password .venv/bin/midas restart flower" in readme
+
+    env = launcher_env(tmp_path)
+    port = int(env["FLOWER_PORT"])
+    try:
+        started = launcher(env, "start", "redis", "flower")
+        assert started.returncode == 0, started.stdout + started.stderr
+        # Without Flower auth: the answer the README quotes, word for word.
+        assert _get(port, "/flower/api/workers") == (401, quoted.group(1))
+
+        # The README's way: restart Flower with basic auth, then call the API with it.
+        auth = "user:password"
+        restarted = launcher({**env, "FLOWER_BASIC_AUTH": auth}, "restart", "flower")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        deadline = time.monotonic() + 30
+        while _get(port, "/flower/api/workers", auth)[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        status, body = _get(port, "/flower/api/workers", auth)
+        assert status == 200 and body.startswith("{"), (status, body)
+        assert _get(port, "/flower/api/workers")[0] == 401
+        assert _get(port, "/flower/api/workers", "user:wrong")[0] == 401
+    finally:
+        stop_stack(env, tmp_path)
