@@ -9,6 +9,7 @@ run: setup
 	$(SVC) start
 	@$(SVC) status
 	@if [ -f background_tasks/document_tasks.py ]; then $(PY) -m background_tasks.samples; fi
+	@$(PY) -m background_tasks.launcher.next_steps
 
 stop:
 	@if [ -x $(PY) ]; then $(SVC) stop; else echo "nothing to stop (no $(VENV))"; fi

@@ -36,6 +36,17 @@ def _open_store() -> DocumentStore:
     return store
 
 
+def relevance(score: float, best: float) -> str:
+    """A hit's score as a share of the best hit's, ``"42%"``.
+
+    Scores are comparable only within one search, and their raw values mean little to a reader:
+    SQLite's BM25 gives ``2.07e-06`` for words found in most documents, fused rankings ``0.0164``.
+    """
+    if best <= 0 or score <= 0:
+        return "-"
+    return f"{min(100.0, 100 * score / best):.0f}%"
+
+
 def _cmd_search(args: argparse.Namespace, out: TextIO) -> int:
     store = _open_store()
     tty = out.isatty()
@@ -51,9 +62,10 @@ def _cmd_search(args: argparse.Namespace, out: TextIO) -> int:
         print("No matches.", file=out)
         return 0
     start, end = _BOLD if tty else _PLAIN
+    best = max(hit.score for hit in hits)
     for rank, hit in enumerate(hits, 1):
         where = [f"page {hit.page}"] if hit.page is not None else []
-        where += [f"chunk {hit.chunk_index}", f"score {hit.score:.3g}"]
+        where += [f"chunk {hit.chunk_index}", f"relevance {relevance(hit.score, best)}"]
         where += [f"{hit.more} more passage(s) in it"] if hit.more else []
         print(f"{rank}. {_safe(hit.path or f'document {hit.document_id}')}  ({', '.join(where)})", file=out)
         snippet = " ".join(_safe(hit.snippet).split())
@@ -306,7 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     search = sub.add_parser("search", help="search processed documents by their words and meaning")
-    search.add_argument("query", help='words (all must match), "a phrase", -excluded, or')
+    search.add_argument(
+        "query",
+        help='words (all must match), "a phrase", -excluded words, or a question in plain words '
+        "(semantic and hybrid match its meaning)",
+    )
     search.add_argument("--limit", type=int, default=10, help="number of hits (default 10)")
     search.add_argument("--type", help="only this file type, e.g. pdf")
     search.add_argument(

@@ -29,13 +29,14 @@ def upload_limit_mb(settings: Settings) -> int:
 
 
 def server_config(settings: Settings) -> dict[str, object]:
-    """Streamlit options for the launcher's dashboard: loopback only, the MIDAS port and upload cap."""
+    """Streamlit options for the launcher's dashboard: loopback only, the MIDAS port and upload cap, no Deploy."""
     return {
         "server.address": "127.0.0.1",
         "server.port": settings.streamlit_port,
         "server.headless": True,
         "server.maxUploadSize": upload_limit_mb(settings),
         "browser.gatherUsageStats": False,
+        "client.toolbarMode": "minimal",  # no "Deploy" button or developer menu: this is a monitor, not an editor
     }
 
 

@@ -1,9 +1,15 @@
 """The one place MIDAS reads its configuration.
 
 The variables are declared in ``settings_vars.VARIABLES``; this module turns
-the environment (over ``.env``) into a frozen, typed ``Settings`` with one
-attribute per variable, checks the values that depend on each other, and
-computes the derived values (URLs, byte limits, folders) once per object.
+the environment (over the launch file, over ``.env``) into a frozen, typed
+``Settings`` with one attribute per variable, checks the values that depend on
+each other, and computes the derived values (URLs, byte limits, folders) once
+per object.
+
+The launch file (``.midas/launched.env`` in the checkout, or ``MIDAS_LAUNCH_FILE``)
+is written by ``midas start`` with the settings its shell exported, so a command
+run from another shell, without those exports, talks to the same Redis and data
+dir instead of silently to another MIDAS. It never holds a secret.
 
 Nothing else in the project reads ``os.environ``.
 """
@@ -15,7 +21,7 @@ import os
 import platform
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ from urllib.parse import quote
 from background_tasks.settings_vars import PROJECT_ROOT, QUEUES, VARIABLES, WORKER_POOLS, Var
 
 __all__ = [
+    "ENVIRONMENT",
     "PROJECT_ROOT",
     "QUEUES",
     "VARIABLES",
@@ -32,11 +39,16 @@ __all__ = [
     "SettingsError",
     "Var",
     "get_settings",
+    "launched_data_dir",
     "load_settings",
     "settings_or_exit",
 ]
 
 MIB = 1024 * 1024
+#: ``Settings.sources`` label of a value from the process environment (the others are file paths)
+ENVIRONMENT = "environment"
+#: where ``midas start`` writes the settings it was started with, unless MIDAS_LAUNCH_FILE says otherwise
+DEFAULT_LAUNCH_FILE = PROJECT_ROOT / ".midas" / "launched.env"
 
 
 class SettingsError(ValueError):
@@ -177,6 +189,10 @@ class Settings:
     s3_max_per_run: int
     # Not a variable: True when redis_password is the launcher's generated one, not REDIS_PASSWORD.
     redis_password_generated: bool = False
+    # Not variables: the launch file (None: off), and where each value not left at its default came
+    # from, as (variable, ENVIRONMENT or a file's path) pairs; for ``status`` and the launcher.
+    launch_file: Path | None = field(default=None, compare=False)
+    sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def replace(self, **changes: object) -> Settings:
         """A copy with some values changed (the launcher adds the Redis password it generated)."""
@@ -297,7 +313,11 @@ def _read_env_file(path: Path) -> dict[str, str]:
     values: dict[str, str] = {}
     if not path.is_file():
         return values
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{path} cannot be read: {exc.strerror}") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -313,19 +333,47 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | None = None) -> Settings:
-    """Build settings from ``environ`` (default: the process environment) over ``.env``.
+def _launch_file_path(env: Mapping[str, str], default: Path | None) -> Path | None:
+    """The launch file: MIDAS_LAUNCH_FILE (``os.devnull``: none), else ``default``."""
+    raw = env.get("MIDAS_LAUNCH_FILE")
+    if not raw:
+        return default
+    if raw == os.devnull:
+        return None
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path
 
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = None, launch_file: Path | None = None
+) -> Settings:
+    """Build settings from ``environ`` (default: the process environment) over the launch file over ``.env``.
+
+    A variable is taken from the first of them that has it (set but empty means its default).
+    A caller that names ``env_file`` chose its files: the checkout's launch file is then read
+    only when ``launch_file`` or MIDAS_LAUNCH_FILE names it (tests never see a user's stack).
     Raises SettingsError naming the first bad variable.
     """
     env = dict(os.environ if environ is None else environ)
+    if launch_file is None:
+        launch_file = _launch_file_path(env, DEFAULT_LAUNCH_FILE if env_file is None else None)
     if env_file is None:
         env_file = Path(env.get("MIDAS_ENV_FILE") or PROJECT_ROOT / ".env")
-    merged = {**_read_env_file(env_file), **env}
+    layers: list[tuple[str, Mapping[str, str]]] = [(ENVIRONMENT, env)]
+    if launch_file is not None:
+        layers.append((str(launch_file), _read_env_file(launch_file)))
+    layers.append((str(env_file), _read_env_file(env_file)))
 
     values: dict[str, Any] = {}
+    sources: list[tuple[str, str]] = []
     for var in VARIABLES:
-        raw = merged.get(var.env)
+        raw, source = None, ENVIRONMENT
+        for label, layer in layers:
+            if var.env in layer:
+                raw, source = layer[var.env], label
+                if raw != "":
+                    sources.append((var.env, label))
+                break
         if raw is None or raw == "":
             raw = var.default
         try:
@@ -334,9 +382,10 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: Path | Non
             reason = str(exc)
             if "invalid literal" in reason or "could not convert" in reason:
                 reason = "not a number"
-            raise SettingsError(f"{var.env}={raw!r} is invalid: {reason}") from None
+            where = "" if source == ENVIRONMENT else f" (in {source})"
+            raise SettingsError(f"{var.env}={raw!r} is invalid: {reason}{where}") from None
 
-    settings = Settings(**values)
+    settings = Settings(**values, launch_file=launch_file, sources=tuple(sources))
     _check_relations(settings)
     if settings.redis_password is None:
         generated = _generated_redis_password(settings.data_dir)
@@ -375,6 +424,21 @@ def _check_relations(s: Settings) -> None:
     for root in s.allowed_roots:
         if not root.is_dir():
             raise SettingsError(f"MIDAS_ALLOWED_ROOTS: {root} is not an existing folder")
+
+
+def launched_data_dir(launch_file: Path) -> Path | None:
+    """The data dir of the stack a launch file describes (None: there is no launch file).
+
+    ``stop`` removes the file only when it describes the stack being stopped.
+    """
+    if not launch_file.is_file():
+        return None
+    data_dir = next(var for var in VARIABLES if var.attr == "data_dir")
+    raw = _read_env_file(launch_file).get(data_dir.env) or data_dir.default
+    try:
+        return data_dir.parse(raw)  # type: ignore[return-value]
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=1)

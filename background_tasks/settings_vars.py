@@ -172,6 +172,10 @@ def _s3_uri_list(raw: str) -> tuple[str, ...]:
     return tuple(_s3_uri(part) for part in _str_list(raw))
 
 
+#: words in a variable's name that make it a secret (``Var.is_secret``)
+SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET")
+
+
 @dataclass(frozen=True)
 class Var:
     """One configuration variable: its env name, attribute, parser and default."""
@@ -182,6 +186,13 @@ class Var:
     default: str
     help: str
     group: str = "General"
+    #: holds a credential (a URL may carry one): never written to the launch file, never shown
+    secret: bool = False
+
+    @property
+    def is_secret(self) -> bool:
+        """Marked secret, or named like one (a password, a token): safe by default for new variables."""
+        return self.secret or any(word in self.env for word in SECRET_WORDS)
 
 
 VARIABLES: tuple[Var, ...] = (
@@ -218,6 +229,7 @@ VARIABLES: tuple[Var, ...] = (
         "",
         "SQLAlchemy URL for results and the store; overrides SQLite and POSTGRES_*.",
         "PostgreSQL",
+        secret=True,
     ),
     # Paths
     Var("MIDAS_DATA_DIR", "data_dir", _path, "./data", "SQLite files, working copies, Redis data, reports.", "Paths"),
@@ -241,7 +253,9 @@ VARIABLES: tuple[Var, ...] = (
     ),
     # Services
     Var("FLOWER_PORT", "flower_port", _port, "5555", "Flower port (served at /flower).", "Services"),
-    Var("FLOWER_BASIC_AUTH", "flower_basic_auth", _basic_auth, "", "user:password for Flower.", "Services"),
+    Var(
+        "FLOWER_BASIC_AUTH", "flower_basic_auth", _basic_auth, "", "user:password for Flower.", "Services", secret=True
+    ),
     Var("STREAMLIT_PORT", "streamlit_port", _port, "8501", "Streamlit dashboard port.", "Services"),
     Var(
         "MIDAS_WORKER_CONCURRENCY",
@@ -516,7 +530,13 @@ VARIABLES: tuple[Var, ...] = (
     Var("MIDAS_SMTP_TO", "smtp_to", _str_list, "", "Recipients (comma-separated).", "Alerts"),
     Var("MIDAS_SMTP_STARTTLS", "smtp_starttls", _bool, "true", "Use STARTTLS.", "Alerts"),
     Var(
-        "MIDAS_ALERT_WEBHOOK_URL", "alert_webhook_url", _opt_str, "", "POST a JSON alert here (empty = off).", "Alerts"
+        "MIDAS_ALERT_WEBHOOK_URL",
+        "alert_webhook_url",
+        _opt_str,
+        "",
+        "POST a JSON alert here (empty = off).",
+        "Alerts",
+        secret=True,
     ),
     Var(
         "MIDAS_ALERT_QUIET_MINUTES",

@@ -12,7 +12,8 @@ from typing import Any
 
 from celery import Celery, signals
 
-from background_tasks.logging_setup import install_task_context
+from background_tasks import keys
+from background_tasks.logging_setup import install_task_context, quiet_routine_tasks
 from background_tasks.ops import alerts, ledger, task_history
 from background_tasks.processing import worker_process
 from background_tasks.storage import db
@@ -58,8 +59,13 @@ def _after_task(sender: Any = None, **_: Any) -> None:
     worker_process.return_freed_memory(getattr(sender, "name", "") or "")
 
 
+#: Beat's every-minute checks: their "received" and "succeeded" lines (with a ~1 KB result) go to DEBUG
+ROUTINE_TASKS = (keys.CHECK_TASK_QUEUE, keys.SYSTEM_HEALTH_CHECK, keys.REAP_LEDGER)
+
+
 def wire_signals(app: Celery) -> None:
-    """Connect the log format, worker preloading, memory return, task history, the ledger and failure alerts."""
+    """Connect the log format, worker preloading, memory return, task history, the ledger and failure alerts;
+    quiet the routine checks' task lines."""
     del app  # Celery's signals are global; the parameter says which app this is done for
     handlers: list[tuple[signals.Signal, Any]] = [
         (signals.after_setup_logger, _task_id_on_every_line),
@@ -72,5 +78,6 @@ def wire_signals(app: Celery) -> None:
     ]
     for signal, handler in handlers:
         signal.connect(handler, weak=False, dispatch_uid=f"midas:{handler.__module__}.{handler.__name__}")
+    quiet_routine_tasks(ROUTINE_TASKS)
     if alerts.on_task_failure not in task_history.failure_hooks:
         task_history.failure_hooks.append(alerts.on_task_failure)

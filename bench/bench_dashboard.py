@@ -58,6 +58,7 @@ def bench_settings(root: Path) -> Any:
             "MIDAS_LOG_DIR": str(root / "logs"),
             "MIDAS_WATCH_DIRS": str(root / "watch"),
             "MIDAS_ENV_FILE": os.devnull,
+            "MIDAS_LAUNCH_FILE": os.devnull,
             "REDIS_HOST": "127.0.0.1",
             "REDIS_PORT": str(free_port()),  # nothing listens: the database is what is measured
         }

@@ -195,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             "MIDAS_DATA_DIR": str(work / "data"),
             "MIDAS_LOG_DIR": str(work / "logs"),
             "MIDAS_ENV_FILE": os.devnull,
+            "MIDAS_LAUNCH_FILE": os.devnull,
             "MIDAS_WATCH_DIRS": str(watch),
             "MIDAS_STABILITY_SECONDS": str(args.stability),
             "MIDAS_WORKER_CONCURRENCY": "2",

@@ -35,6 +35,7 @@ def bench_env(data_dir: Path, extra_roots: Sequence[Path] = (), **extra: str) ->
             "MIDAS_DATA_DIR": str(data_dir),
             "MIDAS_LOG_DIR": str(data_dir / "logs"),
             "MIDAS_ENV_FILE": os.devnull,
+            "MIDAS_LAUNCH_FILE": os.devnull,
             "MIDAS_ALLOWED_ROOTS": os.pathsep.join(
                 [str(corpus_dir()), str(data_dir), str(PROJECT_ROOT / "samples"), *map(str, extra_roots)]
             ),

@@ -40,6 +40,7 @@ os.environ.update(
         "MIDAS_DATA_DIR": str(_SESSION_DIR / "data"),
         "MIDAS_LOG_DIR": str(_SESSION_DIR / "logs"),
         "MIDAS_ENV_FILE": os.devnull,
+        "MIDAS_LAUNCH_FILE": os.devnull,  # no launch file: neither the checkout's nor one written by a test
         "MIDAS_WORKER_CONCURRENCY": "2",
         "MIDAS_ALLOWED_ROOTS": os.pathsep.join(_ROOTS),
         "MIDAS_WATCH_DIRS": str(_WATCH_DIR),

@@ -304,6 +304,7 @@ def launcher_env(tmp: Path, **overrides: str) -> dict[str, str]:
             "MIDAS_DATA_DIR": str(tmp / "data"),
             "MIDAS_LOG_DIR": str(tmp / "logs"),
             "MIDAS_ENV_FILE": os.devnull,
+            "MIDAS_LAUNCH_FILE": str(tmp / "launched.env"),  # never the checkout's .midas/launched.env
             "MIDAS_WORKER_CONCURRENCY": "1",
             "MIDAS_SERVICE_STOP_TIMEOUT": "15",
         }

@@ -15,6 +15,7 @@ from typing import Any
 
 from background_tasks.launcher.autostart import install_autostart, uninstall_autostart
 from background_tasks.launcher.definitions import LauncherError, select_services
+from background_tasks.launcher.launch_file import describe_sources
 from background_tasks.launcher.lifecycle import DEFAULT_START_TIMEOUT, Launcher, Outcome
 from background_tasks.settings import settings_or_exit
 
@@ -57,7 +58,11 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m background_ta
         if args.action == "status":
             wanted = {s.name for s in select_services(launcher.services, args.services)}
             rows = [launcher.status_one(s) for s in launcher.services if s.name in wanted]
-            print(json.dumps(rows, indent=2) if args.json else format_status(rows))
+            if args.json:
+                print(json.dumps(rows, indent=2))
+            else:
+                print(describe_sources(settings))  # a shell without the start's exports must see which MIDAS this is
+                print(format_status(rows))
             return 0
         outcomes: list[Outcome] = []
         if args.action in ("stop", "restart"):

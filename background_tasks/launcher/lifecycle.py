@@ -26,6 +26,7 @@ from background_tasks.launcher.definitions import (
     child_environment,
     select_services,
 )
+from background_tasks.launcher.launch_file import remove_launch_file, secrets_left_out, write_launch_file
 from background_tasks.launcher.pidfiles import launcher_lock, log_path, pid_path, read_record, record_process
 from background_tasks.launcher.private_files import private_dir
 from background_tasks.launcher.probes import ControlClient, is_ready
@@ -115,9 +116,29 @@ class Launcher:
                     outcome = self.start_one(service, child_environment(self.settings))
                     outcomes.append(outcome)
                     print_outcome(outcome)
+                if any(o.ok for o in outcomes):
+                    self._record_launch()
         finally:
             self.control.close()
         return outcomes
+
+    def _record_launch(self) -> None:
+        """Write the launch file, so commands from other shells use these settings too (``launch_file``)."""
+        try:
+            done = write_launch_file(self.settings)
+        except OSError as exc:
+            print(f"{'settings':<10} not written ({exc}): other shells need the same exports", file=sys.stderr)
+            return
+        if done is None:
+            return
+        path, written = done
+        if written:
+            print(f"{'settings':<10} {', '.join(written)} written to {path}: every MIDAS command here uses them")
+        inherited = [name for name, source in self.settings.sources if source == str(path) and name in written]
+        if inherited:  # a shell without exports restarted a stack (or one a reboot left): say whose values these are
+            print(f"{'settings':<10} {', '.join(inherited)} came from {path} (an earlier start); export to change")
+        for name in secrets_left_out(self.settings):
+            print(f"{'settings':<10} {name} not written to {path} (a secret): other shells need it in .env")
 
     def start_one(self, service: Service, env: dict[str, str]) -> Outcome:
         if service.requires is not None and not service.requires.exists():
@@ -196,6 +217,9 @@ class Launcher:
                     outcome = self.stop_one(service)
                     outcomes.append(outcome)
                     print_outcome(outcome)
+                removed = remove_launch_file(self.settings) if not names else None
+                if removed is not None:
+                    print(f"{'settings':<10} removed {removed}")
         finally:
             self.control.close()
         return outcomes

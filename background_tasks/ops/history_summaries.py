@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 ARGS_SUMMARY_MAX = 500
 RESULT_SUMMARY_MAX = 500
 ERROR_MESSAGE_MAX = 2000
 TRACEBACK_MAX = 8000
+#: epoch seconds a ``*_at`` result field may hold to be shown as a time (2001 to 2286)
+_EPOCH_RANGE = (1e9, 1e10)
 
 
 def _short(value: Any, depth: int = 0) -> str:
@@ -59,11 +62,19 @@ def summarize_result(value: Any) -> str | None:
             if v is None or isinstance(v, bool | int | float) or (isinstance(v, str) and len(v) <= 120)
         }
         skipped = len(value) - len(kept)
-        text = ", ".join(f"{k}={v!r}" for k, v in kept.items())
+        text = ", ".join(f"{k}={_scalar(k, v)}" for k, v in kept.items())
         if skipped:
             text += f"{' ' if text else ''}(+{skipped} fields)"
         return truncate(text, RESULT_SUMMARY_MAX)
     return truncate(_short(value), RESULT_SUMMARY_MAX)
+
+
+def _scalar(key: str, value: Any) -> str:
+    """``repr`` of a result field, but a time (``checked_at``: epoch seconds) in ISO 8601 UTC."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if key.endswith("_at") and is_number and _EPOCH_RANGE[0] <= value < _EPOCH_RANGE[1]:
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return repr(value)
 
 
 def error_fields(exc: BaseException | None, tb_text: str | None) -> dict[str, Any]:
