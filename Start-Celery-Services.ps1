@@ -1,6 +1,6 @@
 <#
 .SYNOPSIS
-    Starts the MIDAS services on Windows (Redis, Celery workers, Beat, Flower, watcher, dashboard).
+    Starts the MIDAS services on Windows (Redis, Celery workers, Beat, Flower, watcher, dashboard, HTTP API).
 
 .DESCRIPTION
     Creates the project's virtual environment .venv when it is missing, installs
@@ -17,7 +17,7 @@
     memurai.exe itself; install one with .\Setup-Redis-Windows.ps1.
 
 .PARAMETER Services
-    Which services to start (redis, worker, worker-1, beat, flower, watcher, dashboard).
+    Which services to start (redis, worker, worker-1, beat, flower, watcher, dashboard, api).
     Default: all.
 
 .PARAMETER SkipInstall

@@ -12,13 +12,13 @@
     When there is no .venv it says so and stops (services started with another python
     stop with that python: python -m background_tasks.services stop).
 
-    Order: watcher, dashboard, flower, beat, workers, then Redis. Workers get a warm
+    Order: watcher and api, dashboard, flower, beat, workers, then Redis. Workers get a warm
     shutdown (running tasks finish) for up to MIDAS_SERVICE_STOP_TIMEOUT seconds before
     they are ended. Only processes recorded in the launcher's PID files are touched: a
     Redis or Memurai service that MIDAS did not start keeps running.
 
 .PARAMETER Services
-    Which services to stop (redis, worker, worker-1, beat, flower, watcher, dashboard).
+    Which services to stop (redis, worker, worker-1, beat, flower, watcher, dashboard, api).
     Default: all.
 
 .PARAMETER SkipInstall

@@ -291,9 +291,31 @@ def _cmd_embeddings(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_api(args: argparse.Namespace, out: TextIO) -> int:
+    from background_tasks.api.auth import check_new_token, digest, new_token
+
+    if args.stdin:
+        try:
+            token = check_new_token(sys.stdin.readline())
+        except ValueError as exc:
+            print(f"MIDAS: {exc}", file=sys.stderr)
+            return 2
+        print(digest(token), file=out)
+        return 0
+    token = new_token()
+    print(f"token:  {token}", file=out)
+    print(f"digest: {digest(token)}", file=out)
+    print(
+        "Give the token to the clients (it is stored nowhere); put the digest in MIDAS_API_TOKENS "
+        "(comma-separated, in .env or the environment) and restart the api service.",
+        file=out,
+    )
+    return 0
+
+
 #: the launcher's commands, handed to its command line whole (its options and service names included)
 LAUNCHER_COMMANDS = {
-    "start": "start the services (all, or those named: redis worker beat flower watcher dashboard)",
+    "start": "start the services (all, or those named: redis worker beat flower watcher dashboard api)",
     "stop": "stop the services the launcher started",
     "status": "what runs, with PIDs and URLs (--json for machines)",
     "restart": "stop, then start",
@@ -370,6 +392,13 @@ def build_parser() -> argparse.ArgumentParser:
     sources = sub.add_parser("sources", help="S3 prefixes and mail accounts MIDAS fetches from")
     sources.add_argument("action", choices=("status",), help="status: per source, last run, seen, submitted, errors")
     sources.set_defaults(func=_cmd_sources)
+
+    api = sub.add_parser("api", help="the HTTP API's tokens (the server is the api service)")
+    api.add_argument(
+        "action", choices=("hash-token",), help="hash-token: make a random token and print it with its digest"
+    )
+    api.add_argument("--stdin", action="store_true", help="hash a token read from stdin instead (prints the digest)")
+    api.set_defaults(func=_cmd_api)
 
     for command, text in LAUNCHER_COMMANDS.items():
         sub.add_parser(command, help=text)  # for the listing in --help; main() hands these over before parsing

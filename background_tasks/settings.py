@@ -99,6 +99,8 @@ class Settings:
     flower_port: int
     flower_basic_auth: str | None
     streamlit_port: int
+    api_port: int
+    api_tokens: tuple[str, ...]
     worker_concurrency: int | None
     worker_pool: str | None
     worker_groups: tuple[tuple[str, ...], ...]

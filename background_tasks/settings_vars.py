@@ -128,6 +128,15 @@ def _basic_auth(raw: str) -> str | None:
     return raw
 
 
+def _sha256_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated SHA-256 hex digests (of API tokens: the tokens themselves are never stored)."""
+    digests = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
+    for digest in digests:
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("must be SHA-256 hex digests of the tokens (midas api hash-token), not tokens")
+    return digests
+
+
 def _worker_groups(raw: str) -> tuple[tuple[str, ...], ...]:
     """``documents,analysis;default,monitoring`` -> one worker per group."""
     groups = []
@@ -257,6 +266,16 @@ VARIABLES: tuple[Var, ...] = (
         "FLOWER_BASIC_AUTH", "flower_basic_auth", _basic_auth, "", "user:password for Flower.", "Services", secret=True
     ),
     Var("STREAMLIT_PORT", "streamlit_port", _port, "8501", "Streamlit dashboard port.", "Services"),
+    Var("MIDAS_API_PORT", "api_port", _port, "8700", "HTTP API port (127.0.0.1; OpenAPI docs at /docs).", "Services"),
+    Var(
+        "MIDAS_API_TOKENS",
+        "api_tokens",
+        _sha256_list,
+        "",
+        "SHA-256 hex digests of the HTTP API's bearer tokens, comma-separated (midas api hash-token makes a "
+        "token and its digest); empty = every endpoint but /health answers 401.",
+        "Services",
+    ),
     Var(
         "MIDAS_WORKER_CONCURRENCY",
         "worker_concurrency",

@@ -47,6 +47,7 @@ os.environ.update(
         "MIDAS_STABILITY_SECONDS": "0",
         "FLOWER_PORT": str(free_port()),
         "STREAMLIT_PORT": str(free_port()),
+        "MIDAS_API_PORT": str(free_port()),
     }
 )
 

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import psutil
 import redis
@@ -248,7 +249,28 @@ class WorkerProcess:
             pass
 
 
-class BeatProcess:
+class LoggedProcess:
+    """A service subprocess writing to ``log_path``: its log, and a stop (SIGTERM, then SIGKILL after 15 s)."""
+
+    process: subprocess.Popen
+    log_path: Path
+    _log: Any
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self._log.close()
+
+
+class BeatProcess(LoggedProcess):
     """A real ``celery -A celery_config beat`` subprocess (its schedule file in ``run_dir``)."""
 
     def __init__(self, env: Mapping[str, str], run_dir: Path) -> None:
@@ -271,18 +293,44 @@ class BeatProcess:
             preexec_fn=die_with_parent,
         )
 
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
+class ApiServer(LoggedProcess):
+    """A real ``python -m background_tasks.api_app`` (uvicorn) subprocess on a free port of 127.0.0.1."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"api-{self.port}.log"
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "background_tasks.api_app"],
+            cwd=PROJECT_ROOT,
+            env={**env, "MIDAS_API_PORT": str(self.port)},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+
+    def wait_ready(self, timeout: float = 60) -> ApiServer:
+        """Until ``/health`` answers (any status: it needs no token)."""
+        import urllib.error
+        import urllib.request
+
+        def answered() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the API exited with {self.process.returncode}; log:\n{self.log_text()[-3000:]}")
             try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
+                with urllib.request.urlopen(self.url + "/health", timeout=2):
+                    return True
+            except urllib.error.HTTPError:
+                return True
+            except OSError:
+                return False
+
+        wait_until(answered, timeout, interval=0.1, what=f"the API at {self.url}")
+        return self
 
 
 # --------------------------------------------------------------------------
@@ -301,6 +349,7 @@ def launcher_env(tmp: Path, **overrides: str) -> dict[str, str]:
             "REDIS_PORT": str(free_port()),
             "FLOWER_PORT": str(free_port()),
             "STREAMLIT_PORT": str(free_port()),
+            "MIDAS_API_PORT": str(free_port()),
             "MIDAS_DATA_DIR": str(tmp / "data"),
             "MIDAS_LOG_DIR": str(tmp / "logs"),
             "MIDAS_ENV_FILE": os.devnull,

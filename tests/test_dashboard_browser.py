@@ -127,10 +127,10 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
     started = launcher(env, "start")
     assert started.returncode == 0, started.stdout + started.stderr + log_tails(settings)
     settings = load_settings(env, env_file=Path(os.devnull))  # now with the Redis password the launcher generated
-    for name in ("redis", "worker-1", "beat", "flower", "watcher", "dashboard"):
+    for name in ("redis", "worker-1", "beat", "flower", "watcher", "dashboard", "api"):
         assert re.search(rf"^{name}\s+started \(pid \d+\)", started.stdout, re.M), started.stdout
     running = recorded_processes(settings.run_dir)
-    assert len(running) >= 12  # six services, six pumps (and the worker's pool)
+    assert len(running) >= 14  # seven services, seven pumps (and the worker's pool)
 
     # A few documents through the worker: two succeed, one broken PDF fails.
     files = {
@@ -299,6 +299,7 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
         "flower": "down",
         "watcher": "down",
         "dashboard": "down",
+        "api": "down",
     }
     views = ("overview", "actions", "documents", "history", "health", "performance", "live", "flower-workers")
     shots = {f"dashboard-{view}.png" for view in (*views, "flower-tasks")}

@@ -36,7 +36,8 @@ def format_status(rows: Sequence[dict[str, Any]]) -> str:
 def main(argv: Sequence[str] | None = None, prog: str = "python -m background_tasks.services") -> int:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Start, stop and inspect the MIDAS services (redis, worker, beat, flower, watcher, dashboard).",
+        description="Start, stop and inspect the MIDAS services "
+        "(redis, worker, beat, flower, watcher, dashboard, api).",
     )
     parser.add_argument("action", choices=ACTIONS)
     parser.add_argument("services", nargs="*", help="service names or kinds (default: all)")

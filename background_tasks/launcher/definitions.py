@@ -1,8 +1,8 @@
 """Which services MIDAS runs, in start order, and the command and environment each one runs with.
 
 Services: ``redis`` (only when nothing answers at the configured local port),
-one Celery ``worker-N`` per worker group, ``beat``, ``flower``, ``watcher`` and
-``dashboard`` (the last two only once their files exist).
+one Celery ``worker-N`` per worker group, ``beat``, ``flower``, ``watcher``,
+``dashboard`` (these two only once their files exist) and ``api``, the HTTP API.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ __all__ = [
     "select_services",
 ]
 
-KINDS = ("redis", "worker", "beat", "flower", "watcher", "dashboard")
+KINDS = ("redis", "worker", "beat", "flower", "watcher", "dashboard", "api")
 WATCHER_FILE = PROJECT_ROOT / "background_tasks" / "file_watcher.py"
 DASHBOARD_FILE = PROJECT_ROOT / "Streamlit_Task_Monitoring.py"
 CELERY_CONFIG_FILE = PROJECT_ROOT / "celery_config.py"
@@ -118,6 +118,15 @@ def build_services(settings: Settings, python: str | None = None) -> list[Servic
             (py, "-m", "background_tasks.dashboard_app"),
             url=f"http://localhost:{settings.streamlit_port}",
             requires=DASHBOARD_FILE,
+        )
+    )
+    services.append(
+        Service(
+            "api",
+            "api",
+            # FastAPI on 127.0.0.1:MIDAS_API_PORT; its tokens are digests in MIDAS_API_TOKENS, never on a command line
+            (py, "-m", "background_tasks.api_app"),
+            url=f"http://localhost:{settings.api_port}/docs",
         )
     )
     return services

@@ -1,7 +1,7 @@
 """Starting, stopping and reporting on services for one set of settings.
 
 ``start`` brings each service up in order and waits until it answers; ``stop``
-goes in reverse (watcher, dashboard, flower, beat, workers, redis) with a warm
+goes in reverse (watcher, api, dashboard, flower, beat, workers, redis) with a warm
 shutdown first; neither ever touches a process its PID record does not name.
 """
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_START_TIMEOUT = 60.0
 #: Stop order by kind: what feeds work in stops before what does it, Redis last.
-STOP_ORDER = {"watcher": 0, "dashboard": 1, "flower": 2, "beat": 3, "worker": 4, "redis": 5}
+STOP_ORDER = {"watcher": 0, "api": 0, "dashboard": 1, "flower": 2, "beat": 3, "worker": 4, "redis": 5}
 
 
 @dataclass(frozen=True)

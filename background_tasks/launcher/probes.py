@@ -94,4 +94,7 @@ def is_ready(service: Service, settings: Settings, control: ControlClient, start
             except OSError:
                 return False  # not answering yet
         return http_status(f"{base}/_stcore/health", cookie=cookie) == 200
+    if kind == "api":
+        # /health needs no token; 503 is a critical verdict or an unreadable store, but the server answers
+        return http_status(f"http://127.0.0.1:{settings.api_port}/health") in (200, 503)
     return time.monotonic() - started >= GRACE_SECONDS

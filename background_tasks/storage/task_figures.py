@@ -102,3 +102,29 @@ def document_counts(url: str, since: datetime | None = None) -> list[DocumentCou
     with read_scope(url) as session:
         rows = session.execute(stmt).all()
     return [DocumentCount(ftype, status, int(count), int(chunks)) for ftype, status, count, chunks in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskTotal:
+    """Tasks of one name in one state in the kept history, and the sum and count of their known run times."""
+
+    name: str | None
+    state: str
+    tasks: int
+    runtime_sum_s: float
+    runtime_count: int
+
+
+def task_totals(url: str) -> list[TaskTotal]:
+    """Per task name and state: how many the history holds, and their run times (for ``/metrics``)."""
+    create_schema(url)
+    stmt = select(
+        TaskRecord.name,
+        TaskRecord.state,
+        func.count(),
+        func.coalesce(func.sum(TaskRecord.runtime_s), 0.0),
+        func.count(TaskRecord.runtime_s),
+    ).group_by(TaskRecord.name, TaskRecord.state)
+    with read_scope(url) as session:
+        rows = session.execute(stmt).all()
+    return [TaskTotal(name, state, int(n), float(total), int(timed)) for name, state, n, total, timed in rows]

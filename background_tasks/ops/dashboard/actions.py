@@ -6,8 +6,6 @@ first, so a broker that is down is said plainly instead of hanging the page.
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,8 +13,9 @@ from typing import Any
 import redis
 
 from background_tasks import keys
-from background_tasks.errors import FileTooLarge, UnsafeResult
-from background_tasks.ops.dashboard.common import human_size, plain_error, redis_client
+from background_tasks.errors import UnsafeResult
+from background_tasks.ops.dashboard.common import plain_error, redis_client
+from background_tasks.processing.uploads import safe_upload_name, save_upload
 from background_tasks.settings import Settings
 from background_tasks.sources.s3.staging import stage
 from background_tasks.sources.s3.uri import is_s3_uri
@@ -25,40 +24,17 @@ from background_tasks.storage.store import DocumentStore
 PROCESS_DOCUMENT = keys.PROCESS_DOCUMENT_FILE
 HEALTH_CHECK = keys.SYSTEM_HEALTH_CHECK
 TASK_REPORT = keys.GENERATE_TASK_REPORT
-
-_UNSAFE_NAME = re.compile(r"[^\w.\- ()+,]+", re.UNICODE)
-
-
-def safe_upload_name(filename: str) -> str:
-    """A plain file name from what a browser sent: no folders, no control characters, no leading dots."""
-    name = Path(str(filename).replace("\\", "/")).name
-    name = _UNSAFE_NAME.sub("_", name).strip(" .")
-    stem, suffix = os.path.splitext(name)
-    stem, suffix = stem[:150], suffix[:20]
-    return (stem or "upload") + suffix
-
-
-def save_upload(settings: Settings, filename: str, data: bytes) -> Path:
-    """Write an uploaded file into the inbox under a fresh name (never overwriting); returns its path."""
-    if len(data) > settings.max_file_bytes:
-        raise FileTooLarge(
-            f"{safe_upload_name(filename)} is {human_size(len(data))}; the limit is {settings.max_file_mb:g} MB "
-            "(MIDAS_MAX_FILE_MB)"
-        )
-    inbox = settings.inbox_dir
-    inbox.mkdir(parents=True, exist_ok=True)
-    name = safe_upload_name(filename)
-    stem, suffix = os.path.splitext(name)
-    for attempt in range(1000):
-        candidate = inbox / (name if attempt == 0 else f"{stem}-{attempt}{suffix}")
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
-        except FileExistsError:
-            continue
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        return candidate.resolve()
-    raise FileExistsError(f"no free name for {name} in {inbox}")
+__all__ = [
+    "TaskOutcome",
+    "generate_report",
+    "redis_problem",
+    "report_markdown",
+    "retry_document",
+    "run_health_check",
+    "safe_upload_name",
+    "save_upload",
+    "send_document",
+]
 
 
 def redis_problem(settings: Settings) -> str | None:
