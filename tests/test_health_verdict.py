@@ -1,15 +1,20 @@
 """The health verdict does not flap on one sample (issue 18, item 8).
 
-The judgement is a plain class with a fake clock, tested directly.
+The judgement is a plain class with a fake clock, tested directly; then one real worker runs the
+health check again and again, and the dashboard's two pages and the live check all show the
+verdict it stored.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from background_tasks.keys import WATCHER_HEARTBEAT_KEY
 from background_tasks.ops import monitoring
 from background_tasks.ops.health_verdict import (
     CRITICAL,
@@ -20,8 +25,14 @@ from background_tasks.ops.health_verdict import (
     PastCheck,
     at_once,
     judge_for,
+    stored_verdict,
 )
 from background_tasks.settings import load_settings
+from tests import test_alerts
+
+HEALTH = "background_tasks.monitoring_tasks.system_health_check"
+
+webhook_server = test_alerts.webhook_server  # the fixture: a real HTTP server keeping each POST
 
 
 class FakeClock:
@@ -190,3 +201,78 @@ def test_evaluate_marks_the_swinging_measures(tmp_path: Path) -> None:
     assert by_key["cpu"].level == CRITICAL  # the mean, not the 100 % sample, against 95
     assert by_key["memory"].sustained and by_key["queue:analysis"].sustained
     assert not by_key["disk:data_dir"].sustained and by_key["disk:data_dir"].level == CRITICAL
+
+
+# --------------------------------------------------------------------------
+# A real worker, the dashboard and the live check
+# --------------------------------------------------------------------------
+
+
+def test_a_real_worker_alerts_once_held_and_every_page_and_the_live_check_show_its_verdict(
+    isolated_stack, tmp_path, webhook_server
+) -> None:
+    """Memory over its (tiny) critical threshold on every check: pending twice, then critical and one alert."""
+    from test_background_processing import SystemCheck
+    from tests.test_dashboard import page, visible_text
+
+    (tmp_path / "watch").mkdir()
+    stack = isolated_stack(
+        MIDAS_WATCH_DIRS=str(tmp_path / "watch"),
+        MIDAS_LOG_DIR=str(tmp_path / "logs"),
+        MIDAS_HEALTH_HOLD_CHECKS="3",
+        MIDAS_MEMORY_WARN_PERCENT="0.001",
+        MIDAS_MEMORY_CRIT_PERCENT="0.002",
+        # nothing else may count: the machine may be busy running tests, its disk fuller than usual
+        MIDAS_CPU_WARN_PERCENT="1000",
+        MIDAS_CPU_CRIT_PERCENT="1001",
+        MIDAS_DISK_WARN_PERCENT="100",
+        MIDAS_DISK_CRIT_PERCENT="100",
+        MIDAS_WATCHER_HEARTBEAT_MAX_AGE="3600",
+        MIDAS_ALERT_WEBHOOK_URL=webhook_server.url,
+        MIDAS_DASHBOARD_PASSWORD="",
+    )
+    settings = stack.settings
+    client = stack.redis.client()
+    client.set(WATCHER_HEARTBEAT_KEY, json.dumps({"time": time.time(), "state": "running"}))
+    stack.start_worker(queues=("default", "monitoring"), concurrency=1)
+
+    results = [stack.send(HEALTH).get(timeout=60) for _ in range(3)]
+    first, second, third = results
+    assert all(r["stored"] for r in results)
+    assert (first["status"], second["status"]) == (OK, OK)
+    assert first["reasons"] == [] and second["reasons"] == []
+    assert first["pending"][0].startswith("critical: memory at ") and "1 of 3 checks" in first["pending"][0]
+    assert "2 of 3 checks" in second["pending"][0]
+    assert first["levels"] == {"memory": CRITICAL}
+    assert "alert" not in first and "alert" not in second  # one busy moment, or two, alert nobody
+    assert third["status"] == CRITICAL and third["pending"] == []
+    (reason,) = third["reasons"]
+    assert reason.startswith("critical: memory at ")
+    assert third["alert"]["sent"] is True
+    (posted,) = [r["body"] for r in webhook_server.received]
+    assert posted["kind"] == "health_critical" and posted["details"]["reasons"] == [reason]
+    # the stored sample carries the verdict the task returned
+    stored = stored_verdict(settings)
+    assert (stored["status"], stored["reasons"], stored["pending"]) == (CRITICAL, [reason], [])
+    assert stored["stale"] is False and stored["age_s"] < 60
+
+    # both pages show that stored verdict, in red, and agree
+    shown = {}
+    for section in ("Overview", "System health"):
+        at = page(settings, section)
+        assert not at.exception, [e.value for e in at.exception]
+        boxes = [e.value for e in at.error if "Health:" in e.value]
+        assert boxes, visible_text(at)
+        shown[section] = boxes[0]
+        assert not [e.value for e in (*at.success, *at.warning) if "Health:" in e.value]  # no other verdict
+    assert shown["Overview"] == shown["System health"]
+    assert shown["Overview"] == f"**Health: CRITICAL**\n- {reason}"
+
+    # the live check runs one more check and reports the stored verdict, the same one
+    checker = SystemCheck(settings, timeout=60)
+    checker._app = stack.app
+    detail = checker.check_monitoring()
+    latest = stored_verdict(settings)
+    assert latest["status"] == CRITICAL and latest["taken_at"] > stored["taken_at"]
+    assert detail == f"health critical (stored verdict: {latest['reasons'][0]})"
+    assert len(webhook_server.received) == 1  # the quiet period holds the next one back

@@ -6,6 +6,7 @@ first, so a broker that is down is said plainly instead of hanging the page.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,6 +37,11 @@ def safe_upload_name(filename: str) -> str:
     stem, suffix = os.path.splitext(name)
     stem, suffix = stem[:150], suffix[:20]
     return (stem or "upload") + suffix
+
+
+def upload_limit_mb(settings: Settings) -> int:
+    """Streamlit's upload cap in whole megabytes (its option is an integer), never below MIDAS_MAX_FILE_MB."""
+    return max(1, math.ceil(settings.max_file_mb))
 
 
 def save_upload(settings: Settings, filename: str, data: bytes) -> Path:
@@ -119,6 +125,27 @@ def _run_task(app: Any, name: str, timeout: float, kwargs: dict[str, Any] | None
     if result.failed():
         return TaskOutcome(result.id, True, error=plain_error(value) if isinstance(value, BaseException) else "failed")
     return TaskOutcome(result.id, True, value if isinstance(value, dict) else {"value": value})
+
+
+def task_outcome(app: Any, task_id: str) -> TaskOutcome:
+    """Where a task sent earlier stands, asked without waiting: ``finished`` with its result or error, or not yet.
+
+    Not finished: ``result["state"]`` is Celery's state in lower case (pending, started, retry).
+    """
+    from celery import states
+
+    result = app.AsyncResult(task_id)
+    try:
+        state = result.state
+        if state not in states.READY_STATES:
+            return TaskOutcome(task_id, False, {"state": str(state).lower()})
+        value = result.result
+    except UnsafeResult as exc:  # e.g. a pickle written into the results table: refused, never loaded
+        return TaskOutcome(task_id, True, error=exc.message)
+    if state != states.SUCCESS:
+        error = plain_error(value) if isinstance(value, BaseException) else state.lower()
+        return TaskOutcome(task_id, True, error=error)
+    return TaskOutcome(task_id, True, value if isinstance(value, dict) else {"value": value})
 
 
 def run_health_check(app: Any, timeout: float = 20.0) -> TaskOutcome:
