@@ -6,9 +6,11 @@
 the page's own password form. Sections:
 overview, live tasks, system health, task history, performance, documents and
 actions. The figures come from ``background_tasks.ops.dashboard_data``; this file
-only lays them out. Each section is drawn inside ``guarded`` so a database,
-Redis or worker problem shows one plain sentence instead of a traceback, and
-the rest of the page keeps showing what is still known.
+only lays them out (System health, Performance and the upload panel are drawn by
+``ops.dashboard.health_view``, ``performance_view`` and ``upload_view``). Each
+section is drawn inside ``guarded`` so a database, Redis or worker problem shows
+one plain sentence instead of a traceback, and the rest of the page keeps
+showing what is still known.
 
 Tests (and a second MIDAS) can point the page at other settings by putting a
 ``Settings`` object in ``st.session_state["midas_settings"]`` before the run.
@@ -19,10 +21,7 @@ from __future__ import annotations
 import hmac
 import logging
 import math
-import re
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,6 +31,19 @@ import streamlit as st
 from background_tasks.errors import MidasError
 from background_tasks.ops import dashboard_data as dd
 from background_tasks.ops import dashboard_gate
+from background_tasks.ops.dashboard.health_view import section_health, verdict_panel
+from background_tasks.ops.dashboard.performance_view import section_performance
+from background_tasks.ops.dashboard.upload_view import upload_panel
+from background_tasks.ops.dashboard.view import (
+    code,
+    coloured,
+    fmt_rate,
+    fmt_seconds,
+    fmt_time,
+    guarded,
+    md,
+    show_health,
+)
 from background_tasks.settings import Settings, SettingsError, get_settings
 from background_tasks.storage.schema import create_schema
 
@@ -40,38 +52,11 @@ log = logging.getLogger("midas.dashboard")
 #: The sidebar's sections; ``?section=Documents`` in the URL opens one directly.
 SECTIONS = ("Overview", "Live tasks", "System health", "Task history", "Performance", "Documents", "Actions")
 WINDOWS = ("last hour", "last 24 hours", "last 7 days", "all", "custom")
-PERIOD_HOURS = {"last hour": 1, "last 6 hours": 6, "last 24 hours": 24, "last 7 days": 168}
-STATUS_ICON = {"ok": ":material/check_circle:", "warning": ":material/warning:", "critical": ":material/error:"}
 
 
 # --------------------------------------------------------------------------
 # Plumbing
 # --------------------------------------------------------------------------
-
-
-@contextmanager
-def guarded(what: str) -> Iterator[None]:
-    """Run a section; on any error show one plain sentence and log the details server-side."""
-    try:
-        yield
-    except Exception as exc:  # the user gets a sentence; the log gets the traceback
-        log.warning("dashboard: %s failed: %s", what, exc, exc_info=True)
-        st.error(f"{what} could not be shown: {md(dd.plain_error(exc))}")
-
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~$])")
-
-
-def md(value: Any) -> str:
-    """Text from outside (errors, names, reasons) shown literally inside Markdown."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", str(value)).replace("\n", " ")
-
-
-def code(value: Any) -> str:
-    """Inline code span for a path or id, whatever backticks it contains."""
-    text = str(value).replace("\n", " ")
-    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
-    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
 
 
 def load_settings() -> Settings:
@@ -121,34 +106,6 @@ def require_password(settings: Settings) -> None:
         time.sleep(1.0)  # slows guessing
         st.error("Wrong password.")
     st.stop()
-
-
-def fmt_rate(value: float | None) -> str:
-    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1%}"
-
-
-def fmt_time(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NaT:
-        return "–"
-    if isinstance(value, int | float):
-        value = datetime.fromtimestamp(value, UTC)
-    return pd.Timestamp(value).tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def fmt_seconds(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{value:.3f} s" if value < 10 else f"{value:.1f} s"
-
-
-def show_health(status: str, reasons: list[str], title: str = "Health") -> None:
-    text = f"**{title}: {status.upper()}**"
-    if reasons:
-        text += "\n" + "\n".join(f"- {md(reason)}" for reason in reasons)
-    else:
-        text += " — every measure is within its thresholds."
-    alert = {"ok": st.success, "warning": st.warning}.get(status, st.error)
-    alert(text, icon=STATUS_ICON.get(status, ":material/help:"))
 
 
 def service_notes(settings: Settings, snap: dict[str, Any]) -> None:
@@ -203,17 +160,8 @@ def section_overview(settings: Settings, app: Any) -> None:
     else:
         cols[5].metric("Documents processed", "–")
 
-    if snap is not None:
-        show_health(snap["status"], snap["reasons"])
-    with guarded("The last stored health check"):
-        latest = dd.latest_health(url)
-        if latest is None:
-            st.caption(
-                "No health check stored yet (Beat runs one every "
-                f"{settings.health_check_interval} s; Actions → Run a health check now)."
-            )
-        else:
-            st.caption(f"Last stored health check: {fmt_time(latest['taken_at'])} — {latest['status']}")
+    with guarded("The stored health verdict"):
+        verdict_panel(settings)
 
     if figures:
         hour, day = figures["last_hour"], figures["last_day"]
@@ -307,45 +255,6 @@ def section_live(settings: Settings, app: Any) -> None:
     live_panel()
 
 
-def section_health(settings: Settings, app: Any) -> None:
-    url = settings.database_url_resolved
-    st.header("System health")
-    period = st.selectbox("Period", list(PERIOD_HOURS), index=2, key="health_period", persist_state="session")
-    with guarded("The current values"):
-        snap = dd.live_snapshot(settings, app)
-        show_health(snap["status"], snap["reasons"], "Health now")
-        st.subheader("Now, against the thresholds")
-        st.dataframe(dd.threshold_table(settings, snap), hide_index=True)
-    with guarded("The health history"):
-        series = dd.health_series(url, PERIOD_HOURS[period])
-        if series.empty:
-            st.info(
-                f"No health samples in the {period}. The health check stores one every "
-                f"{settings.health_check_interval} s while Beat and a worker run, or when you run it under Actions."
-            )
-            return
-        frame = series.set_index("taken_at")
-        charts = (
-            ("CPU %", "cpu_percent", settings.cpu_warn_percent, settings.cpu_crit_percent),
-            ("Memory %", "memory_percent", settings.memory_warn_percent, settings.memory_crit_percent),
-            ("Disk % (data folder)", "data_disk_percent", settings.disk_warn_percent, settings.disk_crit_percent),
-        )
-        columns = st.columns(3)
-        for column, (title, field, warn, crit) in zip(columns, charts, strict=True):
-            column.markdown(f"**{title}**")
-            data = pd.DataFrame({title: frame[field], "warning": warn, "critical": crit}, index=frame.index)
-            column.line_chart(data, height=220)
-        left, right = st.columns(2)
-        left.markdown("**Redis memory (MiB)**")
-        left.line_chart(frame[["redis_used_mib"]].rename(columns={"redis_used_mib": "Redis MiB"}), height=220)
-        right.markdown("**Workers and tasks**")
-        right.line_chart(frame[["workers", "active_tasks", "waiting_tasks"]].astype(float), height=220)
-        st.subheader("Recent checks")
-        recent = series.tail(50).iloc[::-1][["taken_at", "status", "cpu_percent", "memory_percent", "reasons"]]
-        recent = recent.assign(reasons=recent["reasons"].map(lambda r: "; ".join(r or [])))
-        st.dataframe(recent, hide_index=True)
-
-
 def _history_filter(url: str) -> tuple[dd.HistoryFilter, int]:
     names = dd.distinct_values(url, "name")
     queues = dd.distinct_values(url, "queue")
@@ -397,7 +306,7 @@ def section_history(settings: Settings, app: Any) -> None:
             return
         first = (page - 1) * page_size + 1
         st.caption(f"Tasks {first}–{first + len(frame) - 1} of {total:,}{'+' if capped else ''}, newest first")
-        st.dataframe(frame, hide_index=True)
+        st.dataframe(coloured(frame, ["state"]), hide_index=True)
         st.pagination(pages, key="hist_page")
 
         st.subheader("Task details")
@@ -450,33 +359,6 @@ def show_task(settings: Settings, task_id: str) -> None:
         with st.expander("Traceback (recorded by the worker)"):
             st.code(detail["traceback"], language=None)
     st.caption(f"In Flower: {dd.flower_url(settings)}task/{detail['task_id']}")
-
-
-def section_performance(settings: Settings, app: Any) -> None:
-    url = settings.database_url_resolved
-    st.header("Performance")
-    period = st.selectbox("Period", list(PERIOD_HOURS), index=2, key="perf_period", persist_state="session")
-    hours = PERIOD_HOURS[period]
-    with guarded("The throughput"):
-        table, unit = dd.throughput(url, hours)
-        if table.empty:
-            st.info(f"No task finished in the {period}.")
-        else:
-            finished = int(table.to_numpy().sum())
-            failed = int(table["failed"].sum())
-            decided = int(table["succeeded"].sum()) + failed
-            cols = st.columns(3)
-            cols[0].metric("Finished", f"{finished:,}")
-            cols[1].metric(f"Per {unit} (average)", f"{finished / (hours * (60 if unit == 'minute' else 1)):.2f}")
-            cols[2].metric("Failure rate", fmt_rate(failed / decided if decided else None))
-            st.markdown(f"**Tasks finished per {unit}**")
-            st.bar_chart(table, height=260)
-    with guarded("The per-task figures"):
-        per_name = dd.performance_by_name(url, hours)
-        if not per_name.empty:
-            st.subheader("Per task")
-            st.dataframe(per_name, hide_index=True)
-            st.caption("Run time of finished tasks; wait time from sending to starting; failure rate among outcomes.")
 
 
 def section_documents(settings: Settings, app: Any) -> None:
@@ -646,18 +528,7 @@ def section_actions(settings: Settings, app: Any) -> None:
     blocked = redis_problem is not None
 
     st.subheader("Upload files to be processed")
-    with guarded("The upload"):
-        files = st.file_uploader("Documents", accept_multiple_files=True, key="uploads")
-        if st.button("Process the uploaded files", disabled=blocked or not files, key="upload_go"):
-            for upload in files or []:
-                try:
-                    path = dd.save_upload(settings, upload.name, upload.getvalue())
-                    task_id = dd.send_document(app, path, settings)
-                    st.success(f"{md(upload.name)}: saved as {md(path.name)}, queued (task {task_id})")
-                except Exception as exc:
-                    log.warning("upload of %s failed: %s", upload.name, exc)
-                    st.error(f"{md(upload.name)}: {md(dd.plain_error(exc))}")
-        st.caption(f"Saved into {code(settings.inbox_dir)}; at most {settings.max_file_mb:g} MB per file.")
+    upload_panel(settings, app, blocked)
 
     st.subheader("Retry a failed document")
     with guarded("The failed documents"):
@@ -684,7 +555,10 @@ def section_actions(settings: Settings, app: Any) -> None:
                 if outcome.error:
                     st.error(f"Health check (task {outcome.task_id}): {md(outcome.error)}")
                 else:
-                    show_health(outcome.result.get("status", "unknown"), outcome.result.get("reasons", []))
+                    result = outcome.result
+                    show_health(
+                        result.get("status", "unknown"), result.get("reasons", []), pending=result.get("pending", [])
+                    )
                     st.caption(f"Stored as a sample; task {outcome.task_id}")
     with right:
         st.subheader("Task report")

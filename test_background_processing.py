@@ -33,6 +33,7 @@ try:  # a Python without MIDAS's packages (not .venv's) would fail every check a
     import redis  # noqa: F401
 
     from background_tasks import keys
+    from background_tasks.ops.health_verdict import stored_verdict
     from background_tasks.settings import QUEUES, Settings, settings_or_exit
 except ImportError as exc:
     raise SystemExit(
@@ -178,9 +179,9 @@ class SystemCheck:
         report = self.app.send_task(keys.GENERATE_TASK_REPORT, kwargs={"hours": 1}).get(timeout=self.timeout)
         if "status" not in health or not isinstance(queues, dict) or not isinstance(report, dict):
             raise RuntimeError("unexpected answers from the monitoring tasks")
-        return f"health {health['status']}" + (
-            f" ({'; '.join(health.get('reasons', []))})" if health.get("reasons") else ""
-        )
+        if not health.get("stored"):
+            raise RuntimeError("the health check could not store its sample (see logs/worker-*.log)")
+        return describe_verdict(stored_verdict(self.settings))
 
     def check_cleanup(self) -> str:
         files = self.app.send_task(keys.CLEANUP_OLD_PROCESSED_FILES, kwargs={"days": 3650}).get(timeout=self.timeout)
@@ -248,6 +249,17 @@ class SystemCheck:
 
     def check_flower(self) -> str:
         return self._http(f"http://127.0.0.1:{self.settings.flower_port}/flower/", self.settings.flower_basic_auth)
+
+
+def describe_verdict(verdict: dict | None) -> str:
+    """The stored health verdict as the dashboard shows it: status, reasons, what is not counted yet."""
+    if verdict is None:
+        return "health: no check stored"
+    text = f"health {verdict['status']} (stored verdict"
+    text += f": {'; '.join(verdict['reasons'])})" if verdict["reasons"] else ")"
+    if verdict["pending"]:
+        text += f"; not counted yet: {'; '.join(verdict['pending'])}"
+    return text
 
 
 def render(results: list[Check]) -> str:

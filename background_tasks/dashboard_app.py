@@ -12,20 +12,14 @@ workers anyway.
 
 from __future__ import annotations
 
-import math
-
 import streamlit as st
 from starlette.middleware import Middleware
 
+from background_tasks.ops.dashboard.actions import upload_limit_mb
 from background_tasks.ops.dashboard_gate import PasswordGate, mark_process_gated
 from background_tasks.settings import PROJECT_ROOT, Settings, settings_or_exit
 
 PAGE = PROJECT_ROOT / "Streamlit_Task_Monitoring.py"
-
-
-def upload_limit_mb(settings: Settings) -> int:
-    """Streamlit's upload cap in whole megabytes (its option is an integer), never below the file limit."""
-    return max(1, math.ceil(settings.max_file_mb))
 
 
 def server_config(settings: Settings) -> dict[str, object]:

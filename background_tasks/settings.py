@@ -152,6 +152,8 @@ class Settings:
     ledger_warn_age_seconds: int
     cpu_warn_percent: float
     cpu_crit_percent: float
+    cpu_window_seconds: int
+    health_hold_checks: int
     memory_warn_percent: float
     memory_crit_percent: float
     disk_warn_percent: float

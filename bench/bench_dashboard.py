@@ -187,7 +187,8 @@ def queries(settings: Any) -> dict[str, Callable[[], Any]]:
     day = dd.HistoryFilter(since=now - 86400)
     return {
         "overview figures": lambda: dd.overview(url),
-        "latest health sample": lambda: dd.latest_health(url),
+        "stored health verdict": lambda: dd.stored_verdict(settings),
+        "CPU over the window": lambda: dd.cpu_over_window(settings, 50.0),
         "health series, 7 days": lambda: dd.health_series(url, 168),
         "history page 1 (24 h)": lambda: dd.history_page(url, day, 1, 50),
         "history page 200 (all)": lambda: dd.history_page(url, dd.HistoryFilter(), 200, 50),

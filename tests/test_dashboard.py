@@ -11,6 +11,7 @@ are computed from the seed, not copied from the page.
 from __future__ import annotations
 
 import ast
+import json
 import math
 import os
 import re
@@ -29,6 +30,8 @@ from streamlit.testing.v1 import AppTest
 from background_tasks.ops import dashboard_data as dd
 from background_tasks.ops import monitoring
 from background_tasks.ops.dashboard import history as dashboard_history
+from background_tasks.ops.dashboard.common import AMBER, GREEN, GREY, RED
+from background_tasks.ops.dashboard.view import md
 from background_tasks.ops.task_history import TaskRecord, utc
 from background_tasks.processing import pipeline
 from background_tasks.processing.chunking import Chunk
@@ -101,6 +104,36 @@ def assert_no_traceback(at: AppTest) -> None:
     text = visible_text(at, code_blocks=False)
     assert "Traceback (most recent call last)" not in text
     assert not re.search(r'File ".*", line \d+', text)
+
+
+def chart_specs(at: AppTest) -> list[dict[str, Any]]:
+    """The Vega-Lite specs of the page's charts, in page order."""
+    return [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+
+
+def colour_of(spec: dict[str, Any]) -> dict[str, str]:
+    """Series name -> colour, from a chart's colour scale."""
+    scale = spec["encoding"]["color"]["scale"]
+    return dict(zip(scale["domain"], scale["range"], strict=True))
+
+
+def time_axis_of(spec: dict[str, Any]) -> tuple[str, str]:
+    """(scale type, the strftime format its labels are written with) of a chart's time axis."""
+    x = spec["encoding"]["x"]
+    written = re.fullmatch(r"utcFormat\(datum\.value, '([^']+)'\)", x["axis"]["labelExpr"])
+    return x["scale"]["type"], written.group(1) if written else x["axis"]["labelExpr"]
+
+
+def status_cell_colours(table: Any, column: str = "status") -> dict[str, str]:
+    """Word -> the text colour its cells in ``column`` are styled with (a table drawn from a Styler)."""
+    frame = table.value
+    found: dict[str, str] = {}
+    for selectors, colour in re.findall(r"([^{}]+)\{ *color: (#[0-9a-f]{6})", table.proto.arrow_data.styler.styles):
+        for row, col in re.findall(r"_row(\d+)_col(\d+)", selectors):
+            if frame.columns[int(col)] == column:
+                word = frame.iloc[int(row)][column]
+                assert found.setdefault(word, colour) == colour, f"{word} in two colours"
+    return found
 
 
 def metric(at: AppTest, label: str) -> str:
@@ -297,7 +330,8 @@ def test_every_section_renders_on_an_empty_database_with_redis_down(tmp_path: Pa
         assert f"Redis is not reachable at {settings.redis_host}:{settings.redis_port}" in text
         assert metric(at, "Workers online") == "–"
         assert metric(at, "Success rate, last hour") == "–"
-        assert "Health: CRITICAL" in text and "Redis unreachable" in text
+        # no stored check yet: the page says so instead of judging a verdict of its own
+        assert "No health check stored yet" in text and "Health:" not in text
     if section == "Actions":
         assert all(b.disabled for b in at.button), "actions that need Redis must be disabled while it is down"
 
@@ -382,6 +416,7 @@ def test_task_history_filters_search_pages_and_details(seeded) -> None:
     at.multiselect(key="hist_states").set_value(["failure"]).run()
     failed = [r for r in in_day if r["state"] == "failure"]
     assert sorted(at.dataframe[0].value["task_id"]) == sorted(r["task_id"] for r in failed)
+    assert status_cell_colours(at.dataframe[0], "state") == {"failure": RED}  # failed is red, as on the charts
     assert "hist_page" not in at.session_state or at.session_state["hist_page"] == 1
 
     # name filter, all time
@@ -439,6 +474,10 @@ def test_performance_percentiles_failure_rate_and_throughput(seeded) -> None:
     assert frame["succeeded"].sum() == sum(r["state"] == "success" for r in day)
     minute, unit = dd.throughput(settings.database_url_resolved, 1)
     assert unit == "minute" and minute["failed"].sum() == 2
+    # tasks finished per hour: succeeded green, failed red, stacked on a 24-hour UTC axis
+    (spec,) = chart_specs(at)
+    assert colour_of(spec) == {"succeeded": GREEN, "failed": RED, "other": GREY}
+    assert time_axis_of(spec) == ("utc", "%H:%M")
 
 
 def test_documents_list_search_with_escaped_highlights_and_chunks(tmp_path: Path) -> None:
@@ -534,18 +573,35 @@ def test_system_health_charts_and_thresholds(tmp_path: Path) -> None:
     seed_health(settings, time.time(), cpus)
     at = page(settings, "System health")
     assert_no_traceback(at)
-    charts = at.get("vega_lite_chart")
-    assert len(charts) == 5  # CPU, memory, disk, Redis memory, workers/tasks
+    specs = chart_specs(at)
+    assert len(specs) == 5  # CPU, memory, disk, Redis memory, workers/tasks
+    for spec in specs[:3]:  # the thresholds: warning amber, critical red, whatever the chart
+        colours = colour_of(spec)
+        assert (colours["warning"], colours["critical"]) == (AMBER, RED), colours
+    assert colour_of(specs[0])["CPU % (judged mean)"] not in (GREEN, AMBER, RED)  # a measure, not a verdict
+    for spec in specs:  # 24-hour UTC time axes, like the tables
+        assert time_axis_of(spec) == ("utc", "%H:%M")
     thresholds = at.dataframe[0].value.set_index("measure")
     assert thresholds.loc["CPU %", "warning at"] == 70 and thresholds.loc["CPU %", "critical at"] == 90
     recent = at.dataframe[1].value
     assert list(recent["cpu_percent"]) == list(reversed(cpus))
     assert list(recent["status"]) == ["warning" if c >= 70 else "ok" for c in reversed(cpus)]
+    assert status_cell_colours(at.dataframe[1]) == {"warning": AMBER, "ok": GREEN}
     series = dd.health_series(settings.database_url_resolved, 24)
     assert list(series["redis_used_mib"]) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    # the verdict is the newest stored one (green: 40 % is under 70), the same on the Overview;
+    # it is 10 minutes old while a check is due every 5: said, not hidden
+    for section in ("System health", "Overview"):
+        shown = page(settings, section)
+        assert [s.value.split("\n")[0] for s in shown.success if "Health:" in s.value] == [
+            "**Health: OK** — every measure is within its thresholds."
+        ]
+        assert any("This verdict is 10 min old" in w.value for w in shown.warning)
     # the period selector narrows the window: only the newest sample is within the last hour... and the one before
     at.selectbox(key="health_period").set_value("last hour").run()
     assert len(at.dataframe[1].value) == sum(600 * (len(cpus) - i) <= 3600 for i in range(len(cpus)))
+    at.selectbox(key="health_period").set_value("last 7 days").run()
+    assert {time_axis_of(spec)[1] for spec in chart_specs(at)} == {"%m-%d %H:%M"}  # the date too
 
 
 # --------------------------------------------------------------------------
@@ -660,26 +716,48 @@ def test_live_tasks_actions_upload_and_retry_with_a_real_worker(isolated_stack, 
     live.toggle(key="live_auto").set_value(False).run()
     assert live.slider(key="live_interval").disabled
 
-    # Actions: upload two files (one breaks), then retry the broken one
+    # Actions: upload three files (one breaks, one is of no type MIDAS reads), then retry the broken one
     at = page(settings, "Actions", timeout=60)
     assert "No failed document." in visible_text(at)
+    assert at.file_uploader(key="uploads").proto.max_upload_size_mb == dd.upload_limit_mb(settings)
     at.file_uploader(key="uploads").set_value(
-        [("field notes.txt", AURORA.encode(), "text/plain"), ("../../broken.pdf", b"%PDF-1.4\n%%EOF garbage", "")]
+        [
+            ("field notes.txt", AURORA.encode(), "text/plain"),
+            ("../../broken.pdf", b"%PDF-1.4\n%%EOF garbage", ""),
+            ("mystery.bin", bytes(range(256)) * 4, ""),
+        ]
     ).run()
     at.button(key="upload_go").click().run()
     assert_no_traceback(at)
-    messages = [s.value for s in at.success]
-    assert len(messages) == 2 and all("queued (task" in m for m in messages)
+    # one box per upload; sent is not done: "queued" is neutral blue, never the green of a success
+    names = ("field notes.txt", "../../broken.pdf", "mystery.bin")
+    boxes = [b.value for b in (*at.info, *at.success, *at.warning, *at.error)]
+    assert [sum(b.startswith(f"{name}: ") for b in boxes) for name in names] == [1, 1, 1], boxes
+    assert any("queued (task" in i.value for i in at.info)
+    assert not [s.value for s in at.success if "queued" in s.value]
     inbox = sorted(p.name for p in settings.inbox_dir.iterdir())
-    assert inbox == ["broken.pdf", "field notes.txt"]  # no folder part survives
+    assert inbox == ["broken.pdf", "field notes.txt", "mystery.bin"]  # no folder part survives
     store = DocumentStore(settings.database_url_resolved)
 
-    def both_done():
-        docs = {Path(d["path"]).name: d for d in store.list_documents() if d["status"] != "processing"}
-        return docs if len(docs) == 2 else None
+    def all_results_shown():
+        at.run()
+        texts = {"success": at.success, "warning": at.warning, "error": at.error}
+        shown = {kind: [e.value for e in elements if ": " in e.value] for kind, elements in texts.items()}
+        return None if any("the result shows here" in i.value for i in at.info) else shown
 
-    docs = wait_until(both_done, 30, interval=0.3, what="both uploads processed")
+    # each upload's result appears on the page when it arrives: green, amber (rejected), red (failed)
+    shown = wait_until(all_results_shown, 45, interval=0.5, what="the three upload results on the page")
+    assert_no_traceback(at)
+    docs = {Path(d["path"]).name: d for d in store.list_documents()}
     assert docs["field notes.txt"]["status"] == "success" and docs["broken.pdf"]["status"] == "failed"
+    assert docs["mystery.bin"]["status"] == "rejected"
+    notes = docs["field notes.txt"]
+    (processed,) = [m for m in shown["success"] if m.startswith("field notes.txt: ")]
+    assert processed.startswith(f"field notes.txt: processed: document {notes['id']} (txt, {notes['chunk_count']} ")
+    (rejected,) = [m for m in shown["warning"] if m.startswith("mystery.bin: ")]
+    assert f"rejected — {md(docs['mystery.bin']['error_type'])}: " in rejected
+    (failed,) = [m for m in shown["error"] if m.startswith("../../broken.pdf: ")]
+    assert f"failed — {md(docs['broken.pdf']['error_type'])}: " in failed
 
     at.run()
     failed_id = docs["broken.pdf"]["id"]

@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from background_tasks.ops.dashboard.common import AMBER, GREEN, RED
 from background_tasks.settings import PROJECT_ROOT, Settings, load_settings
 from background_tasks.storage.store import DocumentStore
 from tests.support import launcher, launcher_env, recorded_processes, stop_stack, wait_until
@@ -43,6 +44,7 @@ FLOWER_AUTH = ("flower", "petal-pw")
 PROCESS = "background_tasks.document_tasks.process_document_file"
 SLEEP = "background_tasks.system_tasks.sleep"
 AURORA = "The aurora borealis glowed green over the fjord all night.\n"
+MAX_FILE_MB = 5
 
 
 def require_chromium() -> None:
@@ -73,6 +75,7 @@ def stack_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         MIDAS_WORKER_GROUPS="default,documents,analysis,monitoring",
         MIDAS_DASHBOARD_PASSWORD=DASHBOARD_PASSWORD,
         FLOWER_BASIC_AUTH=":".join(FLOWER_AUTH),
+        MIDAS_MAX_FILE_MB=str(MAX_FILE_MB),
     )
     yield env
     stop_stack(env, tmp_path)
@@ -102,6 +105,26 @@ def main_text(page) -> str:
 def metric_value(page, label: str) -> str:
     box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
     return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def palette_pixels(png: bytes, colour: str, tolerance: int = 40) -> int:
+    """How many pixels of a screenshot are (nearly) the palette colour ``#rrggbb``."""
+    import io
+
+    from PIL import Image
+
+    want = tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    return sum(
+        count
+        for count, pixel in image.getcolors(maxcolors=1 << 24)
+        if all(abs(a - b) <= tolerance for a, b in zip(pixel, want, strict=True))
+    )
+
+
+def alert(page, kind: str, text: str):
+    """The alert box of ``kind`` (Success, Info, Warning, Error) that holds ``text``."""
+    return page.locator(f'[data-testid="stAlertContent{kind}"]').filter(has_text=text)
 
 
 def wait_for_text(page, pattern: str, timeout: float = 30) -> str:
@@ -156,6 +179,8 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
     flower = f"http://127.0.0.1:{settings.flower_port}/flower/"
     upload = tmp_path / "field-notes.txt"
     upload.write_text("Field notes: the glacier retreated another forty metres.\n", encoding="utf-8")
+    unsupported = tmp_path / "mystery.bin"
+    unsupported.write_bytes(bytes(range(256)) * 4)
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
@@ -172,9 +197,9 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
             page.get_by_label("Dashboard password").fill(DASHBOARD_PASSWORD)
             page.get_by_role("button", name="Sign in").click()
 
-            # Overview: workers, documents, health, links.
+            # Overview: workers, documents, the stored health verdict (none yet: Beat's first is 5 min away), links.
             page.get_by_role("heading", name="Overview", exact=True).wait_for()
-            text = wait_for_text(page, r"(?s)Health: (OK|WARNING|CRITICAL).*Logs in")
+            text = wait_for_text(page, r"(?s)(Health: (OK|WARNING|CRITICAL)|No health check stored yet).*Logs in")
             assert metric_value(page, "Workers online") == "1"
             assert metric_value(page, "Documents processed") == "2"
             assert metric_value(page, "Success rate, 24 h") == "100.0%"  # a failed document is a successful task
@@ -185,16 +210,25 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
             )
             save_screenshot(page, settings, "overview")
 
-            # Actions: upload a file and run a health check now.
+            # Actions: upload a file and one MIDAS cannot read; each one's result shows when it arrives.
             open_section(page, "Actions")
-            page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(upload))
+            uploader = page.locator('[data-testid="stFileUploader"]')
+            limit = uploader.inner_text()
+            assert re.search(rf"\b{MAX_FILE_MB}(\.0)?\s?MB per file", limit) and "200" not in limit, limit
+            assert f"at most {MAX_FILE_MB} MB per file" in main_text(page)
+            uploader.locator('input[type="file"]').set_input_files([str(upload), str(unsupported)])
             page.get_by_text("field-notes.txt").first.wait_for()
             page.get_by_role("button", name="Process the uploaded files").click()
-            wait_for_text(page, r"field-notes\.txt: saved as field-notes\.txt, queued \(task ")
+            processed = alert(page, "Success", "field-notes.txt: processed: document")
+            processed.wait_for(timeout=45_000)
+            rejected = alert(page, "Warning", "mystery.bin: rejected — ")
+            rejected.wait_for(timeout=45_000)
+            assert "unsupported" in rejected.inner_text()
+            assert alert(page, "Success", "queued").count() == 0  # sent is not done: never green
             assert (settings.inbox_dir / "field-notes.txt").read_bytes() == upload.read_bytes()
             page.get_by_role("button", name="Run a health check now").click()
             text = wait_for_text(page, r"Stored as a sample; task", timeout=45)
-            assert re.search(r"Health: (OK|WARNING|CRITICAL)", text)
+            verdict = re.search(r"Health: (OK|WARNING|CRITICAL)", text).group(1)
             retry_choice = page.get_by_role("combobox", name="Failed document").input_value()
             assert "broken.pdf" in retry_choice  # offered for a retry
             save_screenshot(page, settings, "actions")
@@ -207,8 +241,9 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
 
             # Documents: search with highlighted matches, one document's details.
             open_section(page, "Documents")
-            wait_for_text(page, r"Documents 1–4 of 4, newest first")
+            wait_for_text(page, r"Documents 1–5 of 5, newest first")
             assert metric_value(page, "Success") == "3" and metric_value(page, "Failed") == "1"
+            assert metric_value(page, "Rejected") == "1"
             page.get_by_label('Words, "a phrase", -excluded').fill("borealis")
             page.get_by_label('Words, "a phrase", -excluded').press("Enter")
             page.locator("mark", has_text="borealis").first.wait_for()
@@ -230,18 +265,28 @@ def test_whole_stack_in_a_real_browser(stack_env: dict[str, str], docs_dir: Path
             assert str(docs_dir / "aurora.txt") in text and "status='success'" in text
             save_screenshot(page, settings, "history")
 
-            # System health: the stored sample drawn, current values against thresholds.
+            # System health: the verdict stored by the check run above, the same on the Overview;
+            # the sample drawn with amber warning and red critical lines, current values against thresholds.
             open_section(page, "System health")
             text = wait_for_text(page, r"(?s)Now, against the thresholds.*Recent checks")
-            page.locator('[data-testid="stVegaLiteChart"]').first.wait_for()
-            assert page.locator('[data-testid="stVegaLiteChart"]').count() == 5
-            assert "Recent checks" in text
+            assert f"Health: {verdict}" in text
+            charts = page.locator('[data-testid="stVegaLiteChart"]')
+            charts.first.wait_for()
+            assert charts.count() == 5
+            wait_until(lambda: palette_pixels(charts.first.screenshot(), AMBER) > 0, 15, what="the amber warning line")
+            cpu_chart = charts.first.screenshot()
+            assert palette_pixels(cpu_chart, AMBER) > 0 and palette_pixels(cpu_chart, RED) > 0
             save_screenshot(page, settings, "health")
+            open_section(page, "Overview")
+            assert f"Health: {verdict}" in wait_for_text(page, r"Health: ")
 
-            # Performance: throughput and per-task figures.
+            # Performance: throughput (succeeded green) and per-task figures.
             open_section(page, "Performance")
             wait_for_text(page, r"Per task")
             assert int(metric_value(page, "Finished").replace(",", "")) >= 5  # 4 documents, a health check
+            bars = page.locator('[data-testid="stVegaLiteChart"]').first
+            wait_until(lambda: palette_pixels(bars.screenshot(), GREEN) > 50, 15, what="green bars of succeeded tasks")
+            assert palette_pixels(bars.screenshot(), GREEN) > palette_pixels(bars.screenshot(), RED)
             save_screenshot(page, settings, "performance")
 
             # Live tasks: a running task shows; the panel refreshes by itself, without reloading the page.

@@ -377,10 +377,17 @@ def on_task_failure(info: Mapping[str, Any]) -> None:
 
 
 def health_alert(report: Mapping[str, Any], settings: Settings | None = None) -> Delivery:
-    """The ``health_critical`` alert for a health report whose status is critical."""
+    """The ``health_critical`` alert for a health report whose (stored, judged) status is critical.
+
+    The verdict counts CPU, memory and queue length only once they held for MIDAS_HEALTH_HOLD_CHECKS
+    checks in a row (``ops.health_verdict``), so one busy moment sends no alert.
+    """
     reasons = list(report.get("reasons") or [])
     host = (report.get("system") or {}).get("hostname") or socket.gethostname()
     lines = [f"MIDAS health is {report.get('status')} on {host}:", "", *(f"  - {r}" for r in reasons)]
+    pending = list(report.get("pending") or [])
+    if pending:  # findings that have not held long enough to count (ops.health_verdict)
+        lines += ["", "Not counted yet:", *(f"  - {p}" for p in pending)]
     redis_info = report.get("redis") or {}
     celery_info = report.get("celery") or {}
     lines += [

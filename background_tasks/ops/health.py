@@ -1,5 +1,9 @@
 """The health check: system, disks, Redis, workers, queues, watcher, ledger and storage, and a verdict.
 
+Each check finds what is wrong (``findings``); the verdict stored with its sample weighs the
+checks before it (``ops.health_verdict``: CPU over a window, swinging measures held for
+several checks), so one busy moment neither flips the dashboard nor sends an alert.
+
 None of it raises because a service is down: an unreachable Redis makes health ``critical``
 with the reason, and the sections that need Redis are left empty.
 
@@ -25,6 +29,17 @@ import psutil
 import redis
 
 from background_tasks.keys import WATCHER_HEARTBEAT_KEY
+from background_tasks.ops.health_verdict import (
+    CRITICAL,
+    OK,
+    WARNING,
+    Finding,
+    HealthJudge,
+    PastCheck,
+    at_once,
+    judge_for,
+    stored_history,
+)
 from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
 from background_tasks.ops.queues import queue_depths
 from background_tasks.ops.reach import CONTROL_TIMEOUT, default_app, error_text, redis_client
@@ -35,9 +50,6 @@ from background_tasks.storage import health_samples
 from background_tasks.storage import write_check as storage_check
 
 log = logging.getLogger(__name__)
-
-OK, WARNING, CRITICAL = "ok", "warning", "critical"
-_RANK = {OK: 0, WARNING: 1, CRITICAL: 2}
 
 
 @dataclass(frozen=True)
@@ -57,10 +69,13 @@ class HealthReport:
     stored: bool = False
     storage: dict[str, dict[str, Any]] = field(default_factory=dict)  # the probe's write to store and results
     ledger: dict[str, Any] = field(default_factory=dict)  # the intake ledger's counts (ops.ledger_health)
+    pending: tuple[str, ...] = ()  # findings not yet held long enough to count (ops.health_verdict)
+    levels: dict[str, str] = field(default_factory=dict)  # this check's own level per finding key
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["reasons"] = list(self.reasons)
+        data["pending"] = list(self.pending)
         return data
 
 
@@ -207,7 +222,16 @@ def _level(value: float | None, warn: float, crit: float) -> str:
     return OK
 
 
-def evaluate(
+def _cpu_reason(system: Mapping[str, Any]) -> tuple[float | None, str]:
+    """The CPU figure health judges (the mean over the window when there is one) and how to say it."""
+    mean, checks = system.get("cpu_mean_percent"), system.get("cpu_mean_checks") or 0
+    if mean is not None and checks > 1:
+        return mean, f"CPU at {mean}% on average over the last {checks} checks"
+    cpu = system.get("cpu_percent") if mean is None else mean
+    return cpu, f"CPU at {cpu}%"
+
+
+def findings(
     settings: Settings,
     system: Mapping[str, Any],
     disks: Mapping[str, Mapping[str, Any]],
@@ -217,64 +241,97 @@ def evaluate(
     watcher: Mapping[str, Any],
     ledger: Mapping[str, Any] | None = None,
     source_errors: tuple[str, ...] = (),
-) -> tuple[str, tuple[str, ...]]:
-    """Overall status and its reasons, from the thresholds in the settings."""
-    findings: list[tuple[str, str]] = list(ledger_findings(settings, dict(ledger or {})))
-    findings.extend((WARNING, error) for error in source_errors)  # a mail account or bucket that failed its run
+) -> list[Finding]:
+    """Everything not ok, each with the key of its measure; CPU, memory and queues are ``sustained``."""
+    found = [Finding("ledger", level, reason) for level, reason in ledger_findings(settings, dict(ledger or {}))]
+    found.extend(Finding("sources", WARNING, error) for error in source_errors)  # a mail account or bucket failed
 
-    def add(level: str, reason: str) -> None:
+    def add(key: str, level: str, reason: str, sustained: bool = False) -> None:
         if level != OK:
-            findings.append((level, reason))
+            found.append(Finding(key, level, reason, sustained))
 
     if not redis_info.get("ok"):
-        add(CRITICAL, f"Redis unreachable at {settings.redis_host}:{settings.redis_port} ({redis_info.get('error')})")
+        add(
+            "redis",
+            CRITICAL,
+            f"Redis unreachable at {settings.redis_host}:{settings.redis_port} ({redis_info.get('error')})",
+        )
     elif celery_info is not None:
         if not celery_info.get("ok"):
-            add(CRITICAL, f"could not ask the Celery workers ({celery_info.get('error')})")
+            add("workers", CRITICAL, f"could not ask the Celery workers ({celery_info.get('error')})")
         elif not celery_info.get("responding"):
-            add(CRITICAL, "no Celery worker answered a ping")
-    cpu = system.get("cpu_percent")
-    add(_level(cpu, settings.cpu_warn_percent, settings.cpu_crit_percent), f"CPU at {cpu}%")
+            add("workers", CRITICAL, "no Celery worker answered a ping")
+    cpu, cpu_reason = _cpu_reason(system)
+    add("cpu", _level(cpu, settings.cpu_warn_percent, settings.cpu_crit_percent), cpu_reason, sustained=True)
     memory = system.get("memory_percent")
-    add(_level(memory, settings.memory_warn_percent, settings.memory_crit_percent), f"memory at {memory}%")
+    add(
+        "memory",
+        _level(memory, settings.memory_warn_percent, settings.memory_crit_percent),
+        f"memory at {memory}%",
+        sustained=True,
+    )
     for label, disk in disks.items():
         if disk.get("error"):
-            add(WARNING, f"disk of {label} ({disk.get('path')}) could not be measured: {disk['error']}")
+            add(
+                f"disk:{label}", WARNING, f"disk of {label} ({disk.get('path')}) could not be measured: {disk['error']}"
+            )
             continue
         percent = disk.get("percent")
         add(
+            f"disk:{label}",
             _level(percent, settings.disk_warn_percent, settings.disk_crit_percent),
             f"disk of {label} ({disk.get('path')}) {percent}% full",
         )
         # only folders the user named: the default ones (Downloads, Desktop) may legitimately be absent
         if label.startswith("watch:") and not disk.get("exists") and Path(disk["path"]) in settings.watch_dirs:
-            add(WARNING, f"watched folder {disk.get('path')} does not exist")
+            add(f"folder:{label}", WARNING, f"watched folder {disk.get('path')} does not exist")
     for name, queue in queues.items():
         if queue.get("waiting", 0) >= settings.queue_warn_length:
-            add(WARNING, f"queue {name} has {queue['waiting']} waiting tasks")
+            add(f"queue:{name}", WARNING, f"queue {name} has {queue['waiting']} waiting tasks", sustained=True)
     if redis_info.get("ok"):
         age = watcher.get("age_s")
         if watcher.get("present") and age is not None and age > settings.watcher_heartbeat_max_age:
-            add(WARNING, f"file watcher silent for {age:.0f} s")
+            add("watcher", WARNING, f"file watcher silent for {age:.0f} s")
         elif watcher.get("present") and age is None:
-            add(WARNING, "file watcher heartbeat has no time")
+            add("watcher", WARNING, "file watcher heartbeat has no time")
         elif watcher.get("present") and (watcher.get("heartbeat") or {}).get("state") == "stopped":
-            add(WARNING, f"file watcher stopped {age:.0f} s ago")
+            add("watcher", WARNING, f"file watcher stopped {age:.0f} s ago")
         elif watcher.get("present") is False:
-            add(WARNING, "no file watcher heartbeat (is the watcher running?)")
-    status = max((level for level, _ in findings), key=_RANK.__getitem__, default=OK)
-    ordered = sorted(findings, key=lambda f: -_RANK[f[0]])
-    return status, tuple(f"{level}: {reason}" for level, reason in ordered)
+            add("watcher", WARNING, "no file watcher heartbeat (is the watcher running?)")
+    return found
+
+
+def evaluate(settings: Settings, *figures: Any, **more: Any) -> tuple[str, tuple[str, ...]]:
+    """Status and reasons (worst first) of ``findings(settings, *figures, **more)``, this moment alone.
+
+    The stored verdict also weighs the checks before (``ops.health_verdict``).
+    """
+    verdict = at_once(findings(settings, *figures, **more))
+    return verdict.status, verdict.reasons
 
 
 def system_health(
-    settings: Settings, app: Any = None, store: bool = True, cpu_interval: float = 0.5, now: float | None = None
+    settings: Settings,
+    app: Any = None,
+    store: bool = True,
+    cpu_interval: float = 0.5,
+    now: float | None = None,
+    judge_over_history: bool | None = None,
 ) -> HealthReport:
-    """Measure everything, decide ok / warning / critical, store a sample (``store``)."""
+    """Measure everything, decide ok / warning / critical, store a sample (``store``).
+
+    ``judge_over_history`` (default: ``store``): weigh the stored checks before this one, as
+    ``ops.health_verdict`` says (CPU over a window, swinging measures held for several checks);
+    otherwise this check is judged alone, as a one-off measurement.
+    """
     started = time.perf_counter()
     app = default_app() if app is None else app
     now = time.time() if now is None else now
     system = system_figures(cpu_interval)
+    judge = judge_for(settings, clock=lambda: now)
+    history = _history(settings, judge) if (store if judge_over_history is None else judge_over_history) else None
+    mean, checks = judge.cpu_mean(system.get("cpu_percent"), history or [])
+    system.update(cpu_mean_percent=mean, cpu_mean_checks=checks)
     paths = {"data_dir": settings.data_dir}
     for watched in default_watch_dirs(settings):
         paths[f"watch:{watched}"] = watched
@@ -301,15 +358,18 @@ def system_health(
     extra = {f"watch:{d}": Path(d) for d in reported if isinstance(d, str) and f"watch:{d}" not in disks}
     disks.update(disk_figures(extra))
     ledger = ledger_figures(settings)
-    status, reasons = evaluate(
-        settings, system, disks, redis_info, celery_info, queues, watcher, ledger, source_errors(settings)
-    )
+    found = findings(settings, system, disks, redis_info, celery_info, queues, watcher, ledger, source_errors(settings))
     storage = storage_check.probe_storage(settings, app)  # a real write: a read-only store is critical
-    status, reasons = storage_check.with_storage(status, reasons, storage)
+    found[:0] = [
+        Finding(f"storage:{name}", CRITICAL, reason) for name, reason in storage_check.storage_failures(storage)
+    ]
+    verdict = at_once(found) if history is None else judge.judge(found, history)
     report = HealthReport(
         checked_at=now,
-        status=status,
-        reasons=reasons,
+        status=verdict.status,
+        reasons=verdict.reasons,
+        pending=verdict.pending,
+        levels=verdict.levels,
         system=system,
         disks=disks,
         redis=redis_info,
@@ -327,6 +387,15 @@ def system_health(
         except Exception as exc:
             log.warning("health sample not stored: %s", error_text(exc))
     return report
+
+
+def _history(settings: Settings, judge: HealthJudge) -> list[PastCheck] | None:
+    """The stored checks the judge weighs; None (judge this one alone) when the database cannot say."""
+    try:
+        return stored_history(settings.database_url_resolved, judge)
+    except Exception as exc:  # the check must report, whatever the database does
+        log.warning("health history unavailable, this check is judged alone: %s", error_text(exc))
+        return None
 
 
 def source_errors(settings: Settings) -> tuple[str, ...]:
@@ -348,6 +417,7 @@ def store_health_sample(url: str, report: HealthReport) -> None:
             "taken_at": utc(report.checked_at),
             "status": report.status,
             "cpu_percent": report.system.get("cpu_percent"),
+            "cpu_mean_percent": report.system.get("cpu_mean_percent"),
             "load_1": report.system.get("load_1"),
             "memory_percent": report.system.get("memory_percent"),
             "swap_percent": report.system.get("swap_percent"),
@@ -360,6 +430,8 @@ def store_health_sample(url: str, report: HealthReport) -> None:
             "waiting_tasks": sum(q.get("waiting", 0) for q in report.queues.values()) if report.queues else None,
             "watcher_age_s": report.watcher.get("age_s"),
             "reasons": list(report.reasons),
+            "pending": list(report.pending),
+            "levels": dict(report.levels),
             "details": json.loads(json.dumps(report.as_dict(), default=str)),
         },
     )

@@ -244,6 +244,8 @@ class HealthSample(Base):
     taken_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True)
     cpu_percent: Mapped[float | None] = mapped_column(Float)
+    #: the CPU the verdict judged: the mean over MIDAS_CPU_WINDOW_SECONDS of checks (ops.health_verdict)
+    cpu_mean_percent: Mapped[float | None] = mapped_column(Float)
     load_1: Mapped[float | None] = mapped_column(Float)
     memory_percent: Mapped[float | None] = mapped_column(Float)
     swap_percent: Mapped[float | None] = mapped_column(Float)
@@ -256,6 +258,10 @@ class HealthSample(Base):
     waiting_tasks: Mapped[int | None] = mapped_column(Integer)
     watcher_age_s: Mapped[float | None] = mapped_column(Float)
     reasons: Mapped[Any] = mapped_column(JSON)
+    #: findings not yet held for MIDAS_HEALTH_HOLD_CHECKS checks: listed, not counted in ``status``
+    pending: Mapped[Any | None] = mapped_column(JSON)
+    #: this check's own level per finding key (those not ok), for judging the checks after it
+    levels: Mapped[Any | None] = mapped_column(JSON)
     details: Mapped[Any] = mapped_column(JSON)
 
 

@@ -4,7 +4,7 @@ A worker whose storage has turned read-only still answers pings, and the disk
 still has room, so only writing tells. ``probe_storage`` upserts one row in
 the store (``storage_probes``) and stores one result through the Celery app's
 own result backend, the way every task does; a write that fails makes health
-``critical`` (``with_storage``).
+``critical`` (``storage_failures``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,15 +73,10 @@ def probe_storage(settings: Settings, app: Any) -> dict[str, dict[str, Any]]:
     return {"store": store, "results": results}
 
 
-def with_storage(
-    status: str, reasons: Sequence[str], storage: dict[str, dict[str, Any]]
-) -> tuple[str, tuple[str, ...]]:
-    """The health verdict with the probe's findings: any failed write is critical, and listed first."""
-    failed = [
-        f"critical: {name} ({probe.get('where')}) cannot be written: {probe.get('error')}"
+def storage_failures(storage: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(store name, reason) of each write that failed: the health check makes each one critical."""
+    return [
+        (name, f"{name} ({probe.get('where')}) cannot be written: {probe.get('error')}")
         for name, probe in storage.items()
         if not probe.get("ok")
     ]
-    if not failed:
-        return status, tuple(reasons)
-    return "critical", (*failed, *reasons)

@@ -3,5 +3,7 @@
 ``common`` (errors in plain words, Redis client, sizes), ``live`` (workers,
 queues, snapshot, CPU, thresholds), ``history`` (task history, overview,
 performance, health samples), ``documents`` (list, search, chunks),
-``actions`` (upload, retry, health check, report) and ``logs``.
+``actions`` (upload, retry, health check, report) and ``logs``; ``common`` also holds the one
+colour palette, ``charts`` the Altair charts. ``view``, ``health_view``, ``performance_view`` and
+``upload_view`` draw with Streamlit (the page imports them; nothing else here does).
 """

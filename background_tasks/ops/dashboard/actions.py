@@ -6,6 +6,7 @@ first, so a broker that is down is said plainly instead of hanging the page.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,13 @@ __all__ = [
     "safe_upload_name",
     "save_upload",
     "send_document",
+    "upload_limit_mb",
 ]
+
+
+def upload_limit_mb(settings: Settings) -> int:
+    """Streamlit's upload cap in whole megabytes (its option is an integer), never below MIDAS_MAX_FILE_MB."""
+    return max(1, math.ceil(settings.max_file_mb))
 
 
 def redis_problem(settings: Settings) -> str | None:
@@ -95,6 +102,27 @@ def _run_task(app: Any, name: str, timeout: float, kwargs: dict[str, Any] | None
     if result.failed():
         return TaskOutcome(result.id, True, error=plain_error(value) if isinstance(value, BaseException) else "failed")
     return TaskOutcome(result.id, True, value if isinstance(value, dict) else {"value": value})
+
+
+def task_outcome(app: Any, task_id: str) -> TaskOutcome:
+    """Where a task sent earlier stands, asked without waiting: ``finished`` with its result or error, or not yet.
+
+    Not finished: ``result["state"]`` is Celery's state in lower case (pending, started, retry).
+    """
+    from celery import states
+
+    result = app.AsyncResult(task_id)
+    try:
+        state = result.state
+        if state not in states.READY_STATES:
+            return TaskOutcome(task_id, False, {"state": str(state).lower()})
+        value = result.result
+    except UnsafeResult as exc:  # e.g. a pickle written into the results table: refused, never loaded
+        return TaskOutcome(task_id, True, error=exc.message)
+    if state != states.SUCCESS:
+        error = plain_error(value) if isinstance(value, BaseException) else state.lower()
+        return TaskOutcome(task_id, True, error=error)
+    return TaskOutcome(task_id, True, value if isinstance(value, dict) else {"value": value})
 
 
 def run_health_check(app: Any, timeout: float = 20.0) -> TaskOutcome:

@@ -1,4 +1,4 @@
-"""What every dashboard section shares: errors in plain words, a Redis client that never waits long, sizes, times."""
+"""What every dashboard section shares: plain errors, a Redis client that never waits, sizes, times, one palette."""
 
 from __future__ import annotations
 
@@ -12,6 +12,33 @@ from background_tasks.errors import MidasError
 from background_tasks.ops import monitoring
 from background_tasks.settings import Settings
 from background_tasks.storage.dashboard_queries import database_problem
+
+# One meaning per colour, on every chart and table (issue 18, item 7): green is good, amber needs a look,
+# red is bad; grey is neither, blue a measured value (not a verdict).
+GREEN = "#2e9e44"
+AMBER = "#f0a202"
+RED = "#d62728"
+GREY = "#9e9e9e"
+BLUE = "#1f77b4"
+#: the colour of each status word MIDAS shows (health, task outcome, document status)
+STATUS_COLOURS: dict[str, str] = {
+    "ok": GREEN,
+    "success": GREEN,
+    "succeeded": GREEN,
+    "warning": AMBER,
+    "rejected": AMBER,
+    "retry": AMBER,
+    "critical": RED,
+    "failed": RED,
+    "failure": RED,
+    "other": GREY,
+    "unknown": GREY,
+}
+
+
+def status_colour(status: str | None) -> str:
+    """The palette's colour for a status word (grey for one it does not know)."""
+    return STATUS_COLOURS.get(str(status or "").lower(), GREY)
 
 
 def plain_error(exc: BaseException) -> str:

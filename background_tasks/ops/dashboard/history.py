@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from background_tasks.ops import health_verdict
 from background_tasks.ops.dashboard.common import utc_series
 from background_tasks.ops.ledger_health import ledger_figures, ledger_findings
 from background_tasks.ops.task_history import STATES, utc
@@ -33,6 +34,7 @@ HEALTH_COLUMNS = (
     "taken_at",
     "status",
     "cpu_percent",
+    "cpu_mean_percent",
     "memory_percent",
     "swap_percent",
     "data_disk_percent",
@@ -45,6 +47,7 @@ HEALTH_COLUMNS = (
     "waiting_tasks",
     "watcher_age_s",
     "reasons",
+    "pending",
 )
 
 
@@ -70,6 +73,18 @@ def latest_health(url: str) -> dict[str, Any] | None:
         return None
     data["taken_at"] = utc_series([data["taken_at"]])[0]
     return data
+
+
+def stored_verdict(settings: Settings, now: float | None = None) -> dict[str, Any] | None:
+    """The verdict of the newest stored health check (what every page and the live check show), or None."""
+    create_schema(settings.database_url_resolved)
+    return health_verdict.stored_verdict(settings, now)
+
+
+def cpu_over_window(settings: Settings, current: float | None, now: float | None = None) -> tuple[float | None, int]:
+    """CPU as health judges it: the mean of ``current`` and the stored checks of MIDAS_CPU_WINDOW_SECONDS."""
+    judge = health_verdict.judge_for(settings, clock=(lambda: now) if now is not None else time.time)
+    return judge.cpu_mean(current, health_verdict.stored_history(settings.database_url_resolved, judge))
 
 
 # --------------------------------------------------------------------------
@@ -236,6 +251,7 @@ __all__ = [
     "PERFORMANCE_ROWS_MAX",
     "STATES",
     "HistoryFilter",
+    "cpu_over_window",
     "distinct_values",
     "health_series",
     "history_page",
@@ -245,6 +261,7 @@ __all__ = [
     "performance_by_name",
     "running_in_history",
     "state_counts",
+    "stored_verdict",
     "success_rate",
     "task_detail",
     "throughput",

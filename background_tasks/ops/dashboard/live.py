@@ -234,7 +234,7 @@ def threshold_table(settings: Settings, snapshot: dict[str, Any]) -> pd.DataFram
             }
         )
     frame = pd.DataFrame(rows, columns=["measure", "current", "warning at", "critical at"])
-    frame["level"] = [_level(r["current"], r["warning at"], r["critical at"]) for r in rows]
+    frame["level now"] = [_level(r["current"], r["warning at"], r["critical at"]) for r in rows]
     return frame
 
 
