@@ -1,5 +1,7 @@
 # MIDAS: `make run` starts everything, `make test` runs the suite, `make stop` stops it.
 VENV   ?= .venv
+# test processes of `make test` (every test starts its own Redis, workers and folders, so they run side by side)
+TEST_WORKERS ?= 2
 PY     := $(VENV)/bin/python
 SVC    := $(PY) -m background_tasks.services
 
@@ -26,7 +28,7 @@ samples: setup
 test: setup-dev
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist load
 
 lint: setup-dev
 	$(PY) -m ruff check .
