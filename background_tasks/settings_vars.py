@@ -9,177 +9,15 @@ attribute (tests/test_settings.py holds the two together).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from background_tasks import settings_parsers as p
 
-QUEUES = ("default", "documents", "analysis", "monitoring")
-WORKER_POOLS = ("prefork", "solo", "threads", "eventlet", "gevent")
-
-
-# --------------------------------------------------------------------------
-# Parsers: each turns the raw string into a typed value or raises ValueError
-# with a short reason; ``load_settings`` adds the variable name.
-# --------------------------------------------------------------------------
-
-
-def _str(raw: str) -> str:
-    return raw
-
-
-def _opt_str(raw: str) -> str | None:
-    return raw or None
-
-
-def _pos_int(raw: str) -> int:
-    value = int(raw.strip())
-    if value <= 0:
-        raise ValueError("must be a positive whole number")
-    return value
-
-
-def _nonneg_int(raw: str) -> int:
-    value = int(raw.strip())
-    if value < 0:
-        raise ValueError("must be zero or a positive whole number")
-    return value
-
-
-def _opt_pos_int(raw: str) -> int | None:
-    return _pos_int(raw) if raw.strip() else None
-
-
-def _pos_float(raw: str) -> float:
-    value = float(raw.strip())
-    if not value > 0:
-        raise ValueError("must be a positive number")
-    return value
-
-
-def _nonneg_float(raw: str) -> float:
-    value = float(raw.strip())
-    if value < 0:
-        raise ValueError("must be zero or a positive number")
-    return value
-
-
-def _port(raw: str) -> int:
-    value = int(raw.strip())
-    if not 1 <= value <= 65535:
-        raise ValueError("must be a port number between 1 and 65535")
-    return value
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise ValueError("must be true or false")
-
-
-def _path(raw: str) -> Path:
-    if not raw.strip():
-        raise ValueError("must not be empty")
-    path = Path(raw.strip()).expanduser()
-    if not path.is_absolute():
-        path = PROJECT_ROOT / path
-    return path
-
-
-def _opt_path(raw: str) -> Path | None:
-    return _path(raw) if raw.strip() else None
-
-
-def _path_list(raw: str) -> tuple[Path, ...]:
-    parts = [p.strip() for p in raw.replace(";", os.pathsep).split(os.pathsep)]
-    return tuple(_path(p) for p in parts if p)
-
-
-def _str_list(raw: str) -> tuple[str, ...]:
-    return tuple(p.strip() for p in raw.split(",") if p.strip())
-
-
-def _pool(raw: str) -> str | None:
-    value = raw.strip().lower()
-    if not value:
-        return None
-    if value not in WORKER_POOLS:
-        raise ValueError("must be one of " + ", ".join(WORKER_POOLS))
-    return value
-
-
-def _embed_device(raw: str) -> str:
-    value = raw.strip().lower() or "cpu"
-    if value not in ("cpu", "cuda"):
-        raise ValueError("must be cpu or cuda")
-    return value
-
-
-def _basic_auth(raw: str) -> str | None:
-    if not raw:
-        return None
-    if ":" not in raw or raw.startswith(":"):
-        raise ValueError("must look like user:password")
-    return raw
-
-
-def _sha256_list(raw: str) -> tuple[str, ...]:
-    """Comma-separated SHA-256 hex digests (of API tokens: the tokens themselves are never stored)."""
-    digests = tuple(p.strip().lower() for p in raw.split(",") if p.strip())
-    for digest in digests:
-        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
-            raise ValueError("must be SHA-256 hex digests of the tokens (midas api hash-token), not tokens")
-    return digests
-
-
-def _worker_groups(raw: str) -> tuple[tuple[str, ...], ...]:
-    """``documents,analysis;default,monitoring`` -> one worker per group."""
-    groups = []
-    for chunk in raw.split(";"):
-        queues = tuple(q.strip() for q in chunk.split(",") if q.strip())
-        if not queues:
-            continue
-        unknown = [q for q in queues if q not in QUEUES]
-        if unknown:
-            raise ValueError(f"unknown queue {unknown[0]!r} (known: {', '.join(QUEUES)})")
-        groups.append(queues)
-    return tuple(groups) or (QUEUES,)
-
-
-def _database_url(raw: str) -> str | None:
-    if not raw:
-        return None
-    if "://" not in raw:
-        raise ValueError("must be a URL such as postgresql+psycopg://user:pw@host/db")
-    return raw
-
-
-def _opt_http_url(raw: str) -> str | None:
-    value = raw.strip()
-    if value and not value.startswith(("http://", "https://")):
-        raise ValueError("must be an http:// or https:// URL (empty = AWS)")
-    return value or None
-
-
-def _s3_uri(raw: str) -> str:
-    value = raw.strip()
-    if not value.startswith("s3://") or not value[5:].split("/", 1)[0]:
-        raise ValueError("must look like s3://bucket or s3://bucket/prefix")
-    return value
-
-
-def _opt_s3_uri(raw: str) -> str | None:
-    return _s3_uri(raw) if raw.strip() else None
-
-
-def _s3_uri_list(raw: str) -> tuple[str, ...]:
-    return tuple(_s3_uri(part) for part in _str_list(raw))
-
+# re-exported: settings.py and scripts/gen_config_docs.py read them here
+from background_tasks.settings_parsers import PROJECT_ROOT as PROJECT_ROOT
+from background_tasks.settings_parsers import QUEUES as QUEUES
+from background_tasks.settings_parsers import WORKER_POOLS as WORKER_POOLS
 
 #: words in a variable's name that make it a secret (``Var.is_secret``)
 SECRET_WORDS = ("PASSWORD", "TOKEN", "SECRET")
@@ -206,47 +44,47 @@ class Var:
 
 VARIABLES: tuple[Var, ...] = (
     # Redis (names kept from the original deployment docs)
-    Var("REDIS_HOST", "redis_host", _str, "localhost", "Redis host (broker).", "Redis"),
-    Var("REDIS_PORT", "redis_port", _port, "6379", "Redis port.", "Redis"),
-    Var("REDIS_DB", "redis_db", _nonneg_int, "0", "Redis database number.", "Redis"),
+    Var("REDIS_HOST", "redis_host", p.text, "localhost", "Redis host (broker).", "Redis"),
+    Var("REDIS_PORT", "redis_port", p.port, "6379", "Redis port.", "Redis"),
+    Var("REDIS_DB", "redis_db", p.nonneg_int, "0", "Redis database number.", "Redis"),
     Var(
         "REDIS_PASSWORD",
         "redis_password",
-        _opt_str,
+        p.opt_text,
         "",
         "Redis password. Empty: the Redis the launcher starts gets a generated one (data dir's redis/password), "
         "which every MIDAS client of this checkout then uses.",
         "Redis",
     ),
     # PostgreSQL (optional; SQLite is the default)
-    Var("POSTGRES_USER", "postgres_user", _str, "postgres", "PostgreSQL user.", "PostgreSQL"),
-    Var("POSTGRES_PASSWORD", "postgres_password", _opt_str, "", "PostgreSQL password.", "PostgreSQL"),
+    Var("POSTGRES_USER", "postgres_user", p.text, "postgres", "PostgreSQL user.", "PostgreSQL"),
+    Var("POSTGRES_PASSWORD", "postgres_password", p.opt_text, "", "PostgreSQL password.", "PostgreSQL"),
     Var(
         "POSTGRES_HOST",
         "postgres_host",
-        _opt_str,
+        p.opt_text,
         "",
         "Set to use PostgreSQL for results and the document store instead of SQLite.",
         "PostgreSQL",
     ),
-    Var("POSTGRES_PORT", "postgres_port", _port, "5432", "PostgreSQL port.", "PostgreSQL"),
-    Var("POSTGRES_DB", "postgres_db", _str, "midas", "PostgreSQL database name.", "PostgreSQL"),
+    Var("POSTGRES_PORT", "postgres_port", p.port, "5432", "PostgreSQL port.", "PostgreSQL"),
+    Var("POSTGRES_DB", "postgres_db", p.text, "midas", "PostgreSQL database name.", "PostgreSQL"),
     Var(
         "MIDAS_DATABASE_URL",
         "database_url",
-        _database_url,
+        p.database_url,
         "",
         "SQLAlchemy URL for results and the store; overrides SQLite and POSTGRES_*.",
         "PostgreSQL",
         secret=True,
     ),
     # Paths
-    Var("MIDAS_DATA_DIR", "data_dir", _path, "./data", "SQLite files, working copies, Redis data, reports.", "Paths"),
-    Var("MIDAS_LOG_DIR", "log_dir", _path, "./logs", "Log files (rotated).", "Paths"),
+    Var("MIDAS_DATA_DIR", "data_dir", p.path, "./data", "SQLite files, working copies, Redis data, reports.", "Paths"),
+    Var("MIDAS_LOG_DIR", "log_dir", p.path, "./logs", "Log files (rotated).", "Paths"),
     Var(
         "MIDAS_ALLOWED_ROOTS",
         "allowed_roots",
-        _path_list,
+        p.path_list,
         "",
         "Extra folders documents may be read from (os.pathsep-separated). Always allowed: "
         "the watched folders, the data dir's inbox and the bundled samples/ (never the current directory).",
@@ -255,22 +93,22 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_WATCH_DIRS",
         "watch_dirs",
-        _path_list,
+        p.path_list,
         "",
         "Folders the file watcher watches (os.pathsep-separated); empty = the defaults.",
         "Paths",
     ),
     # Services
-    Var("FLOWER_PORT", "flower_port", _port, "5555", "Flower port (served at /flower).", "Services"),
+    Var("FLOWER_PORT", "flower_port", p.port, "5555", "Flower port (served at /flower).", "Services"),
     Var(
-        "FLOWER_BASIC_AUTH", "flower_basic_auth", _basic_auth, "", "user:password for Flower.", "Services", secret=True
+        "FLOWER_BASIC_AUTH", "flower_basic_auth", p.basic_auth, "", "user:password for Flower.", "Services", secret=True
     ),
-    Var("STREAMLIT_PORT", "streamlit_port", _port, "8501", "Streamlit dashboard port.", "Services"),
-    Var("MIDAS_API_PORT", "api_port", _port, "8700", "HTTP API port (127.0.0.1; OpenAPI docs at /docs).", "Services"),
+    Var("STREAMLIT_PORT", "streamlit_port", p.port, "8501", "Streamlit dashboard port.", "Services"),
+    Var("MIDAS_API_PORT", "api_port", p.port, "8700", "HTTP API port (127.0.0.1; OpenAPI docs at /docs).", "Services"),
     Var(
         "MIDAS_API_TOKENS",
         "api_tokens",
-        _sha256_list,
+        p.sha256_list,
         "",
         "SHA-256 hex digests of the HTTP API's bearer tokens, comma-separated (midas api hash-token makes a "
         "token and its digest); empty = every endpoint but /health answers 401.",
@@ -279,7 +117,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_WORKER_CONCURRENCY",
         "worker_concurrency",
-        _opt_pos_int,
+        p.opt_pos_int,
         "",
         "Worker processes per worker (default: number of CPU cores).",
         "Services",
@@ -287,7 +125,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_WORKER_POOL",
         "worker_pool",
-        _pool,
+        p.pool,
         "",
         "prefork, solo, threads, eventlet or gevent (default: prefork; threads on Windows).",
         "Services",
@@ -295,7 +133,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_WORKER_GROUPS",
         "worker_groups",
-        _worker_groups,
+        p.worker_groups,
         "default,documents,analysis,monitoring",
         "Queue groups, one worker each, e.g. documents,analysis;default,monitoring.",
         "Services",
@@ -303,7 +141,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_EXTRA_TASK_MODULES",
         "extra_task_modules",
-        _str_list,
+        p.text_list,
         "",
         "Extra Python modules with Celery tasks to load (comma-separated), e.g. your own plugins.",
         "Services",
@@ -311,20 +149,20 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_SERVICE_STOP_TIMEOUT",
         "stop_timeout",
-        _pos_float,
+        p.pos_float,
         "30",
         "Seconds of warm shutdown before force.",
         "Services",
     ),
     # Task behaviour
     Var(
-        "MIDAS_TASK_SOFT_TIME_LIMIT", "task_soft_time_limit", _pos_int, "600", "Soft time limit per task (s).", "Tasks"
+        "MIDAS_TASK_SOFT_TIME_LIMIT", "task_soft_time_limit", p.pos_int, "600", "Soft time limit per task (s).", "Tasks"
     ),
-    Var("MIDAS_TASK_TIME_LIMIT", "task_time_limit", _pos_int, "660", "Hard time limit per task (s).", "Tasks"),
+    Var("MIDAS_TASK_TIME_LIMIT", "task_time_limit", p.pos_int, "660", "Hard time limit per task (s).", "Tasks"),
     Var(
         "MIDAS_VISIBILITY_TIMEOUT",
         "visibility_timeout",
-        _pos_int,
+        p.pos_int,
         "3600",
         "Seconds before Redis redelivers an unacknowledged task; must exceed the hard limit.",
         "Tasks",
@@ -332,7 +170,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_SOFT_SHUTDOWN_TIMEOUT",
         "soft_shutdown_timeout",
-        _nonneg_float,
+        p.nonneg_float,
         "10",
         "On a cold stop (SIGQUIT, Ctrl+C) running tasks get this long (s) to finish; the rest go back to the queue.",
         "Tasks",
@@ -340,7 +178,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_MAX_REDELIVERIES",
         "max_redeliveries",
-        _pos_int,
+        p.pos_int,
         "3",
         "A task whose worker process died this many times is failed, not run again.",
         "Tasks",
@@ -348,7 +186,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_LEDGER",
         "ledger_enabled",
-        _bool,
+        p.flag,
         "true",
         "Record every document submission in the intake ledger; the reaper re-sends what the broker lost.",
         "Tasks",
@@ -356,7 +194,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_LEDGER_LEASE",
         "ledger_lease_seconds",
-        _pos_int,
+        p.pos_int,
         "15",
         "A running task's lease (s), renewed while it runs; past it, the reaper sends the task again.",
         "Tasks",
@@ -364,7 +202,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_LEDGER_GRACE",
         "ledger_grace_seconds",
-        _pos_int,
+        p.pos_int,
         "60",
         "A queued task is looked for in the broker once it is this old (s), and re-sent if nobody holds it.",
         "Tasks",
@@ -372,7 +210,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_LEDGER_WARN_AGE",
         "ledger_warn_age_seconds",
-        _pos_int,
+        p.pos_int,
         "900",
         "The health check warns when a ledger entry has waited this long (s) without finishing.",
         "Monitoring",
@@ -380,16 +218,16 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_LEDGER_REAP_INTERVAL",
         "ledger_reap_interval",
-        _pos_int,
+        p.pos_int,
         "10",
         "Seconds between two runs of the ledger reaper (a Beat task on the monitoring queue).",
         "Schedule",
     ),
-    Var("MIDAS_RESULT_EXPIRES_HOURS", "result_expires_hours", _pos_int, "24", "Results are kept this long.", "Tasks"),
+    Var("MIDAS_RESULT_EXPIRES_HOURS", "result_expires_hours", p.pos_int, "24", "Results are kept this long.", "Tasks"),
     Var(
         "MIDAS_MAX_TASKS_PER_CHILD",
         "max_tasks_per_child",
-        _pos_int,
+        p.pos_int,
         "1000",
         "Worker process replaced after N tasks (a safety net: parsers run in short-lived child processes).",
         "Tasks",
@@ -397,37 +235,44 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_MAX_MEMORY_PER_CHILD_MB",
         "max_memory_per_child_mb",
-        _pos_int,
+        p.pos_int,
         "300",
         "A worker process that grew beyond this after a task is replaced, so memory returns to the OS.",
         "Tasks",
     ),
-    Var("MIDAS_MAX_RETRIES", "max_retries", _nonneg_int, "5", "Retries for transient errors.", "Tasks"),
-    Var("MIDAS_RETRY_BACKOFF_MAX", "retry_backoff_max", _pos_int, "300", "Longest retry delay (s).", "Tasks"),
+    Var("MIDAS_MAX_RETRIES", "max_retries", p.nonneg_int, "5", "Retries for transient errors.", "Tasks"),
+    Var("MIDAS_RETRY_BACKOFF_MAX", "retry_backoff_max", p.pos_int, "300", "Longest retry delay (s).", "Tasks"),
     # Beat schedule
-    Var("MIDAS_HEALTH_CHECK_INTERVAL", "health_check_interval", _pos_int, "300", "Health check every N s.", "Schedule"),
-    Var("MIDAS_QUEUE_CHECK_INTERVAL", "queue_check_interval", _pos_int, "60", "Queue check every N s.", "Schedule"),
-    Var("MIDAS_TASK_REPORT_INTERVAL", "task_report_interval", _pos_int, "86400", "Task report every N s.", "Schedule"),
     Var(
-        "MIDAS_TASK_CLEANUP_INTERVAL", "task_cleanup_interval", _pos_int, "86400", "Task cleanup every N s.", "Schedule"
+        "MIDAS_HEALTH_CHECK_INTERVAL", "health_check_interval", p.pos_int, "300", "Health check every N s.", "Schedule"
+    ),
+    Var("MIDAS_QUEUE_CHECK_INTERVAL", "queue_check_interval", p.pos_int, "60", "Queue check every N s.", "Schedule"),
+    Var("MIDAS_TASK_REPORT_INTERVAL", "task_report_interval", p.pos_int, "86400", "Task report every N s.", "Schedule"),
+    Var(
+        "MIDAS_TASK_CLEANUP_INTERVAL",
+        "task_cleanup_interval",
+        p.pos_int,
+        "86400",
+        "Task cleanup every N s.",
+        "Schedule",
     ),
     Var(
         "MIDAS_FILE_CLEANUP_INTERVAL",
         "file_cleanup_interval",
-        _pos_int,
+        p.pos_int,
         "86400",
         "Processed-file cleanup every N s.",
         "Schedule",
     ),
     Var(
-        "MIDAS_RETENTION_DAYS", "retention_days", _pos_int, "30", "Task history and artifacts kept N days.", "Schedule"
+        "MIDAS_RETENTION_DAYS", "retention_days", p.pos_int, "30", "Task history and artifacts kept N days.", "Schedule"
     ),
     # Documents
-    Var("MIDAS_MAX_FILE_MB", "max_file_mb", _pos_float, "100", "Larger files are rejected unread.", "Documents"),
+    Var("MIDAS_MAX_FILE_MB", "max_file_mb", p.pos_float, "100", "Larger files are rejected unread.", "Documents"),
     Var(
         "MIDAS_MAX_DECOMPRESSED_MB",
         "max_decompressed_mb",
-        _pos_float,
+        p.pos_float,
         "500",
         "Limit on the uncompressed size of zip-based documents (DOCX, XLSX, ODT).",
         "Documents",
@@ -435,25 +280,25 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_MAX_TEXT_MB",
         "max_text_mb",
-        _pos_float,
+        p.pos_float,
         "200",
         "Extracted text beyond this is cut with a warning.",
         "Documents",
     ),
-    Var("MIDAS_MAX_NESTING", "max_nesting", _pos_int, "200", "Deepest JSON/XML/HTML nesting accepted.", "Documents"),
+    Var("MIDAS_MAX_NESTING", "max_nesting", p.pos_int, "200", "Deepest JSON/XML/HTML nesting accepted.", "Documents"),
     Var(
         "MIDAS_EXTRACT_TIMEOUT",
         "extract_timeout",
-        _pos_float,
+        p.pos_float,
         "300",
         "Per-file extraction time limit (s); must be below MIDAS_TASK_SOFT_TIME_LIMIT.",
         "Documents",
     ),
-    Var("MIDAS_CHUNK_SIZE", "chunk_size", _pos_int, "1000", "Largest chunk, in characters.", "Documents"),
+    Var("MIDAS_CHUNK_SIZE", "chunk_size", p.pos_int, "1000", "Largest chunk, in characters.", "Documents"),
     Var(
         "MIDAS_CHUNK_OVERLAP",
         "chunk_overlap",
-        _nonneg_int,
+        p.nonneg_int,
         "200",
         "Characters shared by neighbouring chunks.",
         "Documents",
@@ -461,43 +306,48 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_STABILITY_SECONDS",
         "stability_seconds",
-        _nonneg_float,
+        p.nonneg_float,
         "2",
         "A file must keep its size and mtime this long before it is read.",
         "Documents",
     ),
-    Var("MIDAS_OCR_LANGUAGES", "ocr_languages", _str, "eng", "Tesseract languages, e.g. eng+deu.", "Documents"),
+    Var("MIDAS_OCR_LANGUAGES", "ocr_languages", p.text, "eng", "Tesseract languages, e.g. eng+deu.", "Documents"),
     # File watcher
     Var(
-        "MIDAS_WATCH_IGNORE", "watch_ignore", _str_list, "", "Extra ignore patterns (comma-separated globs).", "Watcher"
+        "MIDAS_WATCH_IGNORE",
+        "watch_ignore",
+        p.text_list,
+        "",
+        "Extra ignore patterns (comma-separated globs).",
+        "Watcher",
     ),
     Var(
-        "MIDAS_WATCH_RESCAN_SECONDS", "watch_rescan_seconds", _pos_float, "300", "Periodic rescan interval.", "Watcher"
+        "MIDAS_WATCH_RESCAN_SECONDS", "watch_rescan_seconds", p.pos_float, "300", "Periodic rescan interval.", "Watcher"
     ),
-    Var("MIDAS_WATCH_BATCH_SIZE", "watch_batch_size", _pos_int, "10", "Files per batch in --batch mode.", "Watcher"),
+    Var("MIDAS_WATCH_BATCH_SIZE", "watch_batch_size", p.pos_int, "10", "Files per batch in --batch mode.", "Watcher"),
     Var(
         "MIDAS_WATCH_BATCH_TIMEOUT",
         "watch_batch_timeout",
-        _pos_float,
+        p.pos_float,
         "60",
         "Oldest file waits at most N s.",
         "Watcher",
     ),
-    Var("MIDAS_WATCH_POLLING", "watch_polling", _bool, "false", "Poll instead of native events (SMB/NFS).", "Watcher"),
+    Var("MIDAS_WATCH_POLLING", "watch_polling", p.flag, "false", "Poll instead of native events (SMB/NFS).", "Watcher"),
     # Mail accounts (background_tasks/sources/mail)
     Var(
         "MIDAS_MAIL_CONFIG",
         "mail_config",
-        _opt_path,
+        p.opt_path,
         "",
         "TOML file of IMAP accounts to fetch documents from (README: Mail accounts); empty = no mail.",
         "Mail",
     ),
-    Var("MIDAS_MAIL_INTERVAL", "mail_interval", _pos_int, "300", "Each mail account is fetched every N s.", "Mail"),
+    Var("MIDAS_MAIL_INTERVAL", "mail_interval", p.pos_int, "300", "Each mail account is fetched every N s.", "Mail"),
     Var(
         "MIDAS_MAIL_MAX_PER_RUN",
         "mail_max_per_run",
-        _pos_int,
+        p.pos_int,
         "100",
         "Mails taken per account and run; the rest come next run.",
         "Mail",
@@ -506,7 +356,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_CPU_WARN_PERCENT",
         "cpu_warn_percent",
-        _pos_float,
+        p.pos_float,
         "85",
         "CPU use that makes health 'warning'.",
         "Monitoring",
@@ -514,7 +364,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_CPU_CRIT_PERCENT",
         "cpu_crit_percent",
-        _pos_float,
+        p.pos_float,
         "95",
         "CPU use that makes health 'critical'.",
         "Monitoring",
@@ -522,7 +372,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_CPU_WINDOW_SECONDS",
         "cpu_window_seconds",
-        _pos_int,
+        p.pos_int,
         "900",
         "CPU is judged by its mean over the health checks of the last N s, not one sample.",
         "Monitoring",
@@ -530,20 +380,20 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_HEALTH_HOLD_CHECKS",
         "health_hold_checks",
-        _pos_int,
+        p.pos_int,
         "3",
         "CPU, memory and queue length raise health only after that many checks in a row (1 = at once).",
         "Monitoring",
     ),
-    Var("MIDAS_MEMORY_WARN_PERCENT", "memory_warn_percent", _pos_float, "85", "Memory use: warning.", "Monitoring"),
-    Var("MIDAS_MEMORY_CRIT_PERCENT", "memory_crit_percent", _pos_float, "95", "Memory use: critical.", "Monitoring"),
-    Var("MIDAS_DISK_WARN_PERCENT", "disk_warn_percent", _pos_float, "85", "Disk use: warning.", "Monitoring"),
-    Var("MIDAS_DISK_CRIT_PERCENT", "disk_crit_percent", _pos_float, "95", "Disk use: critical.", "Monitoring"),
-    Var("MIDAS_QUEUE_WARN_LENGTH", "queue_warn_length", _pos_int, "1000", "Waiting messages: warning.", "Monitoring"),
+    Var("MIDAS_MEMORY_WARN_PERCENT", "memory_warn_percent", p.pos_float, "85", "Memory use: warning.", "Monitoring"),
+    Var("MIDAS_MEMORY_CRIT_PERCENT", "memory_crit_percent", p.pos_float, "95", "Memory use: critical.", "Monitoring"),
+    Var("MIDAS_DISK_WARN_PERCENT", "disk_warn_percent", p.pos_float, "85", "Disk use: warning.", "Monitoring"),
+    Var("MIDAS_DISK_CRIT_PERCENT", "disk_crit_percent", p.pos_float, "95", "Disk use: critical.", "Monitoring"),
+    Var("MIDAS_QUEUE_WARN_LENGTH", "queue_warn_length", p.pos_int, "1000", "Waiting messages: warning.", "Monitoring"),
     Var(
         "MIDAS_WATCHER_HEARTBEAT_MAX_AGE",
         "watcher_heartbeat_max_age",
-        _pos_float,
+        p.pos_float,
         "120",
         "Seconds without a watcher heartbeat before health warns.",
         "Monitoring",
@@ -551,23 +401,23 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_STUCK_TASK_SECONDS",
         "stuck_task_seconds",
-        _pos_float,
+        p.pos_float,
         "900",
         "A task running longer is 'stuck'.",
         "Monitoring",
     ),
     # Alerts
-    Var("MIDAS_SMTP_HOST", "smtp_host", _opt_str, "", "SMTP server for failure alerts (empty = no email).", "Alerts"),
-    Var("MIDAS_SMTP_PORT", "smtp_port", _port, "587", "SMTP port.", "Alerts"),
-    Var("MIDAS_SMTP_USER", "smtp_user", _opt_str, "", "SMTP user.", "Alerts"),
-    Var("MIDAS_SMTP_PASSWORD", "smtp_password", _opt_str, "", "SMTP password.", "Alerts"),
-    Var("MIDAS_SMTP_FROM", "smtp_from", _str, "midas@localhost", "Sender address of alerts.", "Alerts"),
-    Var("MIDAS_SMTP_TO", "smtp_to", _str_list, "", "Recipients (comma-separated).", "Alerts"),
-    Var("MIDAS_SMTP_STARTTLS", "smtp_starttls", _bool, "true", "Use STARTTLS.", "Alerts"),
+    Var("MIDAS_SMTP_HOST", "smtp_host", p.opt_text, "", "SMTP server for failure alerts (empty = no email).", "Alerts"),
+    Var("MIDAS_SMTP_PORT", "smtp_port", p.port, "587", "SMTP port.", "Alerts"),
+    Var("MIDAS_SMTP_USER", "smtp_user", p.opt_text, "", "SMTP user.", "Alerts"),
+    Var("MIDAS_SMTP_PASSWORD", "smtp_password", p.opt_text, "", "SMTP password.", "Alerts"),
+    Var("MIDAS_SMTP_FROM", "smtp_from", p.text, "midas@localhost", "Sender address of alerts.", "Alerts"),
+    Var("MIDAS_SMTP_TO", "smtp_to", p.text_list, "", "Recipients (comma-separated).", "Alerts"),
+    Var("MIDAS_SMTP_STARTTLS", "smtp_starttls", p.flag, "true", "Use STARTTLS.", "Alerts"),
     Var(
         "MIDAS_ALERT_WEBHOOK_URL",
         "alert_webhook_url",
-        _opt_str,
+        p.opt_text,
         "",
         "POST a JSON alert here (empty = off).",
         "Alerts",
@@ -576,7 +426,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_ALERT_QUIET_MINUTES",
         "alert_quiet_minutes",
-        _pos_float,
+        p.pos_float,
         "30",
         "At most one alert per kind per period.",
         "Alerts",
@@ -585,26 +435,28 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_DASHBOARD_PASSWORD",
         "dashboard_password",
-        _opt_str,
+        p.opt_text,
         "",
         "If set, the dashboard (every page, upload and WebSocket) asks for it.",
         "Dashboard",
     ),
     # OCR (Tesseract)
-    Var("MIDAS_OCR_ENABLED", "ocr_enabled", _bool, "true", "Recognise text in scans and images with Tesseract.", "OCR"),
+    Var(
+        "MIDAS_OCR_ENABLED", "ocr_enabled", p.flag, "true", "Recognise text in scans and images with Tesseract.", "OCR"
+    ),
     Var(
         "MIDAS_TESSERACT_CMD",
         "tesseract_cmd",
-        _str,
+        p.text,
         "tesseract",
         "The tesseract program: a name on PATH or a full path (on Windows, the path of tesseract.exe).",
         "OCR",
     ),
-    Var("MIDAS_OCR_DPI", "ocr_dpi", _pos_int, "300", "Resolution PDF pages are rendered at for OCR.", "OCR"),
+    Var("MIDAS_OCR_DPI", "ocr_dpi", p.pos_int, "300", "Resolution PDF pages are rendered at for OCR.", "OCR"),
     Var(
         "MIDAS_OCR_PAGE_TIMEOUT",
         "ocr_page_timeout",
-        _pos_float,
+        p.pos_float,
         "60",
         "OCR time limit per page (s); a page over it is skipped with a warning.",
         "OCR",
@@ -612,7 +464,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_OCR_MAX_PAGES_PER_TASK",
         "ocr_max_pages_per_task",
-        _pos_int,
+        p.pos_int,
         "10",
         "Pages OCR'd within one task; longer scans continue on the analysis queue in ranges of this size.",
         "OCR",
@@ -621,7 +473,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_EMBEDDINGS",
         "embeddings_enabled",
-        _bool,
+        p.flag,
         "true",
         "Embed every chunk on the analysis queue, for semantic and hybrid search.",
         "Search",
@@ -629,27 +481,27 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_EMBED_MODEL",
         "embed_model",
-        _opt_str,
+        p.opt_text,
         "",
         "A local sentence-transformers or static (Model2Vec) model directory; empty = the built-in WordLlama model.",
         "Search",
     ),
-    Var("MIDAS_EMBED_DEVICE", "embed_device", _embed_device, "cpu", "Where embeddings run: cpu or cuda.", "Search"),
+    Var("MIDAS_EMBED_DEVICE", "embed_device", p.embed_device, "cpu", "Where embeddings run: cpu or cuda.", "Search"),
     # Object storage (S3 and S3-compatible servers); credentials only through boto3's own chain
     Var(
         "MIDAS_S3_ENDPOINT_URL",
         "s3_endpoint_url",
-        _opt_http_url,
+        p.opt_http_url,
         "",
         "S3 endpoint, e.g. http://127.0.0.1:8333 for SeaweedFS or MinIO (empty = AWS). Credentials come from "
         "boto3's standard chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, an instance role).",
         "Object storage",
     ),
-    Var("MIDAS_S3_REGION", "s3_region", _opt_str, "", "S3 region (empty = boto3's default).", "Object storage"),
+    Var("MIDAS_S3_REGION", "s3_region", p.opt_text, "", "S3 region (empty = boto3's default).", "Object storage"),
     Var(
         "MIDAS_S3_PATH_STYLE",
         "s3_path_style",
-        _bool,
+        p.flag,
         "false",
         "Path-style addressing (endpoint/bucket/key), which most S3-compatible servers need.",
         "Object storage",
@@ -657,7 +509,7 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_OBJECT_STORE",
         "object_store",
-        _opt_s3_uri,
+        p.opt_s3_uri,
         "",
         "s3://bucket/prefix: the watcher, the dashboard upload and submit() stage files here, so workers on other "
         "hosts can read them (empty = local paths).",
@@ -666,16 +518,16 @@ VARIABLES: tuple[Var, ...] = (
     Var(
         "MIDAS_S3_SOURCES",
         "s3_sources",
-        _s3_uri_list,
+        p.s3_uri_list,
         "",
         "Bucket prefixes to process, comma-separated s3://bucket/prefix (empty = none).",
         "Object storage",
     ),
-    Var("MIDAS_S3_INTERVAL", "s3_interval", _pos_int, "300", "List the S3 sources every N s.", "Object storage"),
+    Var("MIDAS_S3_INTERVAL", "s3_interval", p.pos_int, "300", "List the S3 sources every N s.", "Object storage"),
     Var(
         "MIDAS_S3_MAX_PER_RUN",
         "s3_max_per_run",
-        _pos_int,
+        p.pos_int,
         "1000",
         "Objects submitted per source and listing; the rest go next time.",
         "Object storage",
