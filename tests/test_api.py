@@ -22,15 +22,20 @@ import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import httpx
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
 from background_tasks import keys
 from background_tasks.api.auth import digest, new_token
 from background_tasks.settings import SettingsError, load_settings
+from background_tasks.storage.db import read_scope
+from background_tasks.storage.models import ChunkRow
+from background_tasks.storage.store import DocumentStore
 from tests.support import PROJECT_ROOT, ApiServer, free_port, launcher, launcher_env, stop_stack, wait_until
 
 TOKEN = new_token()
@@ -112,6 +117,9 @@ PROTECTED = [
     ("GET", "/metrics"),
     ("GET", "/no/such/route"),
     ("PUT", "/documents"),
+    ("DELETE", "/documents/1"),
+    ("POST", "/documents/1/reprocess"),
+    ("GET", "/documents/1/original"),
 ]
 
 
@@ -354,6 +362,175 @@ def test_unknown_ids_and_bad_parameters_are_json_errors(api: Api) -> None:
     error_of(api.client.get("/no/such/route"), 404, "not_found")
     error_of(api.client.delete("/jobs/x"), 405, "method_not_allowed")
     assert api.client.get("/search", params={"q": "🙂 ..."}).json()["hits"] == []
+
+
+# --------------------------------------------------------------------------
+# Deleting, processing again, the original
+# --------------------------------------------------------------------------
+
+
+def fingerprint(path: Path) -> tuple[str, int, int]:
+    """What must never change about a user's file: content, size, modification time."""
+    st = path.stat()
+    return hashlib.sha256(path.read_bytes()).hexdigest(), st.st_size, st.st_mtime_ns
+
+
+def processed(api: Api, response: httpx.Response) -> int:
+    """The id of the document a ``POST /documents`` answer's job stored successfully."""
+    assert response.status_code == 202, response.text
+    result = api.job(response.json()["id"])["result"]
+    assert result["status"] == "success", result
+    return result["document_id"]
+
+
+def chunk_ids(api: Api, document_id: int) -> set[int]:
+    with read_scope(api.stack.settings.database_url_resolved) as s:  # type: ignore[attr-defined]
+        return set(s.execute(select(ChunkRow.id).where(ChunkRow.document_id == document_id)).scalars())
+
+
+def test_delete_removes_the_document_and_midas_copies_but_never_the_users_file(api: Api) -> None:
+    word = f"kestrel{uuid.uuid4().hex[:10]}"
+    users = api.docs / f"kestrels-{uuid.uuid4().hex[:6]}.txt"
+    users.write_text(f"The {word} survey counted nesting pairs on the cliffs.\n\n" * 40)
+    before = fingerprint(users)
+    document_id = processed(api, api.client.post("/documents", json={"path": str(users)}))
+    uploaded = api.client.post("/documents", files={"file": (f"{word}-upload.txt", f"Uploaded {word} notes.".encode())})
+    upload_id = processed(api, uploaded)
+    inbox_copy = api.inbox / uploaded.json()["name"]
+    chunks = api.client.get(f"/documents/{document_id}").json()["chunks"]["total"]
+    assert chunks >= 1 and len(chunk_ids(api, document_id)) == chunks
+    found = api.client.get("/search", params={"q": word, "mode": "keyword"}).json()["hits"]
+    assert {h["document_id"] for h in found} == {document_id, upload_id}
+
+    deleted = api.client.delete(f"/documents/{document_id}")
+
+    assert deleted.status_code == 200 and deleted.headers["content-type"] == "application/json", deleted.text
+    report = deleted.json()
+    assert report["document_id"] == document_id and report["status"] == "success"
+    assert report["chunks_deleted"] == chunks and report["path"] == str(users.resolve())
+    assert report["originals_kept"] == [str(users.resolve())] and report["working_copies_removed"] == []
+    error_of(api.client.get(f"/documents/{document_id}"), 404, "not_found")
+    assert chunk_ids(api, document_id) == set()
+    found = api.client.get("/search", params={"q": word, "mode": "keyword"}).json()["hits"]
+    assert {h["document_id"] for h in found} == {upload_id}
+    assert fingerprint(users) == before  # the user's file: not moved, not changed, not deleted
+
+    # an upload's inbox file is MIDAS's own copy: it goes with the document
+    assert inbox_copy.exists()
+    report = api.client.delete(f"/documents/{upload_id}").json()
+    assert report["working_copies_removed"] == [str(inbox_copy)] and report["originals_kept"] == []
+    assert not inbox_copy.exists() and chunk_ids(api, upload_id) == set()
+    assert api.client.get("/search", params={"q": word, "mode": "keyword"}).json()["hits"] == []
+
+    again = error_of(api.client.delete(f"/documents/{document_id}"), 404, "not_found")
+    assert str(document_id) in again["message"]
+
+
+def test_reprocess_runs_through_the_worker_again_on_the_same_document_with_fresh_chunks(api: Api) -> None:
+    users = api.docs / f"glacier-{uuid.uuid4().hex[:6]}.txt"
+    users.write_text(f"Glacier log {uuid.uuid4().hex}: the ice front retreated forty metres.\n\n" * 30)
+    before = fingerprint(users)
+    document_id = processed(api, api.client.post("/documents", json={"path": str(users)}))
+    first = api.client.get(f"/documents/{document_id}").json()
+    old_chunks = chunk_ids(api, document_id)
+    assert len(old_chunks) == first["chunks"]["total"] >= 1
+
+    sent = api.client.post(f"/documents/{document_id}/reprocess")
+
+    assert sent.status_code == 202, sent.text
+    answer = sent.json()
+    assert answer["state"] == "queued" and answer["document_id"] == document_id and answer["source"] == "reprocess"
+    assert sent.headers["location"] == answer["job"] == f"/jobs/{answer['id']}"
+    job = api.job(answer["id"])
+    assert job["state"] == "done" and job["task"] == PROCESS, job
+    assert job["result"]["status"] == "success" and job["result"]["document_id"] == document_id, job
+    again = api.client.get(f"/documents/{document_id}").json()
+    assert again["document"]["task_id"] == answer["id"]
+    assert again["document"]["attempts"] == first["document"]["attempts"] + 1
+    new_chunks = chunk_ids(api, document_id)
+    assert len(new_chunks) == again["chunks"]["total"] == first["chunks"]["total"]
+    assert not new_chunks & old_chunks  # new rows, the old ones gone
+    assert fingerprint(users) == before
+
+
+def content_disposition_name(header: str) -> tuple[str, str | None]:
+    """(the quoted ASCII ``filename``, the decoded RFC 5987 ``filename*`` or None) of a Content-Disposition."""
+    plain = re.fullmatch(r'attachment; filename="([^"\\]*)"(?:; filename\*=UTF-8\'\'([^;\s]+))?', header)
+    assert plain, header
+    return plain.group(1), unquote(plain.group(2), errors="strict") if plain.group(2) else None
+
+
+def test_the_original_comes_back_byte_for_byte_under_a_safe_file_name(api: Api) -> None:
+    # a name a header must not take literally: a quote, a separator, a percent, a line break, non-ASCII
+    name = f'Résumé "final"; 50%\r\nSet-Cookie: evil=1 {uuid.uuid4().hex[:6]}.txt'
+    content = f"Caf\xe9 notes {uuid.uuid4().hex}: the m\xe9t\xe9o said rain.\n".encode("latin-1") * 3000
+    users = api.docs / name
+    users.write_bytes(content)
+    document_id = processed(api, api.client.post("/documents", json={"path": str(users)}))
+
+    got = api.client.get(f"/documents/{document_id}/original")
+
+    assert got.status_code == 200, got.text
+    assert got.content == content  # > 64 KB: several pieces
+    assert got.headers["content-type"] == "text/plain"  # as detected, no charset the bytes may not have
+    assert got.headers["content-length"] == str(len(content))
+    assert got.headers["x-content-type-options"] == "nosniff" and got.headers["cache-control"] == "no-store"
+    assert "set-cookie" not in got.headers
+    header = got.headers["content-disposition"]
+    assert header.isascii() and "\r" not in header and "\n" not in header
+    fallback, exact = content_disposition_name(header)
+    assert exact == name.replace("\r\n", "__")  # the line break as _, everything else exact
+    assert fallback.isascii() and not set(fallback) & set('"\\%;=:/') and fallback.endswith(".txt")
+    work = api.stack.settings.work_dir  # type: ignore[attr-defined]
+    # the private copy it was read from is removed once the answer is sent (just after the client has it all)
+    wait_until(lambda: not list(work.rglob(f"*{name[-10:]}")), 10, 0.05, "the working copy removed")
+
+    # an upload comes back from MIDAS's inbox copy; a client that hangs up early leaves no copy either (with
+    # MIDAS_MAX_FILE_MB=1 the server may have written it all by then: a 40 MB one was checked by hand)
+    other = content + f"Uploaded {uuid.uuid4().hex}.\n".encode()
+    uploaded = api.client.post("/documents", files={"file": ("plain.txt", other)})
+    upload_id = processed(api, uploaded)
+    with api.client.stream("GET", f"/documents/{upload_id}/original") as streamed:
+        assert streamed.headers["content-disposition"] == f'attachment; filename="{uploaded.json()["name"]}"'
+        piece = next(streamed.iter_raw())
+        assert piece and other.startswith(piece)  # then the client hangs up
+    wait_until(lambda: not list(work.rglob(uploaded.json()["name"])), 10, 0.05, "the working copy removed")
+
+
+def test_delete_reprocess_and_original_errors_are_json(api: Api) -> None:
+    unknown = 999_999_999
+    for method, path in (
+        ("DELETE", f"/documents/{unknown}"),
+        ("POST", f"/documents/{unknown}/reprocess"),
+        ("GET", f"/documents/{unknown}/original"),
+    ):
+        assert str(unknown) in error_of(api.client.request(method, path), 404, "not_found")["message"]
+        error_of(api.client.request(method, path.replace(str(unknown), "0")), 422, "invalid_argument")
+        error_of(api.client.request(method, path.replace(str(unknown), "abc")), 422, "invalid_argument")
+
+    # a document a task is processing right now is left to it
+    store = DocumentStore(api.stack.settings.database_url_resolved)  # type: ignore[attr-defined]
+    busy_path = str(api.docs / "busy.txt")
+    claim = store.claim(uuid.uuid4().hex * 2, busy_path, "txt", "text/plain", 10, task_id="running-task")
+    assert claim.state == "new"
+    busy = error_of(api.client.delete(f"/documents/{claim.document_id}"), 409, "document_busy")
+    assert "being processed right now; delete it" in busy["message"]
+    busy = error_of(api.client.post(f"/documents/{claim.document_id}/reprocess"), 409, "document_busy")
+    assert "process it when that is done" in busy["message"]
+    store.record_failure(busy_path, "failed", "corrupt", "bad", document_id=claim.document_id)
+    assert api.client.delete(f"/documents/{claim.document_id}").json()["status"] == "failed"
+
+    # no copy and no file holds the content any more: gone, for the original and for processing again
+    users = api.docs / f"edited-{uuid.uuid4().hex[:6]}.txt"
+    users.write_text(f"First draft {uuid.uuid4().hex}.")
+    document_id = processed(api, api.client.post("/documents", json={"path": str(users)}))
+    users.write_text(f"Second draft, other content {uuid.uuid4().hex}.")  # the user edited it
+    gone = error_of(api.client.get(f"/documents/{document_id}/original"), 410, "original_unavailable")
+    assert "holds other content now" in gone["message"]
+    error_of(api.client.post(f"/documents/{document_id}/reprocess"), 410, "original_unavailable")
+    assert api.client.get(f"/documents/{document_id}").json()["document"]["status"] == "success"  # unchanged
+    assert api.client.delete(f"/documents/{document_id}").status_code == 200
+    assert users.exists()
 
 
 def test_with_redis_down_the_ledger_keeps_an_upload_and_it_is_processed_once_redis_is_back(isolated_stack) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from background_tasks.api import documents, health, jobs, metrics, search
+from background_tasks.api import document_admin, documents, health, jobs, metrics, search
 from background_tasks.api.auth import PUBLIC_PATHS, TokenGate
 from background_tasks.api.context import ApiContext
 from background_tasks.api.errors import MidasJSON, install_error_handlers
@@ -60,7 +60,7 @@ def create_app(settings: Settings, celery_app: Any = None) -> FastAPI:
     )
     app.state.midas = ApiContext(settings, celery_app)
     install_error_handlers(app)
-    for module in (documents, jobs, search, health, metrics):
+    for module in (documents, document_admin, jobs, search, health, metrics):
         app.include_router(module.router)
     # added last runs first: the token is checked before the body's size, and both before any route
     app.add_middleware(BodyLimit, max_file_bytes=settings.max_file_bytes)

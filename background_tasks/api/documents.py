@@ -1,7 +1,6 @@
 """``/documents``: submit one (upload, path or URI) and read what the store knows.
 
-``DELETE /documents/{id}``, ``POST /documents/{id}/reprocess`` and ``GET /documents/{id}/original``
-belong here too once ``processing.manage`` offers them.
+Deleting one, processing it again and reading its original back are ``api.document_admin``'s.
 """
 
 from __future__ import annotations

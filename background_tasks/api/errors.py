@@ -34,6 +34,11 @@ STATUS_BY_ERROR_TYPE: Mapping[str, int] = {
     "unsupported": 415,
     "type_mismatch": 415,
     "empty": 422,
+    # a task is processing the document right now: the same request succeeds once it is done
+    "document_busy": 409,
+    "content_changed": 409,
+    # the document is known but no copy and no file holds its bytes any more: that will not change
+    "original_unavailable": 410,
     "access_denied": 502,
     "storage_unavailable": 503,
     "transient": 503,
@@ -45,6 +50,8 @@ _WORD_BY_STATUS = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    409: "conflict",
+    410: "gone",
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_argument",
