@@ -40,12 +40,12 @@ def http_status(url: str, basic_auth: str | None = None, timeout: float = 2.0, c
 
 def s3_answers(settings: Settings) -> bool:
     """Whether the local S3 server serves a signed request (its gateway is up and its filer behind it)."""
-    from background_tasks.sources.s3.client import _local_client
+    from background_tasks.sources.s3.client import local_client
     from background_tasks.sources.s3.local_server import LOCAL_REGION, identities_file
 
     endpoint = f"http://127.0.0.1:{settings.s3_local_port}"
     try:
-        _local_client(endpoint, LOCAL_REGION, str(identities_file(settings))).list_buckets()
+        local_client(endpoint, LOCAL_REGION, str(identities_file(settings))).list_buckets()
     except Exception:  # not answering yet, or answering with an error: not ready
         return False
     return True

@@ -61,7 +61,7 @@ def _client(endpoint_url: str | None, region: str | None, path_style: bool) -> A
 
 
 @lru_cache(maxsize=2)
-def _local_client(endpoint_url: str, region: str, identities: str) -> Any:
+def local_client(endpoint_url: str, region: str, identities: str) -> Any:
     """A client of the local server (MIDAS_S3_LOCAL), signing with its generated identity."""
     import boto3
     from botocore.config import Config
@@ -87,7 +87,7 @@ def s3_client(settings: Settings) -> Any:
         from background_tasks.sources.s3.local_server import LOCAL_REGION, ensure_credentials
 
         identities = ensure_credentials(settings)
-        return _local_client(settings.s3_local_endpoint, settings.s3_region or LOCAL_REGION, str(identities))
+        return local_client(settings.s3_local_endpoint, settings.s3_region or LOCAL_REGION, str(identities))
     return _client(settings.s3_endpoint_url, settings.s3_region, settings.s3_path_style)
 
 
