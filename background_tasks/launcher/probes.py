@@ -38,6 +38,19 @@ def http_status(url: str, basic_auth: str | None = None, timeout: float = 2.0, c
         return None
 
 
+def s3_answers(settings: Settings) -> bool:
+    """Whether the local S3 server serves a signed request (its gateway is up and its filer behind it)."""
+    from background_tasks.sources.s3.client import local_client
+    from background_tasks.sources.s3.local_server import LOCAL_REGION, identities_file
+
+    endpoint = f"http://127.0.0.1:{settings.s3_local_port}"
+    try:
+        local_client(endpoint, LOCAL_REGION, str(identities_file(settings))).list_buckets()
+    except Exception:  # not answering yet, or answering with an error: not ready
+        return False
+    return True
+
+
 class ControlClient:
     """A Celery app for the control API (worker pings, Windows warm shutdown), built once per run."""
 
@@ -79,6 +92,8 @@ def is_ready(service: Service, settings: Settings, control: ControlClient, start
     kind = service.kind
     if kind == "redis":
         return redis_probe(settings) == "pong"
+    if kind == "s3":
+        return s3_answers(settings)
     if kind == "worker":
         assert service.node
         return control.ping(service.node, timeout=1.0)

@@ -60,8 +60,34 @@ def _client(endpoint_url: str | None, region: str | None, path_style: bool) -> A
     return boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
 
+@lru_cache(maxsize=2)
+def local_client(endpoint_url: str, region: str, identities: str) -> Any:
+    """A client of the local server (MIDAS_S3_LOCAL), signing with its generated identity."""
+    import boto3
+    from botocore.config import Config
+
+    from background_tasks.sources.s3.local_server import read_credentials
+
+    access_key, secret_key = read_credentials(identities)
+    config = Config(
+        s3={"addressing_style": "path"},
+        retries={"max_attempts": 2, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+    )
+    session = boto3.session.Session(aws_access_key_id=access_key, aws_secret_access_key=secret_key)
+    return session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
 def s3_client(settings: Settings) -> Any:
-    """One client per process and endpoint (boto3 clients are thread-safe; sessions are not shared)."""
+    """One client per process and endpoint (boto3 clients are thread-safe; sessions are not shared).
+
+    With MIDAS_S3_LOCAL and no MIDAS_S3_ENDPOINT_URL, the local server with its own credentials."""
+    if settings.s3_local_endpoint:
+        from background_tasks.sources.s3.local_server import LOCAL_REGION, ensure_credentials
+
+        identities = ensure_credentials(settings)
+        return local_client(settings.s3_local_endpoint, settings.s3_region or LOCAL_REGION, str(identities))
     return _client(settings.s3_endpoint_url, settings.s3_region, settings.s3_path_style)
 
 
