@@ -44,6 +44,8 @@ from background_tasks.ops.dashboard.view import (
     fmt_time,
     guarded,
     md,
+    open_document,
+    open_selected_document,
     show_health,
 )
 from background_tasks.settings import Settings, SettingsError, get_settings
@@ -396,7 +398,10 @@ def section_documents(settings: Settings, app: Any) -> None:
         else:
             first = (page - 1) * page_size + 1
             st.caption(f"Documents {first}–{first + len(frame) - 1} of {total:,}, newest first")
-            st.dataframe(frame.drop(columns=["path"]), hide_index=True)
+            st.session_state["doc_table_ids"] = [int(i) for i in frame["id"]]
+            st.dataframe(frame.drop(columns=["path"]), hide_index=True, key="doc_table",
+                         on_select=open_selected_document, selection_mode="single-row")  # fmt: skip
+            st.caption("Click a row to open it in One document.")
             st.pagination(pages, key="doc_page")
 
     st.subheader("Search")
@@ -413,6 +418,8 @@ def section_documents(settings: Settings, app: Any) -> None:
                 where += f"chunk {hit['chunk_index']}" + (f", {hit['more']} more passage(s)" if hit["more"] else "")
                 title = f"**{md(hit['name'])}** (document {hit['document_id']}, {where})"
                 st.markdown(title)
+                st.button("Open", key=f"open_hit_{hit['document_id']}_{hit['chunk_index']}", on_click=open_document,
+                          args=(hit["document_id"],), help="Show this document in One document, below")  # fmt: skip
                 if hit.get("origin"):  # from a mail account (or another source): where it came from
                     origin = hit["origin"]
                     said = [f"{k} {origin[k]}" for k in ("account", "folder", "from", "subject", "date") if k in origin]
@@ -421,7 +428,9 @@ def section_documents(settings: Settings, app: Any) -> None:
 
     st.subheader("One document")
     with guarded("The document"):
-        doc_id = st.number_input("Document id", min_value=1, step=1, value=None, key="doc_id")
+        # a click on a row or a search hit filled it (Session State), so no default value competes
+        start = {} if "doc_id" in st.session_state else {"value": None}
+        doc_id = st.number_input("Document id", min_value=1, step=1, key="doc_id", **start)
         if doc_id:
             document_actions(settings, app, int(doc_id))
             show_document(url, int(doc_id))

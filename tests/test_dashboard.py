@@ -562,6 +562,12 @@ def test_documents_list_search_with_escaped_highlights_and_chunks(tmp_path: Path
     assert "aurora.txt" in visible_text(at)
 
     doc_id = int(listing.loc["aurora.txt", "id"])
+    # a search hit opens its document by click: no id to type
+    opens = [b for b in at.button if b.key.startswith(f"open_hit_{doc_id}_")]
+    assert opens, [b.key for b in at.button]
+    opens[0].click().run()
+    assert at.number_input(key="doc_id").value == doc_id
+    assert metric(at, "Status") == "success"
     at.number_input(key="doc_id").set_value(doc_id).run()
     assert metric(at, "Status") == "success"
     chunks = dd.document_chunks(settings.database_url_resolved, doc_id)
@@ -954,3 +960,12 @@ def test_figures_agree_on_sqlite_and_postgresql(any_db_settings: Settings) -> No
     assert hits and hits[0]["name"] == "aurora.txt" and "<mark>" in hits[0]["snippet_html"].lower()
     for section in SECTIONS:
         assert_no_traceback(page(settings, section))
+
+
+def test_a_clicked_row_of_the_document_table_names_its_document() -> None:
+    from background_tasks.ops.dashboard.view import selected_id
+
+    ids = [42, 7, 19]
+    assert selected_id(ids, [1]) == 7
+    assert selected_id(ids, []) is None
+    assert selected_id(ids, [3]) is None  # a stale selection after the page changed

@@ -113,3 +113,37 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return (f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}").rstrip("0").rstrip(".")
     return str(value)
+
+
+#: the "One document" view's id box; clicking a row or a search hit fills it
+DOCUMENT_KEY = "doc_id"
+
+
+def open_document(document_id: int) -> None:
+    """Button callback: show ``document_id`` in "One document" (callbacks run before the page, so
+    the id box may still be changed)."""
+    st.session_state[DOCUMENT_KEY] = int(document_id)
+
+
+def selected_id(ids: Sequence[int], rows: Sequence[int]) -> int | None:
+    """The id of the row picked in a table (single-row selection), or None."""
+    if not rows:
+        return None
+    row = rows[0]
+    return int(ids[row]) if 0 <= row < len(ids) else None
+
+
+#: the document table's widget key, and where the page keeps the ids of the rows it shows
+TABLE_KEY, TABLE_IDS_KEY = "doc_table", "doc_table_ids"
+
+
+def open_selected_document() -> None:
+    """``on_select`` callback of the document table: show the picked row in "One document"."""
+    event = st.session_state.get(TABLE_KEY) or {}
+    try:
+        rows = list(event["selection"]["rows"])
+    except (KeyError, TypeError):
+        rows = []
+    picked = selected_id(st.session_state.get(TABLE_IDS_KEY, []), rows)
+    if picked is not None:
+        open_document(picked)
