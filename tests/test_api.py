@@ -21,6 +21,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -642,6 +643,7 @@ def test_health_is_the_stored_verdict_and_metrics_are_prometheus_text(api: Api) 
     health = api.client.get("/health")
     verdict = health.json()
     assert verdict["status"] == check["status"] and verdict["checked_at"] and verdict["age_s"] < 120
+    assert verdict["stale"] is False and datetime.fromisoformat(verdict["checked_at"]).tzinfo is not None
     assert verdict["reasons"] == list(check["reasons"])
     assert health.status_code == (503 if check["status"] == "critical" else 200)
 

@@ -18,8 +18,9 @@ from fastapi import APIRouter, Depends, Request
 from background_tasks.api.auth import token_was_valid
 from background_tasks.api.context import ApiContext, get_context
 from background_tasks.api.errors import MidasJSON
+from background_tasks.ops import health_verdict
+from background_tasks.settings import Settings
 from background_tasks.statuses import HealthStatus
-from background_tasks.storage import health_samples
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +29,25 @@ router = APIRouter(tags=["health"])
 Context = Annotated[ApiContext, Depends(get_context)]
 
 UNKNOWN = "unknown"
+NO_CHECK = ["no health check has been stored"]
+UNREADABLE = ["the store cannot be read"]
 
 
-def stored_verdict(url: str, now: datetime | None = None) -> dict[str, Any]:
-    """``{"status", "checked_at", "age_s", "reasons"}`` of the newest stored check (status ``unknown`` without one)."""
-    sample = health_samples.latest(url, ("taken_at", "status", "reasons"))
-    if sample is None:
-        return {"status": UNKNOWN, "checked_at": None, "age_s": None, "reasons": ["no health check has been stored"]}
-    taken = sample["taken_at"]
-    taken = taken if taken.tzinfo else taken.replace(tzinfo=UTC)
-    age = max(0.0, ((now or datetime.now(UTC)) - taken).total_seconds())
+def stored_verdict(settings: Settings, now: float | None = None) -> dict[str, Any]:
+    """``{"status", "checked_at", "age_s", "stale", "reasons"}``: the dashboard's stored verdict as the API shows it.
+
+    Status ``unknown`` when no check was stored yet; ``checked_at`` is ISO 8601 UTC.
+    """
+    verdict = health_verdict.stored_verdict(settings, now)
+    if verdict is None:
+        return {"status": UNKNOWN, "checked_at": None, "age_s": None, "stale": True, "reasons": NO_CHECK}
+    taken = verdict["taken_at"]
     return {
-        "status": str(sample["status"]),
-        "checked_at": taken,
-        "age_s": round(age, 1),
-        "reasons": list(sample["reasons"] or []),
+        "status": str(verdict["status"]),
+        "checked_at": None if taken is None else datetime.fromtimestamp(taken, UTC).isoformat(),
+        "age_s": verdict["age_s"],
+        "stale": verdict["stale"],
+        "reasons": verdict["reasons"],
     }
 
 
@@ -54,10 +59,10 @@ def stored_verdict(url: str, now: datetime | None = None) -> dict[str, Any]:
 def health(ctx: Context, request: Request) -> MidasJSON:
     """ok, warning, critical or unknown, as the last health check stored it."""
     try:
-        verdict = stored_verdict(ctx.url)
+        verdict = stored_verdict(ctx.settings)
     except Exception as exc:  # the answer must come, whatever the store does
         log.warning("health: the store cannot be read: %s", exc)
-        verdict = {"status": UNKNOWN, "checked_at": None, "age_s": None, "reasons": ["the store cannot be read"]}
+        verdict = {"status": UNKNOWN, "checked_at": None, "age_s": None, "stale": True, "reasons": UNREADABLE}
         return MidasJSON(_for(request, verdict), status_code=503)
     code = 503 if verdict["status"] == HealthStatus.CRITICAL else 200
     return MidasJSON(_for(request, verdict), status_code=code)
@@ -65,8 +70,6 @@ def health(ctx: Context, request: Request) -> MidasJSON:
 
 def _for(request: Request, verdict: dict[str, Any]) -> dict[str, Any]:
     answer = dict(verdict)
-    if isinstance(answer.get("checked_at"), datetime):
-        answer["checked_at"] = answer["checked_at"].isoformat()
     if not token_was_valid(request.state):
         answer.pop("reasons", None)
     return answer

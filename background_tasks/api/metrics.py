@@ -126,7 +126,7 @@ def ledger_metrics(ctx: ApiContext) -> Iterator[Metric]:
 
 
 def health_metrics(ctx: ApiContext) -> Iterator[Metric]:
-    verdict = stored_verdict(ctx.url)
+    verdict = stored_verdict(ctx.settings)
     status = _gauge("midas_health_status", "The stored health verdict (1 for the current one).", ["status"])
     for name in (*HEALTH_LEVELS, UNKNOWN):
         status.add_metric([name], 1.0 if verdict["status"] == name else 0.0)
