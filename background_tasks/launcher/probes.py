@@ -38,17 +38,32 @@ def http_status(url: str, basic_auth: str | None = None, timeout: float = 2.0, c
         return None
 
 
+#: The local S3 server's own bucket where the launcher proves an object can be written and read back.
+S3_PROBE_BUCKET = "midas-launcher-probe"
+
+
 def s3_answers(settings: Settings) -> bool:
-    """Whether the local S3 server serves a signed request (its gateway is up and its filer behind it)."""
+    """Whether the local S3 server stores and serves an object (gateway, filer and volume server all up).
+
+    Listing buckets is not enough: right after a start the gateway answers it before its
+    volume server has registered, and the first GetObject fails with InternalError.
+    """
     from background_tasks.sources.s3.client import local_client
     from background_tasks.sources.s3.local_server import LOCAL_REGION, identities_file
 
     endpoint = f"http://127.0.0.1:{settings.s3_local_port}"
+    key = f"probe-{time.monotonic_ns()}"
     try:
-        local_client(endpoint, LOCAL_REGION, str(identities_file(settings))).list_buckets()
+        client = local_client(endpoint, LOCAL_REGION, str(identities_file(settings)))
+        buckets = {bucket["Name"] for bucket in client.list_buckets().get("Buckets", [])}
+        if S3_PROBE_BUCKET not in buckets:
+            client.create_bucket(Bucket=S3_PROBE_BUCKET)
+        client.put_object(Bucket=S3_PROBE_BUCKET, Key=key, Body=b"ready")
+        read = client.get_object(Bucket=S3_PROBE_BUCKET, Key=key)["Body"].read()
+        client.delete_object(Bucket=S3_PROBE_BUCKET, Key=key)
     except Exception:  # not answering yet, or answering with an error: not ready
         return False
-    return True
+    return read == b"ready"
 
 
 class ControlClient:
