@@ -92,4 +92,10 @@ if (-not $SkipInstall) {
 }
 Assert-VenvPython -Hint 'Run this script once without -SkipInstall to create it.'
 Invoke-MidasLauncher -Action start -Services $Services
-exit $LASTEXITCODE
+$started = $LASTEXITCODE
+if ($started -eq 0 -and $Services.Count -eq 0) {
+    # as `make run` ends: what runs, then how to search, where the dashboard and logs are, how to stop
+    Invoke-MidasLauncher -Action status
+    & $VenvPython -m background_tasks.launcher.next_steps
+}
+exit $started

@@ -143,6 +143,18 @@ def test_make_run_ends_with_the_next_steps(tmp_path: Path) -> None:
         assert expected in text, (expected, text)
     checkout = next_steps(load_settings({"MIDAS_ENV_FILE": os.devnull}, launch_file=None, env_file=Path(os.devnull)))
     assert "\n  logs/ " in checkout  # inside the checkout: as typed from it
+    on_windows = next_steps(
+        load_settings({"MIDAS_ENV_FILE": os.devnull}, launch_file=None, env_file=Path(os.devnull)), windows=True
+    )
+    assert r'.venv\Scripts\midas search "your words"' in on_windows and r".\Stop-Celery-Services.ps1" in on_windows
+    assert "make" not in on_windows and ".venv/bin" not in on_windows
+
+
+def test_the_windows_start_script_ends_with_the_next_steps() -> None:
+    script = (PROJECT_ROOT / "Start-Celery-Services.ps1").read_text(encoding="utf-8")
+    tail = script[script.index("Invoke-MidasLauncher -Action start") :]
+    assert "-m background_tasks.launcher.next_steps" in tail and "Invoke-MidasLauncher -Action status" in tail
+    assert tail.rstrip().endswith("exit $started")
 
 
 # -- the every-minute queue check in the worker's log ------------------------------------------------------
