@@ -130,21 +130,38 @@ class Peer:
         self.restarts = 0
         self._start()
 
+    @property
+    def log(self) -> Path:
+        """The process's own output (Tesseract's notes, tracebacks), kept off the report."""
+        return Path(self.options["work_dir"]) / f"{self.system}.log"
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
     def _start(self) -> None:
         from bench.peers_systems import serve
 
         context = multiprocessing.get_context("spawn")
         self.conn, child = context.Pipe()
-        self.process = context.Process(target=serve, args=(self.system, self.options, child), daemon=True)
+        self.process = context.Process(target=serve, args=(self.system, self.options, child, str(self.log)))
+        self.process.daemon = True
         self.process.start()
         child.close()
-        if not self.conn.poll(300):
-            raise RuntimeError(f"{self.system} did not start within 300 s")
-        self.conn.recv()
+        try:
+            if not self.conn.poll(300):
+                raise EOFError("no answer within 300 s")
+            self.conn.recv()
+        except EOFError as exc:
+            self.process.kill()
+            raise RuntimeError(f"{self.system} did not start ({exc}); its output:\n{self.log_tail()}") from None
         if self.round:
             self.ask(("round", self.round))
 
-    def _replace(self) -> None:
+    def _replace(self, why: str) -> None:
+        print(f"{self.system} {why}; replacing it. Its last output:\n{self.log_tail()}", file=sys.stderr)
         self.process.kill()
         self.process.join()
         self.restarts += 1
@@ -153,12 +170,12 @@ class Peer:
     def ask(self, message: tuple, timeout: float | None = None) -> dict:
         self.conn.send(message)
         if not self.conn.poll(timeout or self.timeout):
-            self._replace()
+            self._replace(f"did not answer {message[:2]} within {timeout or self.timeout:g} s")
             return {"status": "failed:timeout", "seconds": timeout or self.timeout}
         try:
             return self.conn.recv()
         except EOFError:
-            self._replace()
+            self._replace(f"died on {message[:2]}")
             return {"status": "failed:crashed", "seconds": float("nan")}
 
     def run(self, item: Item) -> dict:

@@ -150,8 +150,14 @@ def make_runner(system: str, options: dict[str, Any]) -> Runner:
     return MidasPipeline(base, options["extra_roots"])
 
 
-def serve(system: str, options: dict[str, Any], conn: Any) -> None:
-    """The long-lived process of one system: ``("file", path, refs)``, ``("round", n)``, ``("stop",)``."""
+def serve(system: str, options: dict[str, Any], conn: Any, log_file: str) -> None:
+    """The long-lived process of one system: ``("file", path, refs)``, ``("round", n)``, ``("stop",)``.
+
+    Its output (and its children's: Tesseract's "Empty page!!") goes to ``log_file``, not into the report.
+    """
+    with open(log_file, "ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
     from tests.corpus import word_recall
 
     started = time.perf_counter()
@@ -164,7 +170,6 @@ def serve(system: str, options: dict[str, Any], conn: Any) -> None:
                 resource.getrusage(w).ru_maxrss // 1024 for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
             )
             conn.send({"peak_rss_mb": own, "children_peak_rss_mb": children})
-            os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # Tesseract's "LEAK!" notes at exit are no news
             return
         if message[0] == "round":
             runner.new_round(message[1])
