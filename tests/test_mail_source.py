@@ -122,6 +122,77 @@ def test_a_toml_file_becomes_accounts_with_rules(tmp_path) -> None:
     assert account.secret.read({"MAIL_PW": "pw"}) == "pw"
 
 
+YAML_CONFIG = """\
+account:
+  - name: work
+    host: imap.example.com
+    user: me
+    password_env: MAIL_PW
+    folders: [INBOX, Invoices]
+    rule:
+      - name: bills
+        from: billing@
+        subject: invoice
+        has_attachment: true
+        since: 2024-01-31
+        after: move
+        move_to: Done
+      - name: rest
+        process: both
+"""
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml", ".YAML"])
+def test_a_yaml_file_gives_the_same_accounts_as_toml(tmp_path, suffix) -> None:
+    toml = tmp_path / "mail.toml"
+    toml.write_text(
+        '[[account]]\nname = "work"\nhost = "imap.example.com"\nuser = "me"\npassword_env = "MAIL_PW"\n'
+        'folders = ["INBOX", "Invoices"]\n'
+        '[[account.rule]]\nname = "bills"\nfrom = "billing@"\nsubject = "invoice"\nhas_attachment = true\n'
+        'since = 2024-01-31\nafter = "move"\nmove_to = "Done"\n'
+        '[[account.rule]]\nname = "rest"\nprocess = "both"\n'
+    )
+    yaml_path = tmp_path / f"mail{suffix}"
+    yaml_path.write_text(YAML_CONFIG)
+    assert mail_config.load_accounts(yaml_path) == mail_config.load_accounts(toml)
+    (account,) = mail_config.load_accounts(yaml_path)
+    assert account.rules[0].since.isoformat() == "2024-01-31" and account.rules[1].process == "both"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("account: [\n", "is not valid YAML"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("account:\n  - name: a\n    host: h\n    user: u\n    password: pw\n", "never kept in the config file"),
+        ("account:\n  - name: a\n    host: h\n    user: u\n    password_env: P\n    yes: 1\n", "unknown key"),
+        ("accounts: 3\n", "a list under account:"),
+        ("!!python/object/apply:os.system [echo hi]\n", "is not valid YAML"),
+    ],
+)
+def test_a_bad_yaml_file_is_a_clear_error(tmp_path, text, message) -> None:
+    path = tmp_path / "mail.yml"
+    path.write_text(text)
+    with pytest.raises(MailConfigError, match=message):
+        mail_config.load_accounts(path)
+
+
+def test_the_readme_examples_in_toml_and_yaml_are_valid_and_the_same(tmp_path) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Mail accounts", 1)[1].split("\n## ", 1)[0]
+    blocks = {lang: section.split(f"```{lang}\n", 1)[1].split("```", 1)[0] for lang in ("toml", "yaml")}
+    (tmp_path / "mail.toml").write_text(blocks["toml"])
+    (tmp_path / "mail.yaml").write_text(blocks["yaml"])
+    from_toml = mail_config.load_accounts(tmp_path / "mail.toml")
+    assert from_toml and from_toml == mail_config.load_accounts(tmp_path / "mail.yaml")
+
+
+def test_an_empty_yaml_file_has_no_accounts(tmp_path) -> None:
+    path = tmp_path / "mail.yaml"
+    path.write_text("# nothing yet\n")
+    assert mail_config.load_accounts(path) == ()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
