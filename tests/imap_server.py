@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from background_tasks.sources.mail.imap import quoted
 from tests.support import die_with_parent, free_port, wait_until
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -207,10 +208,10 @@ class ImapServer:
         client = self.connect(user)
         try:
             if folder != "INBOX":
-                client.create(folder)
+                client.create(quoted(folder))  # modified UTF-7: "Überweisungen" as a server keeps it
             count = 0
             for message in messages:
-                typ, data = client.append(folder, None, None, message)
+                typ, data = client.append(quoted(folder), None, None, message)
                 if typ != "OK":
                     raise RuntimeError(f"APPEND to {folder} failed: {data}; server log: {self.log_tail()}")
                 count += 1
@@ -227,7 +228,9 @@ class ImapServer:
     def uids(self, folder: str = "INBOX", user: str = "alice", criteria: str = "ALL") -> list[int]:
         client = self.connect(user)
         try:
-            client.select(folder)
+            typ, data = client.select(quoted(folder))
+            if typ != "OK":
+                raise RuntimeError(f"folder {folder} cannot be opened: {data}")
             _typ, data = client.uid("SEARCH", None, criteria)
             return [int(u) for u in data[0].split()]
         finally:

@@ -15,6 +15,7 @@ import pytest
 
 from background_tasks.ops.health import source_errors
 from background_tasks.sources.mail import config as mail_config
+from background_tasks.sources.mail import imap
 from background_tasks.sources.mail.config import MailConfigError, parse_accounts
 from background_tasks.sources.mail.fetch import fetch_account
 from background_tasks.sources.mail.status import statuses
@@ -346,6 +347,50 @@ def test_after_actions_mark_read_flag_and_move(server, account_for, settings) ->
     assert server.uids(criteria="FLAGGED") == [2]
     assert server.uids() == [1, 2, 4]
     assert len(server.uids("Done")) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "wire"),
+    [
+        ("Rechnungen/Überweisungen", "Rechnungen/&ANw-berweisungen"),
+        ("Αρχείο", "&A5EDwQPHA7UDrwO,-"),
+        ("~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"),  # RFC 3501's own example
+        ("Tom & Jerry", "Tom &- Jerry"),
+        ("INBOX", "INBOX"),
+        ("😀", "&2D3eAA-"),  # outside the BMP: a UTF-16 surrogate pair
+    ],
+)
+def test_folder_names_in_modified_utf7(name, wire) -> None:
+    assert imap.encode_folder(name) == wire
+    assert imap.decode_folder(wire) == name
+    assert imap.decode_folder("&broken") == "&broken" and imap.decode_folder("&A-") == "&A-"
+
+
+def test_folders_with_non_ascii_names_are_fetched_and_moved_to(server, account_for, settings) -> None:
+    folders = ["Rechnungen/Überweisungen", "Αρχείο", "Rechnungen_Überweisungen"]
+    for i, folder in enumerate(folders):
+        attachment = ((f"f{i}.txt", f"file {i}".encode(), "text/plain"),)
+        server.append([mail(f"in {folder}", attachments=attachment, message_id=f"<folder{i}@test>")], folder)
+    raw = server.connect()
+    try:
+        _typ, listed = raw.list()
+    finally:
+        raw.logout()
+    assert any(line.endswith(b" Rechnungen/&ANw-berweisungen") for line in listed)  # kept in modified UTF-7
+    account = account_for(server, rules=[{"after": "move", "move_to": "Erledigt/Größe"}], folders=["INBOX", *folders])
+    sent = Sent()
+    run = fetch_account(account, settings, sent, max_mails=10)
+    assert run.error is None and (run.seen, run.submitted) == (3, 3)
+    assert sorted(r.folder for r in records(settings)) == sorted(folders)
+    assert sorted(o["folder"] for _, o, _ in sent.calls) == sorted(folders)
+    paths = [Path(p) for p, _, _ in sent.calls]
+    assert len({p.parent.parent for p in paths}) == 3  # a working folder each, however alike the names
+    assert any("Überweisungen" in p.parent.parent.name for p in paths)
+    assert len(server.uids("Erledigt/Größe")) == 3 and all(server.uids(f) == [] for f in folders)
+    assert fetch_account(account, settings, Sent(), max_mails=10).seen == 0
+    missing = account_for(server, folders=["Archiv"])
+    error = fetch_account(missing, settings, Sent(), max_mails=10).error
+    assert "folder 'Archiv' cannot be opened" in error and "Αρχείο" in error and "Erledigt/Größe" in error
 
 
 def test_too_large_malformed_and_deeply_nested_mails_end_with_a_clear_record(server, account_for, settings_for) -> None:

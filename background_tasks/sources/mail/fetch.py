@@ -11,6 +11,7 @@ start and each mail recognised by its Message-ID (or header hash): no doubles.
 
 from __future__ import annotations
 
+import hashlib
 import imaplib
 import logging
 import os
@@ -188,8 +189,17 @@ class _Place:
         return {k: v for k, v in origin.items() if v}
 
     def folder_path(self, settings: Settings) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9_-]+", "_", self.folder).strip("_") or "folder"
-        return settings.inbox_dir / "mail" / self.account.name / slug / f"{self.uidvalidity}-{self.uid}"
+        account_dir = settings.inbox_dir / "mail" / self.account.name
+        return account_dir / folder_slug(self.folder) / f"{self.uidvalidity}-{self.uid}"
+
+
+def folder_slug(folder: str) -> str:
+    """A mail folder's name as one path component: letters of any script kept, and a short hash of
+    the name whenever something had to change, so "A/B", "A_B" and two Greek names never share one."""
+    slug = re.sub(r"[^\w-]+", "_", folder).strip("_")[:80] or "folder"
+    if slug == folder:
+        return slug
+    return f"{slug}-{hashlib.sha256(folder.encode('utf-8')).hexdigest()[:8]}"
 
 
 def _take(

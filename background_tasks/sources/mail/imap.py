@@ -8,6 +8,7 @@ Failures become two plain errors a person can act on: ``MailAuthFailed`` and
 
 from __future__ import annotations
 
+import base64
 import imaplib
 import logging
 import re
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 60.0
 _FETCH_ITEM = re.compile(rb"\bUID (\d+)")
 _SIZE_ITEM = re.compile(rb"\bRFC822\.SIZE (\d+)")
+#: a modified UTF-7 run in a folder name: "&" base64 "-"
+_MUTF7_RUN = re.compile(r"&([A-Za-z0-9+,]*)-")
+#: the name at the end of a LIST line: a quoted string or an atom
+_LIST_NAME = re.compile(r'(?:"((?:[^"\\]|\\.)*)"|([^\s"]+))\s*$')
 
 
 class MailError(Exception):
@@ -107,16 +112,75 @@ def close(client: imaplib.IMAP4) -> None:
     _close(client)
 
 
+def encode_folder(name: str) -> str:
+    """A folder name in IMAP's modified UTF-7 (RFC 3501 5.1.3): what servers expect for "Überweisungen".
+
+    Printable ASCII stands for itself ("&" as "&-"); every run of other characters is UTF-16BE in
+    base64 with "," for "/" and no padding, between "&" and "-".
+    """
+    out: list[str] = []
+    pending: list[str] = []
+
+    def flush() -> None:
+        if pending:
+            packed = base64.b64encode("".join(pending).encode("utf-16-be")).rstrip(b"=").replace(b"/", b",")
+            out.append(f"&{packed.decode('ascii')}-")
+            pending.clear()
+
+    for char in name:
+        if " " <= char <= "~":
+            flush()
+            out.append("&-" if char == "&" else char)
+        else:
+            pending.append(char)
+    flush()
+    return "".join(out)
+
+
+def decode_folder(name: str) -> str:
+    """A folder name as the server lists it (modified UTF-7) in plain text; a name that is not valid stays as sent."""
+
+    def one(match: re.Match[str]) -> str:
+        packed = match.group(1)
+        if not packed:
+            return "&"
+        raw = base64.b64decode(packed.replace(",", "/") + "=" * (-len(packed) % 4), validate=True)
+        return raw.decode("utf-16-be")
+
+    try:
+        return _MUTF7_RUN.sub(one, name)
+    except (ValueError, UnicodeDecodeError):
+        return name
+
+
 def quoted(folder: str) -> str:
-    """A folder name as an IMAP quoted string (names may hold spaces)."""
-    return '"' + folder.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A folder name as an IMAP quoted string in modified UTF-7 (names may hold spaces and any letters)."""
+    return '"' + encode_folder(folder).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def folders(client: imaplib.IMAP4) -> list[str]:
+    """Every folder of the account, decoded (for a message that helps put a folder name right)."""
+    typ, data = client.list()
+    if typ != "OK":
+        return []
+    names: list[str] = []
+    for item in data:
+        line = b"".join(x for x in item if isinstance(x, bytes)) if isinstance(item, tuple) else item
+        if not isinstance(line, bytes):
+            continue
+        found = _LIST_NAME.search(line.decode("utf-8", "replace"))
+        if found:
+            raw = found.group(1) if found.group(1) is not None else found.group(2)
+            names.append(decode_folder(raw.replace('\\"', '"').replace("\\\\", "\\")))
+    return names
 
 
 def select(client: imaplib.IMAP4, folder: str) -> int:
     """Open ``folder`` for reading and changing flags; returns its UIDVALIDITY."""
     typ, data = client.select(quoted(folder))
     if typ != "OK":
-        raise MailError(f"folder {folder!r} cannot be opened: {_text(data)}")
+        known = ", ".join(folders(client)[:50]) or "none listed"
+        raise MailError(f"folder {folder!r} cannot be opened: {_text(data)} (the account's folders: {known})")
     _typ, validity = client.response("UIDVALIDITY")
     if not validity or validity[0] is None:
         raise MailError(f"folder {folder!r}: the server sent no UIDVALIDITY")
