@@ -139,6 +139,8 @@ class ImapServer:
             + (imaps if self.tls else "  inet_listener imaps {\n    port = 0\n  }\n")
             + "}\n"
             "service stats {\n  unix_listener stats-writer {\n    mode = 0666\n  }\n}\n"
+            # no growing delay (2, 4, 8 s) after the tests' deliberate failed logins
+            "service anvil {\n  unix_listener anvil-auth-penalty {\n    mode = 0\n  }\n}\n"
             "namespace inbox {\n  inbox = yes\n  separator = /\n"
             "  mailbox Trash {\n    special_use = \\Trash\n  }\n}\n"
         )

@@ -7,6 +7,7 @@ workers (the worker side is in test_mail_source_worker.py).
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import random
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from background_tasks import __main__ as cli
 from background_tasks.ops.health import source_errors
 from background_tasks.sources.mail import config as mail_config
 from background_tasks.sources.mail import imap, parts
@@ -634,7 +636,9 @@ def test_the_server_stopped_while_a_large_part_streams_leaves_no_half_file(serve
     assert Path(sent.calls[0][0]).read_bytes() == payload
 
 
-def test_a_wrong_password_is_a_clear_error_once_not_a_storm(server, account_for, settings, tmp_path, caplog) -> None:
+def test_a_wrong_password_is_a_clear_error_once_not_a_storm(
+    server, account_for, settings, tmp_path, caplog, monkeypatch
+) -> None:
     server.append([mail("waiting")])
     account = account_for(server)
     wrong = tmp_path / "wrong"
@@ -659,11 +663,38 @@ def test_a_wrong_password_is_a_clear_error_once_not_a_storm(server, account_for,
     assert row.kind == "mail" and "authentication failed" in row.error and row.seen == 0
     (warning,) = source_errors(settings.replace(mail_config=config))  # the health check's warning
     assert warning.startswith("mail source test (alice@127.0.0.1") and "authentication failed" in warning
+    monkeypatch.setattr(cli, "settings_or_exit", lambda: settings.replace(mail_config=config))
+    out = io.StringIO()
+    assert cli.main(["sources", "status"], out=out) == 1
+    head, error_line = out.getvalue().splitlines()
+    assert head.startswith(f"mail  test (alice@127.0.0.1:{server.port})  last run 20") and "seen 0  submitted 0" in head
+    assert error_line.strip().startswith(f"error: 127.0.0.1:{server.port}: authentication failed for user alice (since")
     # the password is put right: the next run takes the mail and the error is gone
     assert fetch_account(account, settings, Sent(), max_mails=10).seen == 1
     (row,) = statuses(settings.replace(mail_config=config))
     assert row.error is None and row.seen == 1 and row.last_run_at is not None
     assert source_errors(settings.replace(mail_config=config)) == ()
+    out = io.StringIO()
+    assert cli.main(["sources", "status"], out=out) == 0
+    assert "seen 1  submitted 0  failed 0" in out.getvalue() and "error" not in out.getvalue()
+
+
+def test_an_unexpected_error_mid_run_is_recorded_and_the_mail_taken_next_run(server, account_for, settings) -> None:
+    server.append([mail(f"m{i}", attachments=((f"f{i}.txt", b"x", "text/plain"),)) for i in range(3)])
+    sent = Sent()
+
+    def broker_away(count: int) -> None:
+        if count == 2:
+            raise RuntimeError("the broker is away")
+
+    sent.hook = broker_away
+    run = fetch_account(account_for(server), settings, sent, max_mails=10)
+    assert run.error == "the run stopped after 1 mail(s): RuntimeError: the broker is away"
+    assert [r.subject for r in records(settings)] == ["m0"]  # m1 was not recorded: its submission failed
+    sent.hook = None
+    assert fetch_account(account_for(server), settings, sent, max_mails=10).seen == 2
+    assert sent.names == ["f0.txt", "f1.txt", "f1.txt", "f2.txt"]  # m1 again, with the same task id
+    assert sent.calls[1][2] == sent.calls[2][2]
 
 
 @pytest.fixture
