@@ -10,7 +10,6 @@ import hashlib
 import io
 import os
 import random
-import re
 import shutil
 import sys
 import time
@@ -30,31 +29,12 @@ from background_tasks.sources.mail.status import statuses
 from background_tasks.sources.mail.take import WHOLE_MAIL_BYTES
 from background_tasks.storage import mail_messages
 from tests.imap_server import ImapServer, TokenServer
+from tests.mail_samples import mail, malformed_mail, nested_mail
 
 PASSWORD = "secret-a"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def mail(
-    subject: str = "hello",
-    sender: str = "someone@example.org",
-    to: str = "alice@example.org",
-    body: str = "just text",
-    attachments: tuple[tuple[str, bytes, str], ...] = (),
-    message_id: str | None = None,
-    date: str = "Tue, 03 Mar 2026 10:00:00 +0100",
-) -> bytes:
-    msg = EmailMessage()
-    msg["From"], msg["To"], msg["Subject"], msg["Date"] = sender, to, subject, date
-    if message_id is not False:
-        msg["Message-ID"] = message_id or f"<{re.sub('[^A-Za-z0-9]+', '-', subject)}-{time.monotonic_ns()}@test>"
-    msg.set_content(body)
-    for name, data, mime in attachments:
-        main, _, sub = mime.partition("/")
-        msg.add_attachment(data, maintype=main, subtype=sub, filename=name)
-    return msg.as_bytes()
 
 
 class Sent:
@@ -458,25 +438,7 @@ def test_too_large_malformed_and_deeply_nested_mails_end_with_a_clear_record(
 ) -> None:
     settings = settings_for(MIDAS_MAX_FILE_MB="1")
     big = mail("big", attachments=(("big.txt", b"x" * (2 * 1024 * 1024), "text/plain"),))
-    malformed = (
-        b"From: a@b\r\nSubject: broken\r\nMessage-ID: <broken@test>\r\nMIME-Version: 1.0\r\n"
-        b'Content-Type: multipart/mixed; boundary="never-closed"\r\n\r\n--never-closed\r\n'
-        b"Content-Type: text/plain\r\nContent-Disposition: attachment; filename=part.txt\r\n"
-        b"Content-Transfer-Encoding: base64\r\n\r\n!!!not base64\r\n"
-    )
-    nested = mail("level 0", attachments=(("inner.txt", b"deepest", "text/plain"),))
-    for level in range(1, 51):  # each level attaches the one below whole (message/rfc822, not re-encoded)
-        nested = (
-            (
-                f"From: n@test\r\nSubject: level {level}\r\nMessage-ID: <n{level}@test>\r\nMIME-Version: 1.0\r\n"
-                f'Content-Type: multipart/mixed; boundary="b{level}"\r\n\r\n--b{level}\r\n'
-                f"Content-Type: text/plain\r\n\r\nwraps level {level - 1}\r\n--b{level}\r\n"
-                "Content-Type: message/rfc822\r\n"
-                f'Content-Disposition: attachment; filename="level{level - 1}.eml"\r\n\r\n'
-            ).encode()
-            + nested
-            + f"\r\n--b{level}--\r\n".encode()
-        )
+    malformed, nested = malformed_mail(), nested_mail(50)
     attached = tuple((f"file{i}.txt", f"attachment {i}".encode(), "text/plain") for i in range(500))
     server.append([big, malformed, nested, mail("five hundred", attachments=attached), mail("after them")])
     sent = Sent()

@@ -13,7 +13,10 @@ from background_tasks.storage import mail_messages
 from background_tasks.storage.store import DocumentStore
 from celery_config import beat_schedule
 from tests.imap_server import ImapServer
+from tests.mail_samples import malformed_mail, nested_mail
 from tests.support import wait_until
+
+pytestmark = pytest.mark.integration  # a real worker
 
 
 def _mail(subject: str, attachments: dict[str, bytes]) -> bytes:
@@ -53,6 +56,8 @@ def test_fetch_mail_on_a_worker_processes_attachments_with_their_origin(imap, is
             _mail("Invoice 7", {"invoice-7.txt": b"Invoice seven: 120 EUR for zeppelin parts\n"}),
             _mail("Invoice 8", {"invoice-8.txt": b"Invoice eight: 80 EUR\n", "tool.exe": b"MZ"}),
             _mail("No files", {}),
+            nested_mail(50, sender="billing@shop.example"),  # its attachment is a mail 49 deep
+            malformed_mail(sender="billing@shop.example"),
         ]
     )
     stack = isolated_stack(MIDAS_MAIL_CONFIG=str(config), MIDAS_MAIL_MAX_PER_RUN="2")
@@ -62,7 +67,9 @@ def test_fetch_mail_on_a_worker_processes_attachments_with_their_origin(imap, is
     first = stack.send(keys.FETCH_MAIL).get(timeout=60)
     assert [(a["seen"], a["submitted"], a["skipped"], a["more"]) for a in first["accounts"]] == [(2, 2, 1, True)]
     second = stack.send(keys.FETCH_MAIL).get(timeout=60)
-    assert [(a["seen"], a["submitted"], a["more"]) for a in second["accounts"]] == [(1, 0, False)]
+    assert [(a["seen"], a["submitted"], a["more"]) for a in second["accounts"]] == [(2, 1, True)]
+    third = stack.send(keys.FETCH_MAIL).get(timeout=60)
+    assert [(a["seen"], a["submitted"], a["more"]) for a in third["accounts"]] == [(1, 1, False)]
     assert stack.send(keys.FETCH_MAIL).get(timeout=60)["accounts"][0]["seen"] == 0
 
     recorded = mail_messages.messages(url, "shop")
@@ -70,10 +77,16 @@ def test_fetch_mail_on_a_worker_processes_attachments_with_their_origin(imap, is
         ("Invoice 7", "submitted", 1),
         ("Invoice 8", "submitted", 1),
         ("No files", "no_document", 0),
+        ("level 50", "submitted", 1),
+        ("broken", "submitted", 1),
     ]
     task_ids = [p["task_id"] for r in recorded for p in r.parts if "task_id" in p]
     results = [stack.app.AsyncResult(t).get(timeout=90) for t in task_ids]
-    assert [r["status"] for r in results] == ["success", "success"]
+    assert [r["status"] for r in results] == ["success"] * 4  # and the worker went on after each
+    nested, broken = results[2:]
+    assert nested["metadata"]["file_name"] == "001-level49.eml"
+    assert any("not extracted: attachments nested too deeply" in w for w in nested["warnings"])
+    assert broken["metadata"]["file_name"] == "001-part.txt" and broken["text_chars"] > 0
     origin = results[0]["metadata"]["origin"]
     assert origin == {
         "source": "mail",
