@@ -3,6 +3,9 @@ are processed through the ledger, keep their origin, and search shows it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from email.message import EmailMessage
 
 import pytest
@@ -103,3 +106,16 @@ def test_fetch_mail_on_a_worker_processes_attachments_with_their_origin(imap, is
     wait_until(lambda: all(ledger_store.get(url, t)["state"] == "done" for t in task_ids), 20, what="ledger done")
     (hit,) = DocumentStore(url).search("zeppelin", limit=5)
     assert hit.origin is not None and hit.origin["subject"] == "Invoice 7" and hit.origin["account"] == "shop"
+    # the command line's search says where the hit came from
+    done = subprocess.run(
+        [sys.executable, "-m", "background_tasks", "search", "zeppelin"],
+        env={**stack.env, "MIDAS_ENV_FILE": os.devnull},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert (
+        "   from mail: account shop, folder INBOX, from Billing <billing@shop.example>, subject Invoice 7, "
+        "date 2026-03-04T08:30:00Z\n" in done.stdout
+    ), done.stdout
