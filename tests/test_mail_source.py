@@ -588,7 +588,7 @@ def test_the_server_stopped_while_a_large_part_streams_leaves_no_half_file(serve
 
     sent = Sent()
     run = fetch_account(account_for(server), settings, sent, max_mails=10, connect=connect, whole_below=0)
-    assert run.error and "connection lost after 0 mail(s)" in run.error
+    assert run.error.startswith(f"127.0.0.1:{server.port}: connection lost while reading UID 1 at byte 4,194,304 (")
     assert sent.calls == [] and records(settings) == []
     mail_dir = settings.inbox_dir / "mail" / "test"
     assert [p.name for p in mail_dir.rglob("*") if p.is_file()] == []  # the half-written piece is gone
@@ -596,6 +596,20 @@ def test_the_server_stopped_while_a_large_part_streams_leaves_no_half_file(serve
     run = fetch_account(account_for(server), settings, sent, max_mails=10, whole_below=0)
     assert run.error is None and run.seen == 2 and sent.names == ["large.txt"]
     assert Path(sent.calls[0][0]).read_bytes() == payload
+
+
+@WAYS
+def test_a_working_folder_that_cannot_be_written_is_a_clear_error(server, account_for, settings, whole_below) -> None:
+    server.append([mail("one", attachments=(("a.txt", b"a", "text/plain"),))])
+    blocker = settings.inbox_dir / "mail" / "test"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the account's folder goes")
+    sent = Sent()
+    run = fetch_account(account_for(server), settings, sent, max_mails=10, whole_below=whole_below)
+    assert run.error.startswith(f"the working file {blocker}/INBOX/") and "cannot be written" in run.error
+    assert "connection" not in run.error and sent.calls == [] and records(settings) == []
+    blocker.unlink()
+    assert fetch_account(account_for(server), settings, sent, max_mails=10, whole_below=whole_below).submitted == 1
 
 
 def test_a_wrong_password_is_a_clear_error_once_not_a_storm(

@@ -298,7 +298,13 @@ def chunks(client: imaplib.IMAP4, uid: int, section: str, size: int) -> Iterator
     """One section of a mail ("" for all of it) as stored, ``size`` bytes per round trip, never whole in memory."""
     offset = 0
     while True:
-        typ, data = client.uid("FETCH", str(uid), f"(UID BODY.PEEK[{section}]<{offset}.{size}>)")
+        try:
+            typ, data = client.uid("FETCH", str(uid), f"(UID BODY.PEEK[{section}]<{offset}.{size}>)")
+        except CONNECTION_ERRORS as exc:  # told apart from the disk the pieces go to (an OSError too)
+            where = f"{getattr(client, 'host', '?')}:{getattr(client, 'port', '?')}"
+            raise MailUnreachable(
+                f"{where}: connection lost while reading UID {uid} at byte {offset:,} ({type(exc).__name__})"
+            ) from None
         if typ != "OK":
             raise MailError(f"FETCH of UID {uid} part {section or 'all'} failed: {_text(data)}")
         piece = _literal(data)

@@ -213,32 +213,36 @@ def _submit_files(place: Place, read: _Read, settings: Settings, submit: Submit)
 def save(folder: Path, name: str, pieces: Iterable[bytes], max_bytes: int) -> tuple[Path, int] | None:
     """Write a working file whole (temporary name, then rename): a worker never reads half of it.
 
-    ``pieces`` may come from the network: its errors pass through as they are, while a file that cannot
-    be written is a ``MailError`` saying so. More than ``max_bytes`` leaves no file and returns None.
+    More than ``max_bytes`` leaves no file and returns None. A file that cannot be written is a
+    ``MailError`` saying so (``pieces`` from the network raise ``MailUnreachable``, never OSError).
     """
     path = folder / name
     temporary = folder / f".{name}.part"
+    written = 0
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    except OSError as exc:
-        raise imap.MailError(f"the working file {path} cannot be written: {exc.strerror}") from None
-    written = 0
-    try:
         with os.fdopen(fd, "wb") as out:
             for piece in pieces:
                 written += len(piece)
                 if written > max_bytes:
                     break
-                try:
-                    out.write(piece)
-                except OSError as exc:
-                    raise imap.MailError(f"the working file {path} cannot be written: {exc.strerror}") from None
+                out.write(piece)
         if written > max_bytes:
             temporary.unlink(missing_ok=True)
             return None
         os.replace(temporary, path)
+    except OSError as exc:
+        _remove(temporary)
+        raise imap.MailError(f"the working file {path} cannot be written: {exc.strerror or exc}") from None
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        _remove(temporary)
         raise
     return path, written
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # its folder is gone or not one: nothing was written there
