@@ -223,6 +223,7 @@ def test_rules_select_the_right_mails_and_every_mail_is_recorded(server, account
             mail("Invoice April", sender="billing@shop.example"),  # no attachment: rule 1 does not take it
             mail("Weekly report", body="numbers"),
             mail("Lunch?"),
+            mail("Scan", to="Scans <scans@example.org>", attachments=(("scan.txt", b"scanned", "text/plain"),)),
             mail(
                 "Old invoice", sender="billing@shop.example", attachments=(pdfish,), date="Mon, 01 Jan 2018 00:00 +0000"
             ),
@@ -233,20 +234,22 @@ def test_rules_select_the_right_mails_and_every_mail_is_recorded(server, account
         rules=[
             {"name": "bills", "from": "BILLING@", "subject": "invoice", "has_attachment": True, "since": "2020-01-01"},
             {"name": "reports", "subject": "report", "process": "eml"},
+            {"name": "scans", "to": "SCANS@", "process": "both"},
         ],
     )
     sent = Sent()
     run = fetch_account(account, settings, sent, max_mails=50, whole_below=whole_below)
-    assert run.error is None and run.seen == 5 and run.submitted == 2
+    assert run.error is None and run.seen == 6 and run.submitted == 4
     got = {r.subject: (r.rule, r.outcome, r.documents) for r in records(settings)}
     assert got == {
         "Invoice March": ("bills", "submitted", 1),
         "Invoice April": (None, "no_rule", 0),
         "Weekly report": ("reports", "submitted", 1),
         "Lunch?": (None, "no_rule", 0),
+        "Scan": ("scans", "submitted", 2),
         "Old invoice": (None, "no_rule", 0),
     }
-    assert sorted(sent.names) == ["invoice.txt", "mail.eml"]
+    assert sorted(sent.names) == ["invoice.txt", "mail.eml", "mail.eml", "scan.txt"]
     origin = next(o for p, o, _ in sent.calls if p.endswith("invoice.txt"))
     assert origin["source"] == "mail" and origin["from"] == "billing@shop.example"
     assert origin["subject"] == "Invoice March" and origin["attachment"] == "invoice.txt"

@@ -15,6 +15,7 @@ from background_tasks.storage import ledger as ledger_store
 from background_tasks.storage import mail_messages
 from background_tasks.storage.store import DocumentStore
 from celery_config import beat_schedule
+from tests.generated_corpus import GENERATED_FILES
 from tests.imap_server import ImapServer
 from tests.mail_samples import malformed_mail, nested_mail
 from tests.support import wait_until
@@ -119,3 +120,33 @@ def test_fetch_mail_on_a_worker_processes_attachments_with_their_origin(imap, is
         "   from mail: account shop, folder INBOX, from Billing <billing@shop.example>, subject Invoice 7, "
         "date 2026-03-04T08:30:00Z\n" in done.stdout
     ), done.stdout
+
+
+def test_attachments_of_every_supported_type_are_processed(imap, isolated_stack, tmp_path, generated_corpus) -> None:
+    names = sorted(GENERATED_FILES.values())  # one real file of each supported type
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "Archive <archive@shop.example>", "alice@example.org", "Every type"
+    msg["Date"], msg["Message-ID"] = "Wed, 04 Mar 2026 09:00:00 +0000", "<every-type@shop>"
+    msg.set_content("one of each")
+    for name in names:  # sent as mail clients often do: a generic type, the name says what it is
+        msg.add_attachment((generated_corpus / name).read_bytes(), maintype="application", subtype="octet-stream",
+                           filename=name)  # fmt: skip
+    imap.append([msg.as_bytes()])
+    secret = tmp_path / "pw"
+    secret.write_text(imap.users["alice"])
+    config = tmp_path / "mail.yaml"
+    config.write_text(
+        f"account:\n  - name: shop\n    host: 127.0.0.1\n    port: {imap.port}\n    tls: plain\n"
+        f"    user: alice\n    password_file: {secret}\n"
+    )
+    stack = isolated_stack(MIDAS_MAIL_CONFIG=str(config))
+    stack.start_worker(queues=("default", "documents", "analysis"))
+    run = stack.send(keys.FETCH_MAIL).get(timeout=60)
+    assert [(a["seen"], a["submitted"], a["skipped"], a["error"]) for a in run["accounts"]] == [
+        (1, len(names), 0, None)
+    ]
+    (recorded,) = mail_messages.messages(stack.settings.database_url_resolved, "shop")
+    results = {p["name"][4:]: stack.app.AsyncResult(p["task_id"]).get(timeout=180) for p in recorded.parts}
+    assert sorted(results) == names
+    assert {name: r["status"] for name, r in results.items()} == dict.fromkeys(names, "success")
+    assert all(r["text_chars"] > 0 for r in results.values())
