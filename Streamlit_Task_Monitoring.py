@@ -420,10 +420,8 @@ def section_documents(settings: Settings, app: Any) -> None:
                 st.markdown(title)
                 st.button("Open", key=f"open_hit_{hit['document_id']}_{hit['chunk_index']}", on_click=open_document,
                           args=(hit["document_id"],), help="Show this document in One document, below")  # fmt: skip
-                if hit.get("origin"):  # from a mail account (or another source): where it came from
-                    origin = hit["origin"]
-                    said = [f"{k} {origin[k]}" for k in ("account", "folder", "from", "subject", "date") if k in origin]
-                    st.caption(md(", ".join(said) or origin.get("source", "")))
+                if hit.get("origin_text"):  # from a mail account (or another source): where it came from
+                    st.caption(md(hit["origin_text"]))
                 st.html(f"<div class='midas-snippet'>{hit['snippet_html']}</div>")
 
     st.subheader("One document")

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from background_tasks.errors import InvalidQuery, TransientError
+from background_tasks.processing.origin import describe_origin
 from background_tasks.settings import settings_or_exit
 from background_tasks.storage.store import DocumentStore
 
@@ -68,6 +69,8 @@ def _cmd_search(args: argparse.Namespace, out: TextIO) -> int:
         where += [f"chunk {hit.chunk_index}", f"relevance {relevance(hit.score, best)}"]
         where += [f"{hit.more} more passage(s) in it"] if hit.more else []
         print(f"{rank}. {_safe(hit.path or f'document {hit.document_id}')}  ({', '.join(where)})", file=out)
+        if hit.origin:  # a source (a mail account, an S3 prefix) said where it came from
+            print(f"   from {_safe(describe_origin(hit.origin))}", file=out)
         snippet = " ".join(_safe(hit.snippet).split())
         print("   " + snippet.replace("\ue000", start).replace("\ue001", end), file=out)
     return 0

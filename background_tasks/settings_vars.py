@@ -340,7 +340,7 @@ VARIABLES: tuple[Var, ...] = (
         "mail_config",
         p.opt_path,
         "",
-        "TOML file of IMAP accounts to fetch documents from (README: Mail accounts); empty = no mail.",
+        "TOML or YAML (.yaml, .yml) file of IMAP accounts to fetch from (README: Mail accounts); empty = no mail.",
         "Mail",
     ),
     Var("MIDAS_MAIL_INTERVAL", "mail_interval", p.pos_int, "300", "Each mail account is fetched every N s.", "Mail"),

@@ -270,7 +270,10 @@ def seed_documents(settings: Settings) -> dict[str, Path]:
     for name, content in files.items():
         path = watch / name
         path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-        result = pipeline.process_file(str(path), settings, store)
+        origin = (
+            {"source": "mail", "account": "shop", "subject": "Northern <b>lights</b>"} if name == "aurora.txt" else None
+        )
+        result = pipeline.process_file(str(path), settings, store, origin=origin)
         assert result.status in ("success", "failed", "rejected"), result
         paths[name] = path
     return paths
@@ -560,6 +563,8 @@ def test_documents_list_search_with_escaped_highlights_and_chunks(tmp_path: Path
     assert all("<script>" not in s for s in snippets)
     assert any("&lt;script&gt;" in s for s in snippets)
     assert "aurora.txt" in visible_text(at)
+    # where a mail's document came from, as text (the subject's markup shown, never run)
+    assert md("mail: account shop, subject Northern <b>lights</b>") in [c.value for c in at.caption]
 
     doc_id = int(listing.loc["aurora.txt", "id"])
     # a search hit opens its document by click: no id to type

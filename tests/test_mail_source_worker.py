@@ -3,6 +3,9 @@ are processed through the ledger, keep their origin, and search shows it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from email.message import EmailMessage
 
 import pytest
@@ -12,8 +15,12 @@ from background_tasks.storage import ledger as ledger_store
 from background_tasks.storage import mail_messages
 from background_tasks.storage.store import DocumentStore
 from celery_config import beat_schedule
+from tests.generated_corpus import GENERATED_FILES
 from tests.imap_server import ImapServer
+from tests.mail_samples import malformed_mail, nested_mail
 from tests.support import wait_until
+
+pytestmark = pytest.mark.integration  # a real worker
 
 
 def _mail(subject: str, attachments: dict[str, bytes]) -> bytes:
@@ -53,6 +60,8 @@ def test_fetch_mail_on_a_worker_processes_attachments_with_their_origin(imap, is
             _mail("Invoice 7", {"invoice-7.txt": b"Invoice seven: 120 EUR for zeppelin parts\n"}),
             _mail("Invoice 8", {"invoice-8.txt": b"Invoice eight: 80 EUR\n", "tool.exe": b"MZ"}),
             _mail("No files", {}),
+            nested_mail(50, sender="billing@shop.example"),  # its attachment is a mail 49 deep
+            malformed_mail(sender="billing@shop.example"),
         ]
     )
     stack = isolated_stack(MIDAS_MAIL_CONFIG=str(config), MIDAS_MAIL_MAX_PER_RUN="2")
@@ -62,7 +71,9 @@ def test_fetch_mail_on_a_worker_processes_attachments_with_their_origin(imap, is
     first = stack.send(keys.FETCH_MAIL).get(timeout=60)
     assert [(a["seen"], a["submitted"], a["skipped"], a["more"]) for a in first["accounts"]] == [(2, 2, 1, True)]
     second = stack.send(keys.FETCH_MAIL).get(timeout=60)
-    assert [(a["seen"], a["submitted"], a["more"]) for a in second["accounts"]] == [(1, 0, False)]
+    assert [(a["seen"], a["submitted"], a["more"]) for a in second["accounts"]] == [(2, 1, True)]
+    third = stack.send(keys.FETCH_MAIL).get(timeout=60)
+    assert [(a["seen"], a["submitted"], a["more"]) for a in third["accounts"]] == [(1, 1, False)]
     assert stack.send(keys.FETCH_MAIL).get(timeout=60)["accounts"][0]["seen"] == 0
 
     recorded = mail_messages.messages(url, "shop")
@@ -70,10 +81,16 @@ def test_fetch_mail_on_a_worker_processes_attachments_with_their_origin(imap, is
         ("Invoice 7", "submitted", 1),
         ("Invoice 8", "submitted", 1),
         ("No files", "no_document", 0),
+        ("level 50", "submitted", 1),
+        ("broken", "submitted", 1),
     ]
     task_ids = [p["task_id"] for r in recorded for p in r.parts if "task_id" in p]
     results = [stack.app.AsyncResult(t).get(timeout=90) for t in task_ids]
-    assert [r["status"] for r in results] == ["success", "success"]
+    assert [r["status"] for r in results] == ["success"] * 4  # and the worker went on after each
+    nested, broken = results[2:]
+    assert nested["metadata"]["file_name"] == "001-level49.eml"
+    assert any("not extracted: attachments nested too deeply" in w for w in nested["warnings"])
+    assert broken["metadata"]["file_name"] == "001-part.txt" and broken["text_chars"] > 0
     origin = results[0]["metadata"]["origin"]
     assert origin == {
         "source": "mail",
@@ -90,3 +107,46 @@ def test_fetch_mail_on_a_worker_processes_attachments_with_their_origin(imap, is
     wait_until(lambda: all(ledger_store.get(url, t)["state"] == "done" for t in task_ids), 20, what="ledger done")
     (hit,) = DocumentStore(url).search("zeppelin", limit=5)
     assert hit.origin is not None and hit.origin["subject"] == "Invoice 7" and hit.origin["account"] == "shop"
+    # the command line's search says where the hit came from
+    done = subprocess.run(
+        [sys.executable, "-m", "background_tasks", "search", "zeppelin"],
+        env={**stack.env, "MIDAS_ENV_FILE": os.devnull},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert (
+        "   from mail: account shop, folder INBOX, from Billing <billing@shop.example>, subject Invoice 7, "
+        "date 2026-03-04T08:30:00Z\n" in done.stdout
+    ), done.stdout
+
+
+def test_attachments_of_every_supported_type_are_processed(imap, isolated_stack, tmp_path, generated_corpus) -> None:
+    names = sorted(GENERATED_FILES.values())  # one real file of each supported type
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "Archive <archive@shop.example>", "alice@example.org", "Every type"
+    msg["Date"], msg["Message-ID"] = "Wed, 04 Mar 2026 09:00:00 +0000", "<every-type@shop>"
+    msg.set_content("one of each")
+    for name in names:  # sent as mail clients often do: a generic type, the name says what it is
+        msg.add_attachment((generated_corpus / name).read_bytes(), maintype="application", subtype="octet-stream",
+                           filename=name)  # fmt: skip
+    imap.append([msg.as_bytes()])
+    secret = tmp_path / "pw"
+    secret.write_text(imap.users["alice"])
+    config = tmp_path / "mail.yaml"
+    config.write_text(
+        f"account:\n  - name: shop\n    host: 127.0.0.1\n    port: {imap.port}\n    tls: plain\n"
+        f"    user: alice\n    password_file: {secret}\n"
+    )
+    stack = isolated_stack(MIDAS_MAIL_CONFIG=str(config))
+    stack.start_worker(queues=("default", "documents", "analysis"))
+    run = stack.send(keys.FETCH_MAIL).get(timeout=60)
+    assert [(a["seen"], a["submitted"], a["skipped"], a["error"]) for a in run["accounts"]] == [
+        (1, len(names), 0, None)
+    ]
+    (recorded,) = mail_messages.messages(stack.settings.database_url_resolved, "shop")
+    results = {p["name"][4:]: stack.app.AsyncResult(p["task_id"]).get(timeout=180) for p in recorded.parts}
+    assert sorted(results) == names
+    assert {name: r["status"] for name, r in results.items()} == dict.fromkeys(names, "success")
+    assert all(r["text_chars"] > 0 for r in results.values())

@@ -35,3 +35,14 @@ def origin_metadata(origin: object) -> dict[str, Any]:
             raise InvalidArgument(f"origin[{key!r}] must be text without NUL bytes")
         clean[key] = value[:MAX_VALUE_CHARS]
     return {"origin": clean} if clean else {}
+
+
+def describe_origin(origin: Mapping[str, str] | None) -> str:
+    """One line saying where a document came from, for search results ("" when no source said), such as
+    ``mail: account shop, folder INBOX, from Billing <b@shop.example>, subject Invoice 7, date 2026-03-04T08:30Z``."""
+    if not origin:
+        return ""
+    keys = ("account", "folder", "from", "subject", "date", "uri")
+    said = [f"{key} {origin[key]}" for key in keys if origin.get(key)]
+    source = origin.get("source", "")
+    return f"{source}: {', '.join(said)}" if source and said else source or ", ".join(said)

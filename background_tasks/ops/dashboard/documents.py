@@ -15,6 +15,7 @@ import pandas as pd
 from background_tasks.ops.dashboard.common import human_size, utc_series
 from background_tasks.processing import manage
 from background_tasks.processing.manage import DeleteReport
+from background_tasks.processing.origin import describe_origin
 from background_tasks.settings import Settings
 from background_tasks.storage.schema import create_schema
 from background_tasks.storage.store import DocumentStore
@@ -88,6 +89,7 @@ def search_documents(
             "more": h.more,
             "snippet_html": highlight_html(h.snippet),
             "origin": h.origin,
+            "origin_text": describe_origin(h.origin),
         }
         for h in hits
     ]

@@ -1,4 +1,7 @@
-"""Mail accounts from ``MIDAS_MAIL_CONFIG``: a TOML file parsed into frozen dataclasses, with clear errors.
+"""Mail accounts from ``MIDAS_MAIL_CONFIG``: a TOML or YAML file parsed into frozen dataclasses, with clear errors.
+
+Both formats give the same structure (a list ``account`` of tables, each with a list ``rule``),
+so one parser checks both; the file's ending chooses the reader (``.yaml``/``.yml``: YAML).
 
 Passwords never stand in the file: an account names the environment variable or the file that
 holds its password (or an OAuth2 token file or command), and the secret is read only when the
@@ -21,6 +24,8 @@ from typing import Any
 TLS_MODES = ("implicit", "starttls", "plain")
 PROCESS_MODES = ("attachments", "eml", "both")
 AFTER_ACTIONS = ("none", "read", "flag", "move")
+#: file endings read as YAML; every other file is read as TOML
+YAML_SUFFIXES = (".yaml", ".yml")
 #: plain IMAP (no TLS) sends the password in the clear: only to this machine
 PLAIN_HOSTS = ("127.0.0.1", "::1", "localhost")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -98,24 +103,48 @@ class Account:
 
 
 def load_accounts(path: Path) -> tuple[Account, ...]:
-    """Every account of the TOML file at ``path``."""
+    """Every account of the TOML or YAML file at ``path`` (YAML when it ends in .yaml or .yml)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise MailConfigError(f"MIDAS_MAIL_CONFIG={path} cannot be read: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise MailConfigError(f"MIDAS_MAIL_CONFIG={path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise MailConfigError(f"MIDAS_MAIL_CONFIG={path} is not UTF-8 text") from None
+    data = _read_yaml(text, path) if path.suffix.lower() in YAML_SUFFIXES else _read_toml(text, path)
     return parse_accounts(data, str(path))
 
 
+def _read_toml(text: str, path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MailConfigError(f"MIDAS_MAIL_CONFIG={path} is not valid TOML: {exc}") from None
+
+
+def _read_yaml(text: str, path: Path) -> Mapping[str, Any]:
+    """YAML's safe subset (no tags that build objects); an empty file is no accounts."""
+    import yaml  # only a YAML config needs it
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise MailConfigError(f"MIDAS_MAIL_CONFIG={path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MailConfigError(f"MIDAS_MAIL_CONFIG={path}: the YAML must be a mapping with a list `account`")
+    return data
+
+
 def parse_accounts(data: Mapping[str, Any], label: str = "mail config") -> tuple[Account, ...]:
-    """Accounts from parsed TOML: ``[[account]]`` tables, each with ``[[account.rule]]`` tables."""
+    """Accounts from parsed TOML or YAML: a list ``account`` of tables, each with a list ``rule``."""
     unknown = set(data) - {"account", "accounts"}
     if unknown:
-        raise MailConfigError(f"{label}: unknown top-level key(s) {sorted(unknown)}; accounts go in [[account]]")
+        keys = sorted(map(str, unknown))
+        raise MailConfigError(f"{label}: unknown top-level key(s) {keys}; accounts go in [[account]] (YAML: account:)")
     raw = data.get("account", data.get("accounts", []))
     if not isinstance(raw, list) or not all(isinstance(a, dict) for a in raw):
-        raise MailConfigError(f"{label}: accounts must be [[account]] tables")
+        raise MailConfigError(f"{label}: accounts must be [[account]] tables (YAML: a list under account:)")
     accounts = tuple(_account(a, f"{label}: account {i + 1}") for i, a in enumerate(raw))
     names = [a.name for a in accounts]
     doubled = sorted({n for n in names if names.count(n) > 1})
@@ -149,7 +178,7 @@ def _account(raw: dict[str, Any], where: str) -> Account:
         )
     unknown = set(raw) - _ACCOUNT_KEYS
     if unknown:
-        raise MailConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+        raise MailConfigError(f"{where}: unknown key(s) {sorted(map(str, unknown))}")
     name = _text(raw, "name", where, required=True) or ""
     if not _NAME.match(name):
         raise MailConfigError(f"{where}: name {name!r} may hold only letters, digits, '.', '_' and '-'")
@@ -172,7 +201,7 @@ def _account(raw: dict[str, Any], where: str) -> Account:
         raise MailConfigError(f"{where}: folders must be a list of folder names")
     rules_raw = raw.get("rule", raw.get("rules"))
     if rules_raw is not None and (not isinstance(rules_raw, list) or not all(isinstance(r, dict) for r in rules_raw)):
-        raise MailConfigError(f"{where}: rules must be [[account.rule]] tables")
+        raise MailConfigError(f"{where}: rules must be [[account.rule]] tables (YAML: a list under rule:)")
     rules = tuple(_rule(r, f"{where}, rule {i + 1}") for i, r in enumerate(rules_raw)) if rules_raw else (Rule(),)
     return Account(
         name=name,
@@ -190,7 +219,7 @@ def _account(raw: dict[str, Any], where: str) -> Account:
 def _rule(raw: dict[str, Any], where: str) -> Rule:
     unknown = set(raw) - _RULE_KEYS
     if unknown:
-        raise MailConfigError(f"{where}: unknown key(s) {sorted(unknown)}")
+        raise MailConfigError(f"{where}: unknown key(s) {sorted(map(str, unknown))}")
     has_attachment = raw.get("has_attachment")
     if has_attachment is not None and not isinstance(has_attachment, bool):
         raise MailConfigError(f"{where}: has_attachment must be true or false")

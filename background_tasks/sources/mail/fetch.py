@@ -13,30 +13,22 @@ from __future__ import annotations
 
 import imaplib
 import logging
-import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-from background_tasks import keys
 from background_tasks.settings import Settings
-from background_tasks.sources.mail import imap, message
+from background_tasks.sources.mail import imap, message, take
 from background_tasks.sources.mail.config import Account, MailConfigError, Rule, load_accounts
+from background_tasks.sources.mail.take import Submit
 from background_tasks.storage import mail_messages as store
-from background_tasks.storage.mail_messages import MailRecord
 
 log = logging.getLogger(__name__)
 
 #: headers listed per round trip
 HEADER_BATCH = 50
-#: a mail is downloaded up to this many times the file limit (base64 makes attachments a third larger)
-MAIL_SIZE_FACTOR = 1.4
 
-#: ``submit(path, origin, task_id)`` sends ``process_document_file`` (through the app, so the ledger has it)
-Submit = Callable[[str, dict[str, str], str], None]
 Connect = Callable[[Account], imaplib.IMAP4]
 
 
@@ -69,11 +61,15 @@ def fetch_account(
     submit: Submit,
     max_mails: int,
     connect: Connect = imap.connect,
+    whole_below: int = take.WHOLE_MAIL_BYTES,
 ) -> RunResult:
-    """Take at most ``max_mails`` new mails of ``account``; problems end the run and are recorded, never raised."""
+    """Take at most ``max_mails`` new mails of ``account``; problems end the run and are recorded, never raised.
+
+    Mails larger than ``whole_below`` bytes are read part by part (``take``)."""
     started, at = time.monotonic(), datetime.now(UTC)
     tally = _Tally()
     error: str | None = None
+    unexpected: Exception | None = None
     client: imaplib.IMAP4 | None = None
     try:
         client = connect(account)
@@ -81,13 +77,16 @@ def fetch_account(
             if tally.seen >= max_mails:
                 tally.more = True
                 break
-            _fetch_folder(client, account, folder, settings, submit, max_mails, tally)
+            _fetch_folder(client, account, folder, settings, submit, max_mails, tally, whole_below)
     except (imap.MailError, MailConfigError) as exc:
         error = str(exc)
     except imap.CONNECTION_ERRORS as exc:
         error = f"{account.host}:{account.port}: connection lost after {tally.seen} mail(s) ({type(exc).__name__})"
     except imaplib.IMAP4.error as exc:
         error = f"{account.host}:{account.port}: the server refused a command: {str(exc)[:300]}"
+    except Exception as exc:  # the broker away, a bug: recorded like the rest; the other accounts still run
+        unexpected = exc
+        error = f"the run stopped after {tally.seen} mail(s): {type(exc).__name__}: {str(exc)[:300]}"
     finally:
         if client is not None:
             imap.close(client)
@@ -96,7 +95,9 @@ def fetch_account(
         settings.database_url_resolved, account.name, at, duration, tally.seen, tally.submitted, tally.failed, error
     )
     if error and run.error_since == at:
-        log.warning("mail %s: %s (retried every run; logged again when it changes)", account.name, error)
+        log.warning(
+            "mail %s: %s (retried every run; logged again when it changes)", account.name, error, exc_info=unexpected
+        )
     elif error:
         log.info("mail %s: still failing since %s: %s", account.name, run.error_since, error)
     else:
@@ -118,6 +119,7 @@ def _fetch_folder(
     submit: Submit,
     max_mails: int,
     tally: _Tally,
+    whole_below: int,
 ) -> None:
     url = settings.database_url_resolved
     uidvalidity = imap.select(client, folder)
@@ -131,11 +133,11 @@ def _fetch_folder(
         known = store.known_keys(url, account.name, (h.key for h in parsed.values()))
         for uid in sorted(batch):
             headers = parsed[uid]
-            place = _Place(account, folder, uidvalidity, uid, headers)
+            place = take.Place(account, folder, uidvalidity, uid, headers)
             if headers.key in known:
                 rec, rule = place.record("duplicate", detail="already taken (same Message-ID) from this account"), None
             else:
-                rec, rule = _take(client, place, batch[uid].size, settings, submit)
+                rec, rule = take.take(client, place, batch[uid].size, settings, submit, whole_below)
             if rec is None:
                 continue  # expunged meanwhile: nothing to record
             store.record(url, [rec])
@@ -146,105 +148,6 @@ def _fetch_folder(
             tally.failed += rec.outcome == "failed"
             if rule is not None and rule.after != "none":
                 _after(client, account, rule, uid)
-
-
-@dataclass(frozen=True)
-class _Place:
-    account: Account
-    folder: str
-    uidvalidity: int
-    uid: int
-    headers: message.Headers
-
-    def record(self, outcome: str, rule: Rule | None = None, **more: object) -> MailRecord:
-        h = self.headers
-        return MailRecord(
-            account=self.account.name,
-            folder=self.folder,
-            uidvalidity=self.uidvalidity,
-            uid=self.uid,
-            message_key=h.key,
-            outcome=outcome,
-            message_id=h.message_id,
-            sender=h.sender,
-            subject=h.subject,
-            rule=rule.name if rule else None,
-            **more,  # type: ignore[arg-type]
-        )
-
-    def origin(self, rule: Rule, name: str) -> dict[str, str]:
-        h = self.headers
-        origin = {
-            "source": "mail",
-            "account": self.account.name,
-            "folder": self.folder,
-            "from": h.sender,
-            "subject": h.subject,
-            "date": message.sent_iso(h),
-            "message_id": h.message_id,
-            "attachment": None if name == message.EML_NAME else name[4:],
-            "rule": rule.name,
-        }
-        return {k: v for k, v in origin.items() if v}
-
-    def folder_path(self, settings: Settings) -> Path:
-        slug = re.sub(r"[^A-Za-z0-9_-]+", "_", self.folder).strip("_") or "folder"
-        return settings.inbox_dir / "mail" / self.account.name / slug / f"{self.uidvalidity}-{self.uid}"
-
-
-def _take(
-    client: imaplib.IMAP4, place: _Place, size: int, settings: Settings, submit: Submit
-) -> tuple[MailRecord | None, Rule | None]:
-    """Download one mail if a rule may want it; save and submit its files. The record says what happened."""
-    candidates = message.header_rules(place.account.rules, place.headers)
-    if not candidates:
-        return place.record("no_rule", detail="no rule selects this mail"), None
-    limit = int(settings.max_file_bytes * MAIL_SIZE_FACTOR)
-    if size > limit:
-        detail = f"{size:,} bytes, over {limit:,} (MIDAS_MAX_FILE_MB x {MAIL_SIZE_FACTOR}); not downloaded"
-        return place.record("too_large", candidates[0], detail=detail), None
-    raw = imap.body(client, place.uid)
-    if raw is None:
-        return None, None
-    try:
-        msg = message.parse(raw)
-        rule = message.choose(candidates, msg)
-        if rule is None:
-            return place.record("no_rule", detail="no rule selects this mail (has_attachment)"), None
-        files = message.files(msg, raw, rule, settings.max_file_bytes)
-        defects = sorted({type(d).__name__ for part in msg.walk() for d in part.defects})
-    except (RecursionError, LookupError, ValueError, TypeError, AttributeError) as exc:
-        log.warning("mail %s: UID %s cannot be read: %s", place.account.name, place.uid, exc)
-        detail = f"the mail cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
-        return place.record("failed", candidates[0], detail=detail), candidates[0]
-    parts: list[dict[str, object]] = []
-    folder = place.folder_path(settings)
-    for part in files:
-        if part.data is None:
-            parts.append({"name": part.name, "skipped": part.reason})
-            continue
-        path = _save(folder, part.name, part.data)
-        task_id = keys.mail_part_task_id(place.account.name, place.folder, place.uidvalidity, place.uid, part.name)
-        submit(str(path), place.origin(rule, part.name), task_id)
-        parts.append({"name": part.name, "task_id": task_id, "bytes": len(part.data)})
-    submitted = sum(1 for p in parts if "task_id" in p)
-    notes = [f"malformed MIME ({', '.join(defects)})"] if defects else []
-    if not submitted:
-        notes.append("no attachment of a supported type" if parts else "no attachment")
-    outcome = "submitted" if submitted else "no_document"
-    return place.record(outcome, rule, documents=submitted, parts=tuple(parts), detail="; ".join(notes) or None), rule
-
-
-def _save(folder: Path, name: str, data: bytes) -> Path:
-    """Write a working file whole (temporary name, then rename): a worker never reads half of it."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = folder / name
-    temporary = folder / f".{name}.part"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(temporary, path)
-    return path
 
 
 def _after(client: imaplib.IMAP4, account: Account, rule: Rule, uid: int) -> None:

@@ -15,11 +15,13 @@ import email.policy
 import hashlib
 import logging
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
 from pathlib import PurePosixPath, PureWindowsPath
+from typing import TypeVar
 
 from background_tasks.extraction.detect import MIME_BY_EXTENSION, is_supported
 from background_tasks.sources.mail.config import Rule
@@ -31,6 +33,7 @@ EML_NAME = "000-mail.eml"
 #: more parts than this in one mail are recorded as skipped, not saved
 MAX_PARTS = 1000
 _EXTENSION_BY_MIME = {mime: ext for ext, mime in reversed(MIME_BY_EXTENSION.items())}
+T = TypeVar("T")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]+")
 
 
@@ -48,11 +51,15 @@ class Headers:
 
 @dataclass(frozen=True)
 class Part:
-    """One file to process (``data``), or one skipped with its ``reason``."""
+    """One file to process: its bytes (``data``) or, for a large mail, where to stream them from
+    (``chunks``, already decoded); or one skipped with its ``reason``."""
 
     name: str
     data: bytes | None
     reason: str | None = None
+    #: skipped because it is over the file limit (the mail's outcome is then ``too_large``)
+    too_large: bool = False
+    chunks: Callable[[], Iterable[bytes]] | None = None
 
 
 def read_headers(block: bytes) -> Headers:
@@ -121,7 +128,7 @@ def attachment_parts(msg: Message) -> list[Message]:
     stack = [msg]
     while stack:
         part = stack.pop()
-        if part is not msg and _is_attachment(part):
+        if part is not msg and is_attachment(part):
             found.append(part)
             continue  # an attached mail is one document; its own attachments are read from it
         if part.is_multipart():
@@ -131,7 +138,9 @@ def attachment_parts(msg: Message) -> list[Message]:
     return found
 
 
-def _is_attachment(part: Message) -> bool:
+def is_attachment(part: Message) -> bool:
+    """An attached mail, or a leaf part with a file name or ``Content-Disposition: attachment``
+    (a large mail's parts are judged by their MIME headers alone, so the rule is the same)."""
     if part.get_content_type() == "message/rfc822":
         return True
     if part.is_multipart():
@@ -144,38 +153,56 @@ def has_attachment(msg: Message) -> bool:
     return bool(attachment_parts(msg))
 
 
-def choose(candidates: list[Rule], msg: Message) -> Rule | None:
-    """The first candidate rule whose ``has_attachment`` criterion the whole mail meets."""
-    attached = has_attachment(msg)
+def choose(candidates: list[Rule], attached: bool) -> Rule | None:
+    """The first candidate rule whose ``has_attachment`` criterion the mail (``attached``: it has one) meets."""
     return next((r for r in candidates if r.has_attachment is None or r.has_attachment == attached), None)
 
 
 def files(msg: Message, raw: bytes, rule: Rule, max_bytes: int) -> list[Part]:
-    """The files a rule takes from a mail: the mail as ``.eml``, its attachments, or both."""
-    parts: list[Part] = []
+    """The files a rule takes from a mail read whole: the mail as ``.eml``, its attachments, or both."""
+    return select(
+        rule, lambda: _sized(EML_NAME, raw, max_bytes), attachment_parts(msg), lambda i, p: _attachment(p, i, max_bytes)
+    )
+
+
+def select(rule: Rule, eml: Callable[[], Part], attached: Sequence[T], one: Callable[[int, T], Part]) -> list[Part]:
+    """What ``rule.process`` takes: the mail itself (``eml()``), and the ``index``-th of ``attached`` as
+    ``one(index, attachment)`` for at most ``MAX_PARTS`` of them (the rest one skipped entry)."""
+    found: list[Part] = []
     if rule.process in ("eml", "both"):
-        parts.append(_sized(EML_NAME, raw, max_bytes))
+        found.append(eml())
     if rule.process in ("attachments", "both"):
-        attached = attachment_parts(msg)
-        for index, part in enumerate(attached):
+        for index, item in enumerate(attached):
             if index >= MAX_PARTS:
-                parts.append(Part(f"{len(attached) - MAX_PARTS} more", None, f"more than {MAX_PARTS} attachments"))
+                found.append(Part(f"{len(attached) - MAX_PARTS} more", None, f"more than {MAX_PARTS} attachments"))
                 break
-            parts.append(_attachment(part, index, max_bytes))
-    return parts
+            found.append(one(index, item))
+    return found
+
+
+def too_large(name: str, size: int, max_bytes: int, unread: bool = False) -> Part:
+    """A part skipped for its size; ``unread``: judged from the size the server gave, never downloaded."""
+    how = ", not downloaded" if unread else ""
+    return Part(name, None, f"{size:,} bytes, over the limit of {max_bytes:,} (MIDAS_MAX_FILE_MB){how}", True)
 
 
 def _sized(name: str, data: bytes, max_bytes: int) -> Part:
-    if len(data) > max_bytes:
-        return Part(name, None, f"{len(data):,} bytes, over the limit of {max_bytes:,} (MIDAS_MAX_FILE_MB)")
-    return Part(name, data)
+    return too_large(name, len(data), max_bytes) if len(data) > max_bytes else Part(name, data)
+
+
+def attachment_name(part: Message, index: int) -> tuple[str, str | None]:
+    """The safe file name of the ``index``-th attachment, and why it is skipped when its type is not supported."""
+    name = safe_name(filename(part), index, part.get_content_type())
+    extension = PurePosixPath(name).suffix.lower()
+    if not is_supported(extension):
+        return name, f"unsupported type {extension or part.get_content_type()}"
+    return name, None
 
 
 def _attachment(part: Message, index: int, max_bytes: int) -> Part:
-    name = safe_name(_filename(part), index, part.get_content_type())
-    extension = PurePosixPath(name).suffix.lower()
-    if not is_supported(extension):
-        return Part(name, None, f"unsupported type {extension or part.get_content_type()}")
+    name, unsupported = attachment_name(part, index)
+    if unsupported:
+        return Part(name, None, unsupported)
     try:
         if part.get_content_type() == "message/rfc822":
             inner = part.get_payload()
@@ -187,11 +214,18 @@ def _attachment(part: Message, index: int, max_bytes: int) -> Part:
     return _sized(name, data, max_bytes)
 
 
-def _filename(part: Message) -> str:
+def filename(part: Message) -> str:
+    """The part's file name as a mail client shows it (RFC 2231 and RFC 2047 forms decoded); empty when none."""
     try:
-        return part.get_filename() or ""
+        raw = part.get_filename() or ""
     except (LookupError, UnicodeError, ValueError):
         return ""
+    if "=?" not in raw:
+        return raw
+    try:
+        return str(email.header.make_header(email.header.decode_header(raw)))
+    except (LookupError, UnicodeError, ValueError, email.errors.HeaderParseError):
+        return raw
 
 
 def safe_name(raw: str, index: int, content_type: str) -> str:
