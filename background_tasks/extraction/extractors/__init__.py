@@ -10,10 +10,17 @@ from __future__ import annotations
 from functools import lru_cache
 
 from background_tasks.errors import UnsupportedFileType
-from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits, PageSpan, TextBuilder
+from background_tasks.extraction.extractors.base import (
+    ContainerExtractor,
+    Extraction,
+    Extractor,
+    Limits,
+    PageSpan,
+    TextBuilder,
+)
 from background_tasks.extraction.extractors.html import HtmlExtractor
 from background_tasks.extraction.extractors.image import ImageExtractor
-from background_tasks.extraction.extractors.mail import EmlExtractor, MailExtractor, MsgExtractor
+from background_tasks.extraction.extractors.mail import EmlExtractor, MsgExtractor
 from background_tasks.extraction.extractors.opendocument import OdtExtractor
 from background_tasks.extraction.extractors.pdf import PdfExtractor
 from background_tasks.extraction.extractors.rtf import RtfExtractor
@@ -45,8 +52,8 @@ REGISTRY: tuple[type[Extractor], ...] = (
 
 @lru_cache(maxsize=1)
 def all_extractors() -> tuple[Extractor, ...]:
-    """One instance per registered class; the mail extractors get ``extractor_for`` for their attachments."""
-    return tuple(cls(extractor_for) if issubclass(cls, MailExtractor) else cls() for cls in REGISTRY)
+    """One instance per registered class; containers (mail, RTF, .doc) get ``extractor_for`` for what they hold."""
+    return tuple(cls(extractor_for) if issubclass(cls, ContainerExtractor) else cls() for cls in REGISTRY)
 
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset(ext for cls in REGISTRY for ext in cls.extensions)

@@ -10,12 +10,13 @@ missing one fails only the files that need it (``MissingDependency``).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from background_tasks.errors import ResourceLimitExceeded
+from background_tasks.extraction.tesseract import OcrOptions
 
 if TYPE_CHECKING:
     from background_tasks.settings import Settings
@@ -44,6 +45,21 @@ class NestingGuard:
 
 
 @dataclass(frozen=True)
+class InnerOcr:
+    """OCR of the pictures an extractor finds inside a file (an e-mail's image attachments).
+
+    The pipeline OCRs a file's own pages after extraction; pictures inside a
+    container are OCR'd by its extractor, in the same isolated child, so they
+    share the file's time limit: at most ``max_images`` pictures (pages) and
+    ``budget_s`` seconds of Tesseract per file.
+    """
+
+    options: OcrOptions
+    max_images: int = 10
+    budget_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class Limits:
     """Resource limits every extractor must honour."""
 
@@ -51,13 +67,21 @@ class Limits:
     max_nesting: int = 200
     max_text_chars: int = 200 * 1024 * 1024
     max_line_chars: int = 10 * 1024 * 1024
+    #: None: pictures inside files are not OCR'd (OCR turned off, or a caller that did not ask)
+    inner_ocr: InnerOcr | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
+        inner_ocr = None
+        if settings.ocr_enabled:
+            # half the per-file limit: the file's own parsing keeps the other half
+            budget = settings.extract_timeout / 2
+            inner_ocr = InnerOcr(OcrOptions.from_settings(settings), settings.ocr_max_pages_per_task, budget)
         return cls(
             max_decompressed_bytes=settings.max_decompressed_bytes,
             max_nesting=settings.max_nesting,
             max_text_chars=settings.max_text_chars,
+            inner_ocr=inner_ocr,
         )
 
 
@@ -135,3 +159,27 @@ class Extractor(ABC):
     def metadata(self, path: Path, limits: Limits) -> dict[str, Any]:
         """Document metadata, quickly. Override where the format allows skipping the text."""
         return dict(self.extract(path, limits).metadata)
+
+
+#: The registry's ``extractor_for(extension, mime_type)``, handed to container extractors for what they hold.
+ExtractorLookup = Callable[[str, str | None], Extractor]
+
+
+class ContainerExtractor(Extractor):
+    """A format whose files hold other files: e-mail attachments, objects embedded in RTF and Word documents.
+
+    The registry hands in its ``extractor_for`` (a container module must not
+    import the registry, which imports it); without it the contained files are
+    listed, not read. ``depth`` counts how deep inside other files this one
+    is, so a file embedded in itself over and over ends at a fixed depth.
+    """
+
+    def __init__(self, extractor_for: ExtractorLookup | None = None) -> None:
+        self.extractor_for = extractor_for
+
+    def extract(self, path: Path, limits: Limits) -> Extraction:
+        return self.extract_nested(path, limits, 0)
+
+    @abstractmethod
+    def extract_nested(self, path: Path, limits: Limits, depth: int) -> Extraction:
+        """``extract`` for a file found ``depth`` levels inside other files."""

@@ -31,6 +31,7 @@ from background_tasks.extraction.extractors.mail.message import (
     mail_date,
     render,
 )
+from background_tasks.extraction.extractors.mail.ocr import attachment_ocr
 
 
 class EmlExtractor(MailExtractor):
@@ -46,8 +47,8 @@ class EmlExtractor(MailExtractor):
         if not any(key.lower() in MAIL_HEADERS for key in msg):
             raise CorruptDocument(f"{path.name}: not an e-mail message (no mail headers found)")
         message = MailMessage()
-        with tempfile.TemporaryDirectory(prefix="midas-mail-") as work:
-            _read_email(msg, message, Reading(limits, depth, Path(work), self.extractor_for))
+        with tempfile.TemporaryDirectory(prefix="midas-mail-") as work, attachment_ocr(limits) as ocr:
+            _read_email(msg, message, Reading(limits, depth, Path(work), self.extractor_for, ocr))
         return render(message, limits)
 
 

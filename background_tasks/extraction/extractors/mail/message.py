@@ -5,27 +5,25 @@ from __future__ import annotations
 import codecs
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from email.utils import format_datetime, getaddresses, parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits
+from background_tasks.extraction.extractors.base import ContainerExtractor, Extraction, ExtractorLookup, Limits
+from background_tasks.extraction.extractors.embedded import MAX_DEPTH
+from background_tasks.extraction.extractors.mail.ocr import AttachmentOcr
 from background_tasks.extraction.extractors.metadata import put_date
 
 logger = logging.getLogger(__name__)
 
 #: a message inside a message inside a message is followed; deeper ones are only listed
-MAX_ATTACHMENT_DEPTH = 3
+MAX_ATTACHMENT_DEPTH = MAX_DEPTH
 ENCRYPTED_WARNING = "message body is encrypted (S/MIME or PGP); only the headers were extracted"
 ENCRYPTED_TYPES = frozenset(
     {"application/pkcs7-mime", "application/x-pkcs7-mime", "application/pgp-encrypted", "multipart/encrypted"}
 )
-
-#: The registry's ``extractor_for(extension, mime_type)``, handed to the mail extractors for attachments.
-ExtractorLookup = Callable[[str, str | None], Extractor]
 
 
 @dataclass
@@ -49,32 +47,20 @@ class MailMessage:
 
 @dataclass(frozen=True)
 class Reading:
-    """Reading one message: the limits, how deep in attachments, a private folder, the registry."""
+    """Reading one message: the limits, how deep in attachments, a private folder, the registry, the OCR budget."""
 
     limits: Limits
     depth: int
     work: Path
     extractor_for: ExtractorLookup | None
+    ocr: AttachmentOcr
 
     def deeper(self) -> Reading:
         return replace(self, depth=self.depth + 1)
 
 
-class MailExtractor(Extractor):
-    """Shared entry points: ``extract`` starts at depth 0, attachments recurse through ``extract_nested``.
-
-    The registry hands in its ``extractor_for`` (mail must not import the
-    registry, which imports mail); without it attachments are listed, not read.
-    """
-
-    def __init__(self, extractor_for: ExtractorLookup | None = None) -> None:
-        self.extractor_for = extractor_for
-
-    def extract(self, path: Path, limits: Limits) -> Extraction:
-        return self.extract_nested(path, limits, 0)
-
-    def extract_nested(self, path: Path, limits: Limits, depth: int) -> Extraction:
-        raise NotImplementedError
+class MailExtractor(ContainerExtractor):
+    """.eml and .msg: attachments are read through the registry handed in (listed, not read, without it)."""
 
 
 def render(message: MailMessage, limits: Limits) -> Extraction:

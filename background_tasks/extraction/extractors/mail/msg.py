@@ -31,6 +31,7 @@ from background_tasks.extraction.extractors.mail.message import (
     newlines,
     render,
 )
+from background_tasks.extraction.extractors.mail.ocr import attachment_ocr
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +83,8 @@ class MsgExtractor(MailExtractor):
         msg = _open_msg(path)
         try:
             message = MailMessage()
-            with tempfile.TemporaryDirectory(prefix="midas-mail-") as work:
-                _read_msg(msg, message, Reading(limits, depth, Path(work), self.extractor_for))
+            with tempfile.TemporaryDirectory(prefix="midas-mail-") as work, attachment_ocr(limits) as ocr:
+                _read_msg(msg, message, Reading(limits, depth, Path(work), self.extractor_for, ocr))
             return render(message, limits)
         finally:
             _close(msg)
