@@ -1,11 +1,18 @@
-"""RTF with striprtf, decoded without mojibake.
+"""RTF with striprtf's rules (``convert``, a faster tokenizer), decoded without mojibake, embedded objects read.
 
-striprtf follows ``\\ansicpg`` and per-font ``\\fcharset`` code pages for
-``\\'xx`` escapes and turns ``\\uN`` into characters. Around it this module
-decodes raw 8-bit bytes with the document's code page, maps font charsets
-whose Mac codecs Python lacks to their Windows equivalents, joins UTF-16
-surrogate pairs written as two ``\\u`` escapes, and reads the ``\\info`` group
-(title, author, dates) for metadata.
+The conversion follows ``\\ansicpg`` and per-font ``\\fcharset`` code pages
+for ``\\'xx`` escapes and turns ``\\uN`` into characters. Around it this
+module decodes raw 8-bit bytes with the document's code page, maps font
+charsets whose Mac codecs Python lacks to their Windows equivalents, joins
+UTF-16 surrogate pairs written as two ``\\u`` escapes, and reads the ``\\info``
+group (title, author, dates) for metadata.
+
+Embedded objects (``\\object``): the text of an object's ``\\result`` stands
+where the object does; an object without result text has its ``\\objdata``
+unwrapped (``ole_objects``: an OLE Package's file, an embedded Word, Excel,
+OOXML or PDF document) and read through the registry, under a
+``--- Embedded: name ---`` heading after the document's text, within the
+limits of ``embedded.EmbeddedFiles``.
 """
 
 from __future__ import annotations
@@ -15,11 +22,16 @@ import logging
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from background_tasks.errors import CorruptDocument, EmptyDocument, MissingDependency
-from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits
+from background_tasks.extraction.extractors.base import ContainerExtractor, Extraction, Limits
+from background_tasks.extraction.extractors.embedded import EmbeddedFiles
 from background_tasks.extraction.extractors.metadata import iso_utc, split_authors, split_keywords
+from background_tasks.extraction.extractors.ole_objects import objdata_payload
+
+if TYPE_CHECKING:
+    from background_tasks.extraction.extractors.rtf.convert import RtfObject
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +53,19 @@ _INFO_FIELDS = ("title", "subject", "author", "operator", "keywords", "company")
 _DATE_FIELDS = {"creatim": "created", "revtim": "modified"}
 
 
-class RtfExtractor(Extractor):
+class RtfExtractor(ContainerExtractor):
     name = "rtf"
     extensions = frozenset({".rtf"})
     mime_types = frozenset({"application/rtf", "text/rtf"})
 
-    def extract(self, path: Path, limits: Limits) -> Extraction:
+    def extract_nested(self, path: Path, limits: Limits, depth: int) -> Extraction:
         source = _read(path)
         warnings: list[str] = []
-        text = _convert(source, path)
+        text, objects = _convert_with_objects(source, path)
+        metadata = _info(source, path)
+        if objects:
+            text, names = self._embedded(objects, text, limits, depth, path.name, warnings)
+            metadata["embedded_objects"] = names
         if not text.strip():
             warnings.append("document contains no text")
         if "\ufffd" in text:
@@ -57,11 +73,37 @@ class RtfExtractor(Extractor):
         if len(text) > limits.max_text_chars:
             warnings.append(f"text truncated at {limits.max_text_chars} characters")
             text = text[: limits.max_text_chars]
-        return Extraction(text=text, metadata=_info(source, path), warnings=tuple(warnings))
+        return Extraction(text=text, metadata=metadata, warnings=tuple(warnings))
 
     def metadata(self, path: Path, limits: Limits) -> dict[str, Any]:
         """The ``\\info`` group only."""
         return _info(_read(path), path)
+
+    def _embedded(
+        self, objects: list[RtfObject], text: str, limits: Limits, depth: int, label: str, warnings: list[str]
+    ) -> tuple[str, list[str]]:
+        """The text with the objects that showed no result text read from their data; the objects' names."""
+        names = []
+        with EmbeddedFiles(self.extractor_for, limits, depth, label) as embedded:
+            for index, obj in enumerate(objects, start=1):
+                name = obj.class_name or f"object {index}"
+                if obj.has_result_text or not obj.objdata.strip():
+                    names.append(name)
+                    continue
+                try:
+                    payload = objdata_payload(obj.class_name, obj.objdata, limits.max_decompressed_bytes)
+                except OverflowError as exc:
+                    names.append(name)
+                    warnings.append(f"embedded object {name!r} not read: {exc}")
+                    continue
+                if payload is None:
+                    names.append(name)
+                    continue
+                names.append(payload.name)
+                embedded.add_file(payload.name, payload.data, payload.extension, filename=payload.name)
+            warnings.extend(embedded.warnings)
+            parts = [text, embedded.text()]
+        return "\n\n".join(p for p in parts if p.strip()), names
 
 
 def _read(path: Path) -> str:
@@ -99,29 +141,38 @@ def _join_surrogates(text: str) -> str:
     return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
-def _striprtf(source: str) -> str:
+def _rtf_to_text(source: str) -> tuple[str, list[RtfObject]]:
     try:
-        from striprtf.striprtf import rtf_to_text
+        from background_tasks.extraction.extractors.rtf.convert import rtf_to_text
     except ImportError as exc:  # pragma: no cover - pinned
         raise MissingDependency("striprtf is not installed (pip install striprtf)") from exc
     return rtf_to_text(source, errors="replace")
 
 
 def _convert(source: str, path: Path) -> str:
+    """The text of an RTF document (an Outlook message's RTF body); embedded objects give their result text."""
+    return _convert_with_objects(source, path)[0]
+
+
+def _convert_with_objects(source: str, path: Path) -> tuple[str, list[RtfObject]]:
     try:
-        text = _striprtf(_fix_charsets(source))
+        text, objects = _rtf_to_text(_fix_charsets(source))
     except LookupError as exc:  # a code page Python does not know: retry with Windows-1252
         logger.info("%s: unknown code page (%s); retrying as cp1252", path.name, exc)
         try:
-            text = _striprtf(_FCHARSET.sub(r"\\fcharset0", re.sub(r"\\ansicpg\d+", r"\\ansicpg1252", source)))
+            text, objects = _rtf_to_text(
+                _FCHARSET.sub(r"\\fcharset0", re.sub(r"\\ansicpg\d+", r"\\ansicpg1252", source))
+            )
         except Exception as inner:
             raise CorruptDocument(f"{path.name}: RTF could not be converted ({inner})") from inner
     except RecursionError as exc:
         raise CorruptDocument(f"{path.name}: RTF nesting too deep") from exc
-    except Exception as exc:  # striprtf raises ValueError/IndexError on malformed input
+    except MissingDependency:
+        raise
+    except Exception as exc:  # damaged input the tokenizer cannot make sense of
         raise CorruptDocument(f"{path.name}: RTF could not be converted ({type(exc).__name__}: {exc})") from exc
     text = _join_surrogates(text).replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-    return re.sub(r"\n{4,}", "\n\n\n", text).strip()
+    return re.sub(r"\n{4,}", "\n\n\n", text).strip(), objects
 
 
 def _group(source: str, start: int) -> str:
@@ -164,7 +215,7 @@ def _info(source: str, path: Path) -> dict[str, Any]:
                 metadata[_DATE_FIELDS[field]] = value
             continue
         try:
-            value = _join_surrogates(_striprtf(_fix_charsets(header + inner + "}"))).strip()
+            value = _join_surrogates(_rtf_to_text(_fix_charsets(header + inner + "}"))[0]).strip()
         except Exception as exc:
             logger.info("%s: info field %s unreadable (%s)", path.name, field, exc)
             continue
