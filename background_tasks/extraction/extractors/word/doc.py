@@ -4,7 +4,9 @@
 antiword rejects (Word 6/95, tiny text streams). Neither tool can hide deleted
 tracked changes, so Word 97+ files that contain revision marks are read by the
 built-in piece-table reader (``word97``), which drops deleted runs and field
-codes. Metadata comes from the OLE summary information (``ole``).
+codes. Metadata comes from the OLE summary information (``ole``). Embedded
+objects (charts, sheets, documents, packaged files in the ``ObjectPool``)
+follow the text under ``--- Embedded: name ---`` headings (``objects``).
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from background_tasks.errors import (
     MidasError,
     MissingDependency,
 )
-from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits
+from background_tasks.extraction.extractors.base import ContainerExtractor, Extraction, Limits
+from background_tasks.extraction.extractors.embedded import EmbeddedFiles
 from background_tasks.extraction.extractors.ole import summary_metadata
 from background_tasks.extraction.extractors.word.common import clip, tidy
+from background_tasks.extraction.extractors.word.objects import OBJECT_POOL, read_objects
 from background_tasks.extraction.extractors.word.word97 import Word97Reader
 
 logger = logging.getLogger(__name__)
@@ -37,7 +41,7 @@ logger = logging.getLogger(__name__)
 TOOL_TIMEOUT = 30
 
 
-class DocExtractor(Extractor):
+class DocExtractor(ContainerExtractor):
     """Legacy Word (.doc, Word 6 to 2003).
 
     Needs the Debian package ``antiword`` (preferred) or ``catdoc``; Word 97+
@@ -49,7 +53,7 @@ class DocExtractor(Extractor):
     extensions = frozenset({".doc"})
     mime_types = frozenset({"application/msword"})
 
-    def extract(self, path: Path, limits: Limits) -> Extraction:
+    def extract_nested(self, path: Path, limits: Limits, depth: int) -> Extraction:
         info = _inspect_doc(path)
         warnings: list[str] = []
         text: str | None = None
@@ -62,9 +66,24 @@ class DocExtractor(Extractor):
             text, tool_warnings = _run_tools(path, limits, info)
             warnings.extend(tool_warnings)
         text = tidy(text)
+        metadata = info.metadata
+        if info.has_objects:
+            text, names = self._objects(path, limits, depth, text, warnings)
+            metadata = {**metadata, "embedded_objects": names}
         if not text.strip():
             warnings.append("document contains no text")
-        return Extraction(text=clip(text, limits, warnings), metadata=info.metadata, warnings=tuple(warnings))
+        return Extraction(text=clip(text, limits, warnings), metadata=metadata, warnings=tuple(warnings))
+
+    def _objects(self, path: Path, limits: Limits, depth: int, text: str, warnings: list[str]) -> tuple[str, list[str]]:
+        """The text followed by the embedded objects' texts, and the objects' names."""
+        import olefile
+
+        with EmbeddedFiles(self.extractor_for, limits, depth, path.name) as embedded:
+            with olefile.OleFileIO(str(path)) as ole:
+                read_objects(ole, embedded)
+            warnings.extend(embedded.warnings)
+            text = "\n\n".join(part for part in (text, embedded.text()) if part.strip())
+        return text, embedded.names
 
     def metadata(self, path: Path, limits: Limits) -> dict[str, Any]:
         """OLE summary information only; the text is not converted."""
@@ -77,6 +96,7 @@ class _DocInfo:
     reader: Word97Reader | None
     reader_error: str
     word97: bool
+    has_objects: bool = False
 
 
 def _inspect_doc(path: Path, with_reader: bool = True) -> _DocInfo:
@@ -116,7 +136,8 @@ def _inspect_doc(path: Path, with_reader: bool = True) -> _DocInfo:
                 raise
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
-    return _DocInfo(metadata=metadata, reader=reader, reader_error=error, word97=word97)
+        has_objects = ole.exists(OBJECT_POOL)
+    return _DocInfo(metadata=metadata, reader=reader, reader_error=error, word97=word97, has_objects=has_objects)
 
 
 def _run_tools(path: Path, limits: Limits, info: _DocInfo) -> tuple[str, list[str]]:
