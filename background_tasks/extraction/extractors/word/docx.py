@@ -2,7 +2,8 @@
 
 The package is checked first (``zipsafe.check_zip``). Walking the XML ourselves
 keeps text in content controls, tracked insertions, hyperlinks, text boxes and
-equations while deleted and moved-away text is not. Strict OOXML packages (ISO
+equations (as linear text with their structure, ``omml``) while deleted and
+moved-away text is not. Strict OOXML packages (ISO
 29500 namespaces, which python-docx does not know) are rewritten to
 transitional namespaces in memory.
 """
@@ -28,6 +29,7 @@ from background_tasks.errors import (
 from background_tasks.extraction.extractors.base import Extraction, Extractor, Limits, NestingGuard
 from background_tasks.extraction.extractors.metadata import shaped
 from background_tasks.extraction.extractors.word.common import OLE_MAGIC, clip, tidy
+from background_tasks.extraction.extractors.word.omml import M_OMATH, M_OMATH_PARA, OmmlText
 from background_tasks.extraction.zipsafe import check_zip, open_zip, read_member
 
 logger = logging.getLogger(__name__)
@@ -236,6 +238,7 @@ class _Walker:
 
     def __init__(self, limits: Limits) -> None:
         self.nesting = NestingGuard(limits.max_nesting, "document elements")
+        self.math = OmmlText(self.nesting)
 
     def blocks(self, container: Any) -> str:
         """Paragraphs and tables of a body, cell, header, note or text box, in order."""
@@ -282,6 +285,10 @@ class _Walker:
                     out.append("\n" + self.paragraph(child) + "\n")
                 elif tag == W_TBL:
                     out.append("\n" + self.table(child) + "\n")
+                elif tag == M_OMATH:
+                    out.append(self.math.equation(child))
+                elif tag == M_OMATH_PARA:
+                    out.append(self.math.paragraph(child))
                 else:
                     self._inline(child, out)
 
