@@ -159,8 +159,9 @@ def summary_information(properties: Mapping[int, str | int]) -> bytes:
 _FIB_SIZE, _TEXT_AT = 0x382, 0x400
 
 
-def word97_document(paragraphs: Sequence[str], title: str, pages: int = 1) -> bytes:
-    """A Word 97 .doc: a FIB, the text as one cp1252 piece, the piece table in ``1Table``, summary information."""
+def word97_document(paragraphs: Sequence[str], title: str, pages: int = 1, objects: Tree | None = None) -> bytes:
+    """A Word 97 .doc: a FIB, the text as one cp1252 piece, the piece table in ``1Table``, summary information;
+    ``objects`` (storage name -> streams) become its ``ObjectPool``."""
     text = "\r".join(paragraphs) + "\r"
     encoded = text.encode("cp1252")
     fib = bytearray(_FIB_SIZE)
@@ -179,7 +180,10 @@ def word97_document(paragraphs: Sequence[str], title: str, pages: int = 1) -> by
     word = bytes(fib).ljust(_TEXT_AT, b"\0") + encoded
     word = word.ljust(max(len(word), _CUTOFF), b"\0")  # a regular stream, as Word writes it
     info = summary_information({PID_TITLE: title, PID_NUM_PAGES: pages})
-    return compound_file({"WordDocument": word, "1Table": clx, "\x05SummaryInformation": info})
+    tree: dict[str, bytes | Tree] = {"WordDocument": word, "1Table": clx, "\x05SummaryInformation": info}
+    if objects:
+        tree["ObjectPool"] = objects
+    return compound_file(tree)
 
 
 # -- Excel 97 (BIFF8) ------------------------------------------------------------------------
@@ -208,6 +212,12 @@ def _sheet(rows: Sequence[Sequence[str | float]]) -> bytes:
 
 def excel97_workbook(sheets: Mapping[str, Sequence[Sequence[str | float]]], title: str) -> bytes:
     """An .xls (BIFF8): globals with one BOUNDSHEET per sheet, then the sheets as LABEL and NUMBER cells."""
+    info = summary_information({PID_TITLE: title})
+    return compound_file({"Workbook": excel97_stream(sheets), "\x05SummaryInformation": info})
+
+
+def excel97_stream(sheets: Mapping[str, Sequence[Sequence[str | float]]]) -> bytes:
+    """The ``Workbook`` stream of an .xls (what an Excel object embedded in a .doc keeps in its storage)."""
     bodies = [_sheet(rows) for rows in sheets.values()]
 
     def boundsheets(offsets: Sequence[int]) -> bytes:
@@ -223,16 +233,17 @@ def excel97_workbook(sheets: Mapping[str, Sequence[Sequence[str | float]]], titl
         offsets.append(at)
         at += len(body)
     stream = head + boundsheets(offsets) + _record(0x000A) + b"".join(bodies)
-    stream = stream.ljust(_CUTOFF, b"\0")  # Excel's Workbook stream is never in the mini stream
-    info = summary_information({PID_TITLE: title})
-    return compound_file({"Workbook": stream, "\x05SummaryInformation": info})
+    return stream.ljust(_CUTOFF, b"\0")  # Excel's Workbook stream is never in the mini stream
 
 
 # -- Outlook .msg ----------------------------------------------------------------------------
 
 
-def outlook_message(subject: str, sender: str, to: str, body: str) -> bytes:
-    """An Outlook .msg (IPM.Note) with Unicode subject, sender, recipients display and plain body."""
+def outlook_message(
+    subject: str, sender: str, to: str, body: str, attachments: Mapping[str, bytes] | None = None
+) -> bytes:
+    """An Outlook .msg (IPM.Note) with Unicode subject, sender, recipients display and plain body, and
+    ``attachments`` (file name -> content) attached by value."""
 
     def text(value: str) -> bytes:
         return value.encode("utf-16-le")
@@ -248,13 +259,22 @@ def outlook_message(subject: str, sender: str, to: str, body: str) -> bytes:
     }
     name, address = to.split("<")[0].strip(), to.split("<")[-1].rstrip(">")
     recipient = {"3001": text(name), "3003": text(address), "39FE": text(address)}
-    header = b"\0" * 8 + struct.pack("<IIII", 1, 0, 1, 0) + b"\0" * 8  # next recipient id, attachment id, counts
+    count = len(attachments or {})
+    header = b"\0" * 8 + struct.pack("<IIII", 1, count, 1, count) + b"\0" * 8  # next recipient/attachment id, counts
     fixed = struct.pack("<IIII", 0x340D0003, 2, 0x00040000, 0)  # PR_STORE_SUPPORT_MASK: STORE_UNICODE_OK
     tree: dict[str, bytes | Tree] = _string_properties(strings, header + fixed)
     tree["__recip_version1.0_#00000000"] = _string_properties(
         recipient,
         b"\0" * 8 + struct.pack("<IIII", 0x0C150003, 2, 1, 0),  # PR_RECIPIENT_TYPE: To
     )
+    for index, (filename, data) in enumerate((attachments or {}).items()):
+        attachment = _string_properties(
+            {"3707": text(filename), "3704": text(filename)},
+            b"\0" * 8 + struct.pack("<IIII", 0x37050003, 2, 1, 0),  # PR_ATTACH_METHOD: ATTACH_BY_VALUE
+        )
+        attachment["__properties_version1.0"] += struct.pack("<IIII", 0x37010102, 6, len(data), 0)
+        attachment["__substg1.0_37010102"] = data  # PR_ATTACH_DATA_BIN
+        tree[f"__attach_version1.0_#{index:08X}"] = attachment
     tree["__nameid_version1.0"] = {f"__substg1.0_000{n}0102": b"" for n in (2, 3, 4)}
     return compound_file(tree)
 
@@ -267,3 +287,45 @@ def _string_properties(strings: Mapping[str, bytes], head: bytes) -> dict[str, b
     tree: dict[str, bytes | Tree] = {f"__substg1.0_{pid}001F": raw for pid, raw in strings.items()}
     tree["__properties_version1.0"] = props
     return tree
+
+
+# -- OLE objects (embedded in RTF and Word documents) ------------------------------------------
+
+
+def ole_package(filename: str, data: bytes) -> bytes:
+    """The Packager's native data for a file dropped into a document (what an ``\\x01Ole10Native`` stream holds
+    after its 4-byte size, and what an RTF ``Package`` object's native data is)."""
+    path = f"C:\\Users\\someone\\{filename}".encode("cp1252") + b"\0"
+    return (
+        struct.pack("<H", 2)
+        + filename.encode("cp1252")
+        + b"\0"
+        + path
+        + struct.pack("<HHI", 0, 3, len(path))
+        + path
+        + struct.pack("<I", len(data))
+        + data
+    )
+
+
+def ole1_object(class_name: str, native: bytes) -> bytes:
+    """An OLE 1.0 EmbeddedObject (MS-OLEDS 2.2.4), what an RTF ``\\objdata`` holds in hex."""
+
+    def ansi(text: str) -> bytes:
+        raw = text.encode("cp1252") + b"\0" if text else b""
+        return struct.pack("<I", len(raw)) + raw
+
+    return (
+        struct.pack("<II", 0x0501, 2) + ansi(class_name) + ansi("") + ansi("") + struct.pack("<I", len(native)) + native
+    )
+
+
+def comp_obj(user_type: str, prog_id: str) -> bytes:
+    """A ``\\x01CompObj`` stream naming an object's class (MS-OLEDS 2.3.8)."""
+
+    def ansi(text: str) -> bytes:
+        raw = text.encode("cp1252") + b"\0"
+        return struct.pack("<I", len(raw)) + raw
+
+    header = struct.pack("<HHII", 1, 0xFFFE, 0x0A03, 0xFFFFFFFF) + b"\0" * 16
+    return header + ansi(user_type) + struct.pack("<I", 0) + ansi(prog_id) + struct.pack("<I", 0x71B239F4)

@@ -28,10 +28,14 @@ from background_tasks.processing import pipeline
 from background_tasks.storage.store import DocumentStore
 from tests.corpus import corpus_dir
 from tests.generated_corpus import (
+    ATTACHED_SCAN_LINES,
     DOC_PARAGRAPHS,
+    EQUATIONS,
     EXTRA_FILES,
     GENERATED_FILES,
     MSG_FIELDS,
+    OBJECT_RESULT,
+    PACKAGED_TEXT,
     PDF_PAGES,
     SCAN_LINES,
     SCAN_PDF_PAGES,
@@ -207,6 +211,39 @@ GENERATED_VECTORS = (
     ),
     Vector(
         GENERATED,
+        "objects.rtf",
+        (
+            f"Dear reader,\n{OBJECT_RESULT}\nSee the attached notes.",
+            f"--- Embedded: notes.txt ---\n{PACKAGED_TEXT}",
+            "--- Embedded: Excel.Sheet.8 ---\n## Sheet: Tides",
+            "month: April | height: 4.6",
+        ),
+        ("objdata", "d0cf11e0", "wmetafile"),
+        {"title": "Objects letter", "embedded_objects": ["MSGraph.Chart.8", "notes.txt", "Excel.Sheet.8"]},
+    ),
+    Vector(
+        GENERATED,
+        "charts.doc",
+        (*DOC_PARAGRAPHS, "--- Embedded: Excel.Chart.8 ---", "month: March | height: 4.2", PACKAGED_TEXT),
+        ("ObjectPool", "Ole10Native", "\x00"),
+        {"title": "Tide memo", "embedded_objects": ["Excel.Chart.8", "notes.txt"]},
+    ),
+    Vector(
+        GENERATED,
+        "equations.docx",
+        ("Equations of the tide model", *EQUATIONS, "End of the equations"),
+        ("<m:", "oMath"),
+        {"mime_type": "application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
+    ),
+    Vector(
+        GENERATED,
+        "scan-attached.eml",
+        ("Subject: Scanned receipt", "--- Attachment: receipt.png ---", *ATTACHED_SCAN_LINES),
+        ("iVBORw0KGgo",),
+        {"subject": "Scanned receipt", "attachments": ["receipt.png"]},
+    ),
+    Vector(
+        GENERATED,
         "records-cut-off.json",
         ("[0].city: Lisbon", "[4].note: stop 5 of the tour"),
         ('"city":',),
@@ -235,6 +272,25 @@ CORPUS_VECTORS = (
         ("Summer activities", "Swimming in the lake", "Figure 1: This is a cute duckling"),
         ("<w:",),
         {"page_count": 2, "language": "en"},
+    ),
+    Vector(
+        CORPUS,
+        "docx/equations.docx",
+        ("sin θ=(mλ)/a", "10^(-6) mm", "θ=sin^(-1) (2.2×10^(-4))", "a/λ=m/(sin θ)=1/(sin 45.0^∘)=1.41"),
+        ("<m:",),
+        {"page_count": 1},
+    ),
+    Vector(
+        CORPUS,
+        "doc/testWORD_2006ml.doc",
+        (
+            "The quick brown fox jumped over the lazy brown dog.",
+            "--- Embedded: AcroExch.Document.11 ---\nApache Tika - Apache Tika",
+            "--- Embedded: Excel.Chart.8 ---",
+            "Category 4 | Series 1: 4.5 | Series 2: 2.8 | Series 3: 5",
+        ),
+        ("frog", "%PDF"),
+        {"embedded_objects": ["testJPEG_EXIF.jpg", "AcroExch.Document.11", "PowerPoint.Show.8", "Excel.Chart.8"]},
     ),
     Vector(
         CORPUS,
