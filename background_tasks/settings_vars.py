@@ -466,7 +466,8 @@ VARIABLES: tuple[Var, ...] = (
         "ocr_max_pages_per_task",
         p.pos_int,
         "10",
-        "Pages OCR'd within one task; longer scans continue on the analysis queue in ranges of this size.",
+        "Pages OCR'd within one task (longer scans continue on the analysis queue in ranges of this size);"
+        " also the cap on pictures OCR'd inside one e-mail.",
         "OCR",
     ),
     # Semantic search (embeddings)
