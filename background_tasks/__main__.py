@@ -236,15 +236,24 @@ def _cmd_ledger(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_sources(args: argparse.Namespace, out: TextIO) -> int:
     from background_tasks.sources.status import all_statuses
 
-    rows = all_statuses(settings_or_exit())
+    settings = settings_or_exit()
+    if args.action == "retry-failed":
+        from background_tasks.storage.mail_messages import request_retry
+
+        count = request_retry(settings.database_url_resolved, args.account)
+        whose = f"account {_safe(args.account)}" if args.account else "all accounts"
+        print(f"{count} failed or too large mail(s) of {whose} will be fetched again at the next run", file=out)
+        return 0
+    rows = all_statuses(settings)
     if not rows:
         print("no sources configured", file=out)
         return 0
     for row in rows:
         when = row.last_run_at.isoformat(timespec="seconds") if row.last_run_at else "never"
         took = "" if row.last_run_s is None else f" ({row.last_run_s:.1f} s)"
+        ok = row.last_success_at.isoformat(timespec="seconds") if row.last_success_at else "never"
         print(
-            f"{row.kind:<5} {_safe(row.name)}  last run {when}{took}  seen {row.seen}  "
+            f"{row.kind:<5} {_safe(row.name)}  last run {when}{took}  last success {ok}  seen {row.seen}  "
             f"submitted {row.submitted}  failed {row.failed}",
             file=out,
         )
@@ -393,7 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.set_defaults(func=_cmd_ledger)
 
     sources = sub.add_parser("sources", help="S3 prefixes and mail accounts MIDAS fetches from")
-    sources.add_argument("action", choices=("status",), help="status: per source, last run, seen, submitted, errors")
+    sources.add_argument(
+        "action",
+        choices=("status", "retry-failed"),
+        help="status: per source, last run, last success, seen, submitted, errors; "
+        "retry-failed: fetch the mails recorded as failed or too large again at the next run",
+    )
+    sources.add_argument("--account", metavar="NAME", help="retry-failed: only this mail account")
     sources.set_defaults(func=_cmd_sources)
 
     api = sub.add_parser("api", help="the HTTP API's tokens (the server is the api service)")

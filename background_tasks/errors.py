@@ -4,6 +4,9 @@
 cannot help, so they are recorded and never retried. ``TransientError`` is the
 single retryable type: the task base class (``task_base.MidasTask``) retries it
 with exponential backoff and jitter.
+A source's errors (``MailError`` and its kinds) share a family base and are each one of the two:
+a refused password or a bad configuration is permanent for the run that met it (recorded, tried
+again only at the next interval), a server that cannot be reached is transient.
 Each class carries an ``error_type`` (an ``ErrorType``, a ``StrEnum``) that results and the store record.
 """
 
@@ -51,6 +54,16 @@ class ErrorType(StrEnum):
     ORIGINAL_UNAVAILABLE = "original_unavailable"
     #: a document processed again whose file no longer holds the content it was recorded with
     CONTENT_CHANGED = "content_changed"
+    #: a mail account cannot be fetched (the family of the four below)
+    MAIL_ERROR = "mail_error"
+    #: the mail configuration, or the password or token it names, cannot be used
+    MAIL_CONFIG = "mail_config"
+    #: a mail server refused the user's password or OAuth2 token
+    AUTH_FAILED = "auth_failed"
+    #: a mail server answered NO or BAD: a folder it will not open, a mail it will not give
+    MAIL_REFUSED = "mail_refused"
+    #: a mail server cannot be reached, or dropped the connection
+    MAIL_UNREACHABLE = "mail_unreachable"
 
 
 class MidasError(Exception):
@@ -236,3 +249,36 @@ class FileNotReady(TransientError):
     """The file is still being written or is locked by another program."""
 
     error_type: ErrorType = ErrorType.FILE_NOT_READY
+
+
+# -- sources: each error is one of the two kinds above as well as its source's family ------------
+
+
+class MailError(MidasError):
+    """A mail account cannot be fetched now; ``str()`` is the plain reason shown in status and logs (never a secret)."""
+
+    error_type: ErrorType = ErrorType.MAIL_ERROR
+
+
+class MailConfigError(MailError, PermanentError):
+    """The mail configuration is invalid, or a password or token it names cannot be had; the message says where."""
+
+    error_type: ErrorType = ErrorType.MAIL_CONFIG
+
+
+class MailAuthFailed(MailError, PermanentError):
+    """The mail server refused the user's password or token: the same login fails again until it is put right."""
+
+    error_type: ErrorType = ErrorType.AUTH_FAILED
+
+
+class MailRefused(MailError, PermanentError):
+    """The mail server answered NO or BAD: a folder it will not open, a mail it will not give."""
+
+    error_type: ErrorType = ErrorType.MAIL_REFUSED
+
+
+class MailUnreachable(MailError, TransientError):
+    """The mail server cannot be reached, or dropped the connection: tried again at the next interval."""
+
+    error_type: ErrorType = ErrorType.MAIL_UNREACHABLE

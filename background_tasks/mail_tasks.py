@@ -11,9 +11,11 @@ import logging
 from functools import lru_cache
 from typing import Any
 
-from redis.exceptions import LockError
+from kombu.exceptions import OperationalError
+from redis.exceptions import LockError, RedisError
 
 from background_tasks import keys
+from background_tasks.errors import TransientError
 from background_tasks.settings import get_settings
 from background_tasks.sources.mail.fetch import fetch_all
 from celery_config import app
@@ -22,7 +24,12 @@ log = logging.getLogger(__name__)
 
 
 def _submit(path: str, origin: dict[str, str], task_id: str) -> None:
-    app.send_task(keys.PROCESS_DOCUMENT_FILE, args=[path], kwargs={"origin": origin}, task_id=task_id)
+    """Send one file; a broker that does not take it is a ``TransientError``: the run stops, the mail is
+    taken again next run (same task id), and it never counts against the mail as a poison attempt."""
+    try:
+        app.send_task(keys.PROCESS_DOCUMENT_FILE, args=[path], kwargs={"origin": origin}, task_id=task_id)
+    except (OperationalError, RedisError) as exc:
+        raise TransientError(f"the broker did not take the task ({type(exc).__name__}: {exc})") from exc
 
 
 @lru_cache(maxsize=1)

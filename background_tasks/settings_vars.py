@@ -180,7 +180,8 @@ VARIABLES: tuple[Var, ...] = (
         "max_redeliveries",
         p.pos_int,
         "3",
-        "A task whose worker process died this many times is failed, not run again.",
+        "A task whose worker process died this many times is failed, not run again; "
+        "a mail that stopped its account's fetch this many times is recorded as failed and skipped.",
         "Tasks",
     ),
     Var(

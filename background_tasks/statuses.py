@@ -54,6 +54,28 @@ class HealthStatus(StrEnum):
     CRITICAL = "critical"
 
 
+class MailOutcome(StrEnum):
+    """What became of one mail an account's fetch handled (``mail_messages.outcome``)."""
+
+    SUBMITTED = "submitted"
+    NO_DOCUMENT = "no_document"  # its rule took it, and nothing in it is a file MIDAS processes
+    NO_RULE = "no_rule"
+    DUPLICATE = "duplicate"  # the same Message-ID was taken before (another folder, an older UIDVALIDITY)
+    TOO_LARGE = "too_large"  # every file it would give is over MIDAS_MAX_FILE_MB
+    FAILED = "failed"  # it cannot be read, none of its files could, or it stopped the fetch too often
+    RETRY = "retry"  # failed or too large, and asked to be fetched again (``sources retry-failed``)
+
+    @classmethod
+    def taken(cls) -> frozenset[MailOutcome]:
+        """Mails taken as their rule wanted: only these get the rule's after-action (read, flag, move)."""
+        return frozenset({cls.SUBMITTED, cls.NO_DOCUMENT})
+
+    @classmethod
+    def retryable(cls) -> frozenset[MailOutcome]:
+        """Mails that gave no document they should have: ``sources retry-failed`` has them fetched again."""
+        return frozenset({cls.FAILED, cls.TOO_LARGE})
+
+
 def sql_in(column: str, values: type[StrEnum]) -> str:
     """``column IN ('a', 'b')`` for a CHECK constraint (the values are our own constants)."""
     return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"

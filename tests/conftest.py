@@ -138,6 +138,24 @@ def redis_server() -> Iterator[RedisServer]:
     server.kill()
 
 
+@pytest.fixture
+def dovecot():
+    """A private Dovecot IMAP server (tests/imap_server.py) with the user alice, gone after the test."""
+    from tests.imap_server import ImapServer
+
+    server = ImapServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def mail_account(tmp_path):
+    """Factory: the mail account ``test`` of a test Dovecot, as a user writes it (``mail_support.AccountFactory``)."""
+    from tests.mail_support import AccountFactory
+
+    return AccountFactory(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def app(redis_server):
     """The project's Celery app, configured (by the environment above) for the private Redis."""

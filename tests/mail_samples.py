@@ -57,3 +57,28 @@ def nested_mail(depth: int = 50, sender: str = "n@test") -> bytes:
             + f"\r\n--b{level}--\r\n".encode()
         )
     return nested
+
+
+def deep_multipart(depth: int, subject: str = "too deep", message_id: str = "<deep@test>") -> bytes:
+    """Multiparts nested ``depth`` deep around one text attachment: at 1,000 Python's email parser runs
+    out of recursion (a mail that cannot be parsed); Dovecot stores it all the same."""
+    head = f"From: d@test\r\nSubject: {subject}\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\n".encode()
+    opening = b"".join(
+        f'Content-Type: multipart/mixed; boundary="d{i}"\r\n\r\n--d{i}\r\n'.encode() for i in range(depth)
+    )
+    inner = b"Content-Type: text/plain\r\nContent-Disposition: attachment; filename=deep.txt\r\n\r\ndeep\r\n"
+    closing = b"".join(f"--d{i}--\r\n".encode() for i in reversed(range(depth)))
+    return head + opening + inner + closing
+
+
+def attached_deep_mail(depth: int = 400) -> bytes:
+    """A mail whose one attachment is a mail of multiparts ``depth`` deep: the outer mail parses, the
+    attached one cannot be written out again (``cannot be decoded: RecursionError``)."""
+    inner = deep_multipart(depth, "inside", "<inside@test>")
+    return (
+        b"From: w@test\r\nSubject: wraps a deep one\r\nMessage-ID: <wraps@test>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="W"\r\n\r\n--W\r\nContent-Type: text/plain\r\n\r\nsee\r\n'
+        b'--W\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename="inside.eml"\r\n\r\n'
+        + inner
+        + b"\r\n--W--\r\n"
+    )

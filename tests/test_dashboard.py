@@ -426,10 +426,12 @@ def test_overview_shows_each_source_as_sources_status_does(tmp_path: Path) -> No
     bills = rows["s3://bills/in"]
     assert (bills["kind"], bills["seen"], bills["submitted"], bills["failed"]) == ("s3", 5, 3, 0)
     assert bills["last run (UTC)"] == "2026-12-06 09:30:05 UTC" and bills["took"] == "2.250 s"
+    assert bills["last success (UTC)"] == "2026-12-06 09:30:05 UTC"  # that listing had no error
     assert rows["s3://empty/none"]["last run (UTC)"] == "never"
     shop = next(r for name, r in rows.items() if name.startswith("shop "))
     assert (shop["kind"], shop["seen"], shop["submitted"], shop["failed"], shop["took"]) == ("mail", 7, 4, 2, "0.500 s")
     assert "login refused" in shop["error"]
+    assert shop["last success (UTC)"] == "never"  # its only run failed
     assert any("login refused" in w.value for w in at.warning)
     quiet = next(r for name, r in rows.items() if name.startswith("quiet "))
     assert (quiet["seen"], quiet["last run (UTC)"]) == (0, "never")

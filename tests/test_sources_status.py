@@ -38,3 +38,18 @@ def test_the_cli_says_when_no_source_is_configured(settings, monkeypatch) -> Non
     out = io.StringIO()
     assert cli.main(["sources", "status"], out=out) == 0
     assert "no sources configured" in out.getvalue()
+
+
+def test_an_s3_source_keeps_its_last_successful_listing(settings) -> None:
+    from background_tasks.storage import s3_objects
+
+    url, source = settings.database_url_resolved, "s3://bills/in"
+    ok, failed = datetime(2026, 12, 6, 9, 0, tzinfo=UTC), datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+    s3_objects.record_run(url, source, ok, 1.0, 3, 3, 0, None)
+    s3_objects.record_run(url, source, failed, 0.2, 0, 0, 0, "the S3 server cannot be reached")
+    (figures,) = s3_objects.figures(url, [source])
+    assert (figures.last_run_at, figures.last_success_at, figures.error) == (
+        failed,
+        ok,
+        "the S3 server cannot be reached",
+    )

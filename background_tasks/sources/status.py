@@ -30,6 +30,8 @@ class SourceStatus:
     submitted: int = 0
     failed: int = 0
     error: str | None = None
+    #: the start of the last run that ended without an error (``last_run_at`` counts failed runs too)
+    last_success_at: datetime | None = None
 
 
 #: ``"module:function"`` of each kind of source; the function takes Settings and returns its SourceStatus list

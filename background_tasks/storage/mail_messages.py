@@ -1,8 +1,10 @@
-"""The SQL of the mail source: which mails were taken (``mail_messages``) and each account's runs (``mail_accounts``).
+"""The SQL of the mail source: which mails were taken (``mail_messages``), each account's runs
+(``mail_accounts``) and the mails that stopped a run (``mail_attempts``).
 
 A mail is recorded once it was handled (its files submitted, or found to give none), in one
 statement that ignores a place already recorded, so two overlapping runs never record a mail
-twice. Every time is UTC; SQLite hands times back without their zone.
+twice; only a mail marked ``retry`` (``sources retry-failed``) is recorded over. Every time is
+UTC; SQLite hands times back without their zone.
 """
 
 from __future__ import annotations
@@ -12,12 +14,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, func, select, tuple_, update
 
-from background_tasks.storage.db import get_engine, read_scope, session_scope
-from background_tasks.storage.models import MailAccountState, MailMessageRow
+from background_tasks.statuses import MailOutcome
+from background_tasks.storage.db import read_scope, session_scope
+from background_tasks.storage.models import MailAccountState, MailAttemptRow, MailMessageRow
 from background_tasks.storage.schema import create_schema
+from background_tasks.storage.values import upsert
+
+#: the columns that say where a mail is (its unique key)
+_PLACE = ("account", "folder", "uidvalidity", "uid")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class AccountRun:
     failed: int
     error: str | None
     error_since: datetime | None
+    last_success_at: datetime | None = None
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -74,7 +81,8 @@ def last_uid(url: str, account: str, folder: str, uidvalidity: int) -> int:
 
 
 def known_keys(url: str, account: str, keys: Iterable[str]) -> set[str]:
-    """Which of ``keys`` (message keys) this account has taken already, from any folder or UIDVALIDITY."""
+    """Which of ``keys`` (message keys) this account has taken already, from any folder or UIDVALIDITY
+    (a mail waiting to be fetched again is not taken)."""
     wanted = list(dict.fromkeys(keys))
     if not wanted:
         return set()
@@ -85,18 +93,22 @@ def known_keys(url: str, account: str, keys: Iterable[str]) -> set[str]:
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             found.update(
-                session.execute(select(m.message_key).where(m.account == account, m.message_key.in_(chunk))).scalars()
+                session.execute(
+                    select(m.message_key).where(
+                        m.account == account, m.message_key.in_(chunk), m.outcome != MailOutcome.RETRY
+                    )
+                ).scalars()
             )
     return found
 
 
 def record(url: str, records: Sequence[MailRecord]) -> int:
-    """Record handled mails; a place recorded before is left as it is. Returns how many were new."""
+    """Record handled mails; a place recorded before is left as it is, unless it waits to be fetched
+    again (``retry``). Their attempts (``note_attempt``) go in the same transaction. Returns how many
+    were recorded."""
     if not records:
         return 0
     create_schema(url)
-    engine = get_engine(url)
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     now = datetime.now(UTC)
     rows = [
         {
@@ -109,7 +121,7 @@ def record(url: str, records: Sequence[MailRecord]) -> int:
             "sender": _clip(r.sender),
             "subject": _clip(r.subject),
             "rule": r.rule,
-            "outcome": r.outcome,
+            "outcome": str(r.outcome),
             "documents": r.documents,
             "parts_json": list(r.parts),
             "detail": _clip(r.detail),
@@ -117,12 +129,85 @@ def record(url: str, records: Sequence[MailRecord]) -> int:
         }
         for r in records
     ]
-    statement = insert(MailMessageRow).on_conflict_do_nothing(
-        index_elements=["account", "folder", "uidvalidity", "uid"]
-    )
+    a = MailAttemptRow
+    places = [(r.account, r.folder, r.uidvalidity, r.uid) for r in records]
     with session_scope(url) as session:
+        statement = upsert(session, MailMessageRow.__table__)
+        statement = statement.on_conflict_do_update(
+            index_elements=list(_PLACE),
+            set_={key: statement.excluded[key] for key in rows[0] if key not in _PLACE},
+            where=MailMessageRow.outcome == MailOutcome.RETRY,
+        )
         result = session.connection().execute(statement, rows)
+        session.execute(delete(a).where(tuple_(a.account, a.folder, a.uidvalidity, a.uid).in_(places)))
     return max(result.rowcount or 0, 0)
+
+
+def note_attempt(url: str, account: str, folder: str, uidvalidity: int, uid: int, error: str) -> int:
+    """One more run stopped while taking this mail (``error`` says how); returns how many have so far."""
+    create_schema(url)
+    now = datetime.now(UTC)
+    place = {"account": account, "folder": folder, "uidvalidity": uidvalidity, "uid": uid}
+    a = MailAttemptRow
+    with session_scope(url) as session:
+        statement = upsert(session, a.__table__).values(**place, attempts=1, error=_clip(error), last_at=now)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=list(_PLACE),
+                set_={"attempts": a.attempts + 1, "error": statement.excluded.error, "last_at": now},
+            )
+        )
+        found = session.execute(
+            select(a.attempts).where(
+                a.account == account, a.folder == folder, a.uidvalidity == uidvalidity, a.uid == uid
+            )
+        ).scalar_one()
+    return int(found)
+
+
+def retry_uids(url: str, account: str, folder: str, uidvalidity: int) -> list[int]:
+    """The UIDs of this folder (under this UIDVALIDITY) asked to be fetched again, ascending."""
+    create_schema(url)
+    m = MailMessageRow
+    with read_scope(url) as session:
+        return list(
+            session.execute(
+                select(m.uid)
+                .where(m.account == account, m.folder == folder, m.uidvalidity == uidvalidity)
+                .where(m.outcome == MailOutcome.RETRY)
+                .order_by(m.uid)
+            ).scalars()
+        )
+
+
+def request_retry(url: str, account: str | None = None) -> int:
+    """Mark every failed or too large mail (of ``account``, or of all) to be fetched again; returns how many."""
+    create_schema(url)
+    m = MailMessageRow
+    statement = update(m).where(m.outcome.in_([str(o) for o in MailOutcome.retryable()]))
+    if account is not None:
+        statement = statement.where(m.account == account)
+    with session_scope(url) as session:
+        result = session.execute(
+            statement.values(outcome=MailOutcome.RETRY), execution_options={"synchronize_session": False}
+        )
+    return max(result.rowcount or 0, 0)
+
+
+def retry_gone(url: str, account: str, folder: str, uidvalidity: int, uids: Iterable[int]) -> None:
+    """Mails asked to be fetched again that are no longer in their folder: failed again, saying so."""
+    wanted = list(uids)
+    if not wanted:
+        return
+    m = MailMessageRow
+    with session_scope(url) as session:
+        session.execute(
+            update(m)
+            .where(m.account == account, m.folder == folder, m.uidvalidity == uidvalidity, m.uid.in_(wanted))
+            .where(m.outcome == MailOutcome.RETRY)
+            .values(outcome=MailOutcome.FAILED, detail="no longer in the folder when it was to be fetched again"),
+            execution_options={"synchronize_session": False},
+        )
 
 
 def messages(url: str, account: str, folder: str | None = None) -> list[MailRecord]:
@@ -164,7 +249,8 @@ def record_run(
     failed: int,
     error: str | None,
 ) -> AccountRun:
-    """Add a run to the account's totals; an error keeps the time it first appeared (``error_since``)."""
+    """Add a run to the account's totals; an error keeps the time it first appeared (``error_since``),
+    a run without one is the last success (``last_success_at``)."""
     create_schema(url)
     with session_scope(url) as session:
         row = session.get(MailAccountState, account)
@@ -176,6 +262,8 @@ def record_run(
         row.seen, row.submitted, row.failed = row.seen + seen, row.submitted + submitted, row.failed + failed
         row.error = _clip(error)
         row.error_since = None if error is None else (row.error_since if was else at)
+        if error is None:
+            row.last_success_at = at
         session.flush()
         return _run(row)
 
@@ -200,4 +288,5 @@ def _run(row: MailAccountState) -> AccountRun:
         failed=row.failed,
         error=row.error,
         error_since=_utc(row.error_since),
+        last_success_at=_utc(row.last_success_at),
     )

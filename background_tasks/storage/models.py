@@ -357,7 +357,7 @@ class MailMessageRow(Base):
     sender: Mapped[str | None] = mapped_column(Text)
     subject: Mapped[str | None] = mapped_column(Text)
     rule: Mapped[str | None] = mapped_column(String(64))
-    #: submitted | no_document | no_rule | duplicate | too_large | failed
+    #: a ``statuses.MailOutcome``: submitted | no_document | no_rule | duplicate | too_large | failed | retry
     outcome: Mapped[str] = mapped_column(String(20))
     documents: Mapped[int] = mapped_column(Integer, default=0)
     #: what was submitted (file name, task id) and what was skipped (name, reason)
@@ -385,6 +385,26 @@ class MailAccountState(Base):
     #: the last run's problem in plain words (never a secret), and since when it persists
     error: Mapped[str | None] = mapped_column(Text)
     error_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: the start of the last run that ended without an error (added to older databases by ``schema``)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class MailAttemptRow(Base):
+    """A mail whose taking stopped its account's fetch: how many runs it stopped, and the last error.
+
+    Deleted once the mail is recorded. At MIDAS_MAX_REDELIVERIES the mail is recorded as ``failed``
+    and the fetch goes on past it, so one poison mail never holds an account at the same place.
+    """
+
+    __tablename__ = "mail_attempts"
+
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    folder: Mapped[str] = mapped_column(String(255), primary_key=True)
+    uidvalidity: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    uid: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    last_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 # -- S3 sources: every object listed under a configured prefix, and each prefix's last listing ----------
@@ -434,3 +454,5 @@ class S3SourceRun(Base):
     submitted: Mapped[int] = mapped_column(Integer, default=0)
     failed: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    #: the start of the last listing that ended without an error (added to older databases by ``schema``)
+    last_success_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

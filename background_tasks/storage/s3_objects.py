@@ -50,6 +50,7 @@ class SourceFigures:
     submitted: int
     failed: int
     deleted: int
+    last_success_at: datetime | None = None
 
 
 def record_listed(url: str, source: str, objects: Sequence[ListedObject], listed_at: datetime) -> None:
@@ -141,7 +142,7 @@ def record_run(
     failed: int,
     error: str | None,
 ) -> None:
-    """Keep the last listing of ``source`` (overwrites the one before)."""
+    """Keep the last listing of ``source`` (overwrites the one before; one without an error is the last success)."""
     create_schema(url)
     values = {
         "source": source,
@@ -152,6 +153,8 @@ def record_run(
         "failed": failed,
         "error": error,
     }
+    if error is None:
+        values["last_success_at"] = started_at
     with session_scope(url) as session:
         stmt = upsert(session, S3SourceRun.__table__).values(values)
         session.execute(stmt.on_conflict_do_update(index_elements=["source"], set_=values))
@@ -191,6 +194,7 @@ def figures(url: str, sources: Sequence[str]) -> list[SourceFigures]:
                     submitted=counts.get("submitted", 0),
                     failed=session.scalar(_failed_documents(source)) or 0,
                     deleted=counts.get("deleted", 0),
+                    last_success_at=as_utc(run.last_success_at) if run and run.last_success_at else None,
                 )
             )
     return out

@@ -13,11 +13,11 @@ from background_tasks.ops.dashboard.view import fmt_seconds, fmt_time, md
 from background_tasks.settings import Settings
 from background_tasks.sources.status import SourceStatus, all_statuses
 
-COLUMNS = ("kind", "source", "seen", "submitted", "failed", "last run (UTC)", "took", "error")
+COLUMNS = ("kind", "source", "seen", "submitted", "failed", "last run (UTC)", "took", "last success (UTC)", "error")
 
 
 def sources_table(rows: list[SourceStatus]) -> pd.DataFrame:
-    """One line per source; a source never listed or fetched shows ``never``."""
+    """One line per source; a source never listed or fetched (or never without an error) shows ``never``."""
     return pd.DataFrame(
         [
             {
@@ -28,6 +28,7 @@ def sources_table(rows: list[SourceStatus]) -> pd.DataFrame:
                 "failed": row.failed,
                 "last run (UTC)": fmt_time(row.last_run_at) if row.last_run_at else "never",
                 "took": fmt_seconds(row.last_run_s),
+                "last success (UTC)": fmt_time(row.last_success_at) if row.last_success_at else "never",
                 "error": row.error or "",
             }
             for row in rows
@@ -37,7 +38,8 @@ def sources_table(rows: list[SourceStatus]) -> pd.DataFrame:
 
 
 def sources_panel(settings: Settings) -> None:
-    """S3 sources and mail accounts: objects seen, submitted, failed, the last listing and how long it took."""
+    """S3 sources and mail accounts: objects seen, submitted, failed, the last listing (how long it took)
+    and the last one without an error."""
     st.subheader("Sources")
     rows = all_statuses(settings)
     if not rows:

@@ -21,6 +21,8 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from background_tasks.errors import MailConfigError
+
 TLS_MODES = ("implicit", "starttls", "plain")
 PROCESS_MODES = ("attachments", "eml", "both")
 AFTER_ACTIONS = ("none", "read", "flag", "move")
@@ -32,10 +34,6 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _SECRET_KEYS = ("password_env", "password_file", "oauth2_token_file", "oauth2_token_command")
 _ACCOUNT_KEYS = {"name", "host", "port", "tls", "user", "folders", "rule", "rules", "ca_file", *_SECRET_KEYS}
 _RULE_KEYS = {"name", "from", "to", "subject", "has_attachment", "since", "process", "after", "move_to"}
-
-
-class MailConfigError(ValueError):
-    """The mail configuration is invalid; the message names the file, the account and the key."""
 
 
 @dataclass(frozen=True)

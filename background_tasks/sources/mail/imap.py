@@ -2,8 +2,9 @@
 
 Everything goes by UID (sequence numbers shift when another client expunges). Bodies are
 fetched with ``BODY.PEEK`` so reading never marks a mail read; only an after-action does.
-Failures become two plain errors a person can act on: ``MailAuthFailed`` and
-``MailUnreachable`` (no password or token ever in a message).
+Failures become plain errors a person can act on, rooted in ``errors``: ``MailAuthFailed``
+(permanent), ``MailRefused`` (the server said NO: permanent) and ``MailUnreachable`` (transient);
+no password or token is ever in a message.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import ssl
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from background_tasks.sources.mail.config import Account, MailConfigError
+from background_tasks.errors import MailAuthFailed, MailConfigError, MailRefused, MailUnreachable
+from background_tasks.sources.mail.config import Account
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +37,6 @@ _UNQUOTE = re.compile(rb"\\(.)")
 _MUTF7_RUN = re.compile(r"&([A-Za-z0-9+,]*)-")
 #: the name at the end of a LIST line: a quoted string or an atom
 _LIST_NAME = re.compile(r'(?:"((?:[^"\\]|\\.)*)"|([^\s"]+))\s*$')
-
-
-class MailError(Exception):
-    """A mail account cannot be fetched now; ``str()`` is the plain reason shown in status and logs."""
-
-
-class MailAuthFailed(MailError):
-    """The server refused the user's password or token."""
-
-
-class MailUnreachable(MailError):
-    """The server cannot be reached, or dropped the connection."""
 
 
 #: what a lost connection looks like from imaplib (raised mid-command)
@@ -218,10 +208,10 @@ def select(client: imaplib.IMAP4, folder: str) -> int:
     typ, data = client.select(quoted(folder))
     if typ != "OK":
         known = ", ".join(folders(client)[:50]) or "none listed"
-        raise MailError(f"folder {folder!r} cannot be opened: {_text(data)} (the account's folders: {known})")
+        raise MailRefused(f"folder {folder!r} cannot be opened: {_text(data)} (the account's folders: {known})")
     _typ, validity = client.response("UIDVALIDITY")
     if not validity or validity[0] is None:
-        raise MailError(f"folder {folder!r}: the server sent no UIDVALIDITY")
+        raise MailRefused(f"folder {folder!r}: the server sent no UIDVALIDITY")
     return int(validity[-1])
 
 
@@ -229,7 +219,7 @@ def new_uids(client: imaplib.IMAP4, after_uid: int) -> list[int]:
     """UIDs above ``after_uid``, ascending (``n:*`` names the last mail even when its UID is lower)."""
     typ, data = client.uid("SEARCH", None, f"UID {after_uid + 1}:*")
     if typ != "OK":
-        raise MailError(f"UID SEARCH failed: {_text(data)}")
+        raise MailRefused(f"UID SEARCH failed: {_text(data)}")
     return sorted(u for u in (int(x) for x in (data[0] or b"").split()) if u > after_uid)
 
 
@@ -239,7 +229,7 @@ def headers(client: imaplib.IMAP4, uids: Sequence[int]) -> dict[int, Header]:
         return {}
     typ, data = client.uid("FETCH", ",".join(map(str, uids)), "(UID RFC822.SIZE BODY.PEEK[HEADER])")
     if typ != "OK":
-        raise MailError(f"FETCH of headers failed: {_text(data)}")
+        raise MailRefused(f"FETCH of headers failed: {_text(data)}")
     found: dict[int, Header] = {}
     for item in data:
         if not isinstance(item, tuple):
@@ -254,7 +244,7 @@ def body(client: imaplib.IMAP4, uid: int) -> bytes | None:
     """The whole mail as the server keeps it; None when it was expunged meanwhile."""
     typ, data = client.uid("FETCH", str(uid), "(UID BODY.PEEK[])")
     if typ != "OK":
-        raise MailError(f"FETCH of UID {uid} failed: {_text(data)}")
+        raise MailRefused(f"FETCH of UID {uid} failed: {_text(data)}")
     for item in data:
         if isinstance(item, tuple) and _FETCH_ITEM.search(item[0]):
             return item[1]
@@ -265,7 +255,7 @@ def structure(client: imaplib.IMAP4, uid: int) -> list[object] | None:
     """The mail's BODYSTRUCTURE as nested lists (strings, None for NIL); None when it was expunged meanwhile."""
     typ, data = client.uid("FETCH", str(uid), "(UID BODYSTRUCTURE)")
     if typ != "OK":
-        raise MailError(f"FETCH of the structure of UID {uid} failed: {_text(data)}")
+        raise MailRefused(f"FETCH of the structure of UID {uid} failed: {_text(data)}")
     return structure_of(parse_response(data))
 
 
@@ -286,7 +276,7 @@ def mime_headers(client: imaplib.IMAP4, uid: int, sections: Sequence[str]) -> di
     items = " ".join(f"BODY.PEEK[{section}.MIME]" for section in sections)
     typ, data = client.uid("FETCH", str(uid), f"(UID {items})")
     if typ != "OK":
-        raise MailError(f"FETCH of part headers of UID {uid} failed: {_text(data)}")
+        raise MailRefused(f"FETCH of part headers of UID {uid} failed: {_text(data)}")
     found: dict[str, bytes] = {}
     for item in data:
         if isinstance(item, tuple) and (match := _MIME_ITEM.search(item[0])):
@@ -306,10 +296,10 @@ def chunks(client: imaplib.IMAP4, uid: int, section: str, size: int) -> Iterator
                 f"{where}: connection lost while reading UID {uid} at byte {offset:,} ({type(exc).__name__})"
             ) from None
         if typ != "OK":
-            raise MailError(f"FETCH of UID {uid} part {section or 'all'} failed: {_text(data)}")
+            raise MailRefused(f"FETCH of UID {uid} part {section or 'all'} failed: {_text(data)}")
         piece = _literal(data)
         if piece is None:
-            raise MailError(f"UID {uid} was expunged while it was read")
+            raise MailRefused(f"UID {uid} was expunged while it was read")
         if piece:
             yield piece
         if len(piece) < size:
@@ -375,9 +365,9 @@ def after_action(client: imaplib.IMAP4, uids: Iterable[int], action: str, move_t
             client.create(quoted(move_to))
             typ, data = client.uid("MOVE", ids, quoted(move_to))
     else:
-        raise MailError(f"unknown after-action {action!r}")
+        raise MailConfigError(f"unknown after-action {action!r}")
     if typ != "OK":
-        raise MailError(f"{action} of UID {ids} failed: {_text(data)}")
+        raise MailRefused(f"{action} of UID {ids} failed: {_text(data)}")
 
 
 def _text(data: object) -> str:

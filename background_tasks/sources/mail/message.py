@@ -60,6 +60,8 @@ class Part:
     #: skipped because it is over the file limit (the mail's outcome is then ``too_large``)
     too_large: bool = False
     chunks: Callable[[], Iterable[bytes]] | None = None
+    #: wanted and not had (it cannot be decoded): the mail is not taken whole, so no after-action
+    failed: bool = False
 
 
 def read_headers(block: bytes) -> Headers:
@@ -210,7 +212,7 @@ def _attachment(part: Message, index: int, max_bytes: int) -> Part:
         else:
             data = part.get_payload(decode=True) or b""
     except (LookupError, ValueError, TypeError, RecursionError) as exc:
-        return Part(name, None, f"cannot be decoded: {type(exc).__name__}")
+        return Part(name, None, f"cannot be decoded: {type(exc).__name__}", failed=True)
     return _sized(name, data, max_bytes)
 
 

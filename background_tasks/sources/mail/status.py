@@ -1,4 +1,5 @@
-"""Per mail account: last fetch, mails seen, documents submitted, the last error (``sources status``)."""
+"""Per mail account: last fetch, last successful fetch, mails seen, documents submitted, the last error
+(``sources status``)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def statuses(settings: Settings) -> list[SourceStatus]:
                 submitted=run.submitted,
                 failed=run.failed,
                 error=f"{run.error} (since {run.error_since:%Y-%m-%d %H:%M} UTC)" if run.error else None,
+                last_success_at=run.last_success_at,
             )
         )
     return rows

@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from background_tasks import keys
+from background_tasks.errors import StorageUnavailable
 from background_tasks.settings import Settings
 from background_tasks.sources.mail import imap, message, parts
 from background_tasks.sources.mail.config import Account, Rule
 from background_tasks.sources.mail.message import Part
+from background_tasks.statuses import MailOutcome
 from background_tasks.storage.mail_messages import MailRecord
 
 log = logging.getLogger(__name__)
@@ -114,7 +116,7 @@ def take(
     (None: the mail was expunged meanwhile). The rule is returned for its after-action."""
     candidates = message.header_rules(place.account.rules, place.headers)
     if not candidates:
-        return place.record("no_rule", detail="no rule selects this mail"), None
+        return place.record(MailOutcome.NO_RULE, detail="no rule selects this mail"), None
     try:
         if size <= whole_below:
             read = _whole(client, place.uid, candidates, settings.max_file_bytes)
@@ -123,11 +125,11 @@ def take(
     except UNREADABLE as exc:
         log.warning("mail %s: UID %s cannot be read: %s", place.account.name, place.uid, exc)
         detail = f"the mail cannot be read ({type(exc).__name__}: {str(exc)[:200]})"
-        return place.record("failed", candidates[0], detail=detail), candidates[0]
+        return place.record(MailOutcome.FAILED, candidates[0], detail=detail), candidates[0]
     if read is None:
         return None, None
     if read.rule is None:
-        return place.record("no_rule", detail="no rule selects this mail (has_attachment)"), None
+        return place.record(MailOutcome.NO_RULE, detail="no rule selects this mail (has_attachment)"), None
     return _submit_files(place, read, settings, submit), read.rule
 
 
@@ -181,13 +183,13 @@ def _submit_files(place: Place, read: _Read, settings: Settings, submit: Submit)
     for part in read.files:
         pieces = [part.data] if part.data is not None else part.chunks() if part.chunks is not None else None
         if pieces is None:
-            recorded.append({"name": part.name, "skipped": part.reason})
+            recorded.append({"name": part.name, "skipped": part.reason, **({"failed": True} if part.failed else {})})
             too_big |= part.too_large
             continue
         try:
             saved = save(folder, part.name, pieces, settings.max_file_bytes)
         except ValueError as exc:  # a streamed part that cannot be decoded
-            recorded.append({"name": part.name, "skipped": f"cannot be decoded: {type(exc).__name__}"})
+            recorded.append({"name": part.name, "skipped": f"cannot be decoded: {type(exc).__name__}", "failed": True})
             continue
         if saved is None:
             reason = f"over the limit of {settings.max_file_bytes:,} bytes (MIDAS_MAX_FILE_MB) once decoded"
@@ -199,22 +201,41 @@ def _submit_files(place: Place, read: _Read, settings: Settings, submit: Submit)
         submit(str(path), place.origin(read.rule, part.name), task_id)
         recorded.append({"name": part.name, "task_id": task_id, "bytes": written})
     submitted = sum(1 for p in recorded if "task_id" in p)
+    failed = sum(1 for p in recorded if p.get("failed"))
     notes = list(read.notes)
-    if not submitted:
+    if failed:
+        notes.append(f"{failed} of its files cannot be decoded")
+    if not submitted and not failed:
         if too_big:
             notes.append("every file it would give is over the size limit (MIDAS_MAX_FILE_MB)")
         else:
             notes.append("no attachment of a supported type" if recorded else "no attachment")
-    outcome = "submitted" if submitted else "too_large" if too_big else "no_document"
+    outcome = _outcome(submitted, failed, too_big)
     detail = "; ".join(notes) or None
     return place.record(outcome, read.rule, documents=submitted, parts=tuple(recorded), detail=detail)
+
+
+def _outcome(submitted: int, failed: int, too_big: bool) -> MailOutcome:
+    """Any file submitted: submitted; else a file that failed makes the mail failed, one too large too_large."""
+    if submitted:
+        return MailOutcome.SUBMITTED
+    if failed:
+        return MailOutcome.FAILED
+    return MailOutcome.TOO_LARGE if too_big else MailOutcome.NO_DOCUMENT
+
+
+def taken(record: MailRecord) -> bool:
+    """The mail was taken as its rule wanted (its files submitted, or it has none MIDAS processes, and
+    none failed): only then does the rule's after-action change it on the server."""
+    return record.outcome in MailOutcome.taken() and not any(p.get("failed") for p in record.parts)
 
 
 def save(folder: Path, name: str, pieces: Iterable[bytes], max_bytes: int) -> tuple[Path, int] | None:
     """Write a working file whole (temporary name, then rename): a worker never reads half of it.
 
-    More than ``max_bytes`` leaves no file and returns None. A file that cannot be written is a
-    ``MailError`` saying so (``pieces`` from the network raise ``MailUnreachable``, never OSError).
+    More than ``max_bytes`` leaves no file and returns None. A file that cannot be written is
+    ``StorageUnavailable`` (MIDAS's own disk, not the mail: the run stops and the mail is taken next
+    run); ``pieces`` from the network raise ``MailUnreachable``, never OSError.
     """
     path = folder / name
     temporary = folder / f".{name}.part"
@@ -234,7 +255,7 @@ def save(folder: Path, name: str, pieces: Iterable[bytes], max_bytes: int) -> tu
         os.replace(temporary, path)
     except OSError as exc:
         _remove(temporary)
-        raise imap.MailError(f"the working file {path} cannot be written: {exc.strerror or exc}") from None
+        raise StorageUnavailable(f"the working file {path} cannot be written: {exc.strerror or exc}") from None
     except BaseException:
         _remove(temporary)
         raise

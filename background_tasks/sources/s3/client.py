@@ -20,6 +20,7 @@ from background_tasks.errors import (
     InvalidArgument,
     MidasError,
     ObjectNotFound,
+    PermanentError,
     StorageUnavailable,
     TransientError,
 )
@@ -100,7 +101,8 @@ def error_code(exc: BaseException) -> str | None:
 
 
 def as_midas_error(exc: BaseException, label: str) -> MidasError:
-    """The MIDAS error for a boto3/botocore exception about ``label`` (an s3:// URI)."""
+    """The MIDAS error for a boto3/botocore exception about ``label`` (an s3:// URI): always permanent
+    or transient (a 5xx, a throttle, a transport error), never the bare root."""
     from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
     from urllib3.exceptions import HTTPError as TransportError
 
@@ -124,7 +126,7 @@ def as_midas_error(exc: BaseException, label: str) -> MidasError:
             return TransientError(f"{label}: the object changed while it was read; read again")
         if status >= 500 or code in {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError"}:
             return StorageUnavailable(f"{label}: the S3 server is unavailable ({code}: {message})")
-        return MidasError(f"{label}: S3 error {code}: {message}")
+        return PermanentError(f"{label}: S3 error {code}: {message}")  # any other 4xx: the same request fails again
     if isinstance(exc, BotoCoreError | TransportError | OSError):
         return StorageUnavailable(f"{label}: the S3 server cannot be reached ({type(exc).__name__}: {exc})")
-    return MidasError(f"{label}: {type(exc).__name__}: {exc}")
+    return PermanentError(f"{label}: {type(exc).__name__}: {exc}")

@@ -21,6 +21,7 @@ def statuses(settings: Settings) -> list[SourceStatus]:
             submitted=f.submitted,
             failed=f.failed,
             error=f.error,
+            last_success_at=f.last_success_at,
         )
         for f in s3_objects.figures(settings.database_url_resolved, settings.s3_sources)
     ]
