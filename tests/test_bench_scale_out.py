@@ -33,7 +33,7 @@ def test_quick_scale_out_processes_every_document_once_on_both_hosts() -> None:
     out = run.stdout
     assert run.returncode == 0, out[-4000:] + run.stderr[-4000:]
     assert "60 documents" in out
-    rows = re.findall(r"^(local paths|object store) +(\d) +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +([\d / ]+)$", out, re.M)
+    rows = re.findall(r"^1 +(local paths|object store) +(\d) +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ +([\d / ]+)$", out, re.M)
     assert [(label, hosts) for label, hosts, _ in rows] == [
         ("local paths", "1"),
         ("object store", "1"),
