@@ -212,7 +212,7 @@ def _consumers(app, hosts: Sequence[WorkerProcess], add: bool) -> None:
         raise RuntimeError(f"{sorted(set(destination) - answered)} did not answer the consumer change")
 
 
-def measure(run: Run, root: Path, paths: Sequence[str], readable: Sequence[Path], s3_server) -> None:
+def measure(run: Run, root: Path, paths: Sequence[str], readable: Sequence[Path], s3_server, timeout: float) -> None:
     """One run: fresh Redis and database, ``run.hosts`` hosts, every document submitted, then processed."""
     import celery_config
     from background_tasks.settings import load_settings
@@ -244,27 +244,33 @@ def measure(run: Run, root: Path, paths: Sequence[str], readable: Sequence[Path]
             started = time.time()
             _consumers(app, hosts, add=True)
             db = ResultsDb(settings.result_backend_url)
-            values = db.wait(results)
+            ended = db.collect(results, timeout)
             run.seconds = db.last_finished() - started
             meter.stop(run)
             by_worker = db.per_worker()
             run.split = [by_worker.get(h.hostname, 0) for h in hosts]
-            run.problems = check(run, list(values.values()), url)
+            run.problems = check(run, ended, len(paths), url)
     finally:
         for host in hosts:
             host.stop()
         redis.kill()
 
 
-def check(run: Run, values: list[dict], database_url: str) -> list[str]:
-    """Every document ``success`` once in the results and the store, read from where the run says."""
-    problems = [f"{v.get('path')} ended {v['status']}: {v.get('error')}" for v in values if v["status"] != "success"]
+def check(run: Run, ended: dict[str, tuple[str, object]], count: int, database_url: str) -> list[str]:
+    """What went wrong: a result missing or not ``success``, a path twice, a local path read in an
+    object-store run, the store not holding every document once, a host that took nothing."""
+    problems = [f"{count - len(ended)} results missing"] if len(ended) < count else []
+    values = [
+        v if state == "SUCCESS" and isinstance(v, dict) else {"status": state, "error": v}
+        for state, v in ended.values()
+    ]
+    problems += [f"{v.get('path')} ended {v['status']}: {v.get('error')}" for v in values if v["status"] != "success"]
     targets = [str(v.get("path")) for v in values]
     if len(set(targets)) != len(targets):
         problems.append(f"{len(targets) - len(set(targets))} results name a path another result names")
     if run.object_store:
         problems += [f"{t} was not read from the object store" for t in targets if not t.startswith(OBJECT_STORE)]
-    problems += exactly_once_problems(database_url, len(values), targets)
+    problems += exactly_once_problems(database_url, count, targets)
     if run.hosts > 1 and 0 in run.split:
         problems.append(f"a host took no document (split {run.split})")
     return problems
@@ -329,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_COUNT} documents from files under 100 KB")
     parser.add_argument("--generated", action="store_true", help="the tests' generated corpus, not ../shared")
     parser.add_argument("--rounds", type=int, default=1, help="rounds of the three runs, every other one reversed")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds a run may take before it fails")
     args = parser.parse_args(argv)
     count = QUICK_COUNT if args.quick else args.count
     logging.basicConfig(level=logging.ERROR)
@@ -350,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             for n in range(1, args.rounds + 1):
                 for label, hosts, store in CONFIGS if n % 2 else reversed(CONFIGS):  # drift cancels out
                     run = Run(label, hosts, store, round=n)
-                    measure(run, root / f"run{len(runs)}", paths, readable, server)
+                    measure(run, root / f"run{len(runs)}", paths, readable, server, args.timeout)
                     runs.append(run)
                     print(f"  round {n}, {run.label}, {run.hosts} host(s): {run.seconds:.1f} s", flush=True)
     print()

@@ -129,8 +129,8 @@ class ResultsDb:
         finally:
             engine.dispose()
 
-    def wait(self, results: Sequence, timeout: float = 1800) -> dict[str, dict]:
-        """Until every result is stored; task id -> its value. Raises unless each is a SUCCESS with a dict."""
+    def collect(self, results: Sequence, timeout: float = 1800) -> dict[str, tuple[str, object]]:
+        """Task id -> (state, value) once every result has ended, or what has ended by ``timeout``."""
         import json
 
         from sqlalchemy import bindparam, text
@@ -146,18 +146,21 @@ class ResultsDb:
                 for start in range(0, len(ids), 500):
                     rows.update({t: (st, r) for t, st, r in db.execute(query, {"ids": ids[start : start + 500]})})
                 db.commit()  # end the read transaction: the next poll sees new rows
-                if sum(1 for st, _ in rows.values() if st in ("SUCCESS", "FAILURE")) == len(ids):
+                ended = {t: (st, r) for t, (st, r) in rows.items() if st in ("SUCCESS", "FAILURE")}
+                if len(ended) == len(ids) or time.monotonic() > deadline:
                     break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{len(ids) - len(rows)} results missing after {timeout} s")
                 time.sleep(0.5)
-        values = {}
-        for task_id, (status, blob) in rows.items():
-            value = json.loads(bytes(blob)) if blob else None
+        return {t: (st, json.loads(bytes(blob)) if blob else None) for t, (st, blob) in ended.items()}
+
+    def wait(self, results: Sequence, timeout: float = 1800) -> dict[str, dict]:
+        """Until every result is stored; task id -> its value. Raises unless each is a SUCCESS with a dict."""
+        ended = self.collect(results, timeout)
+        if len(ended) < len(results):
+            raise TimeoutError(f"{len(results) - len(ended)} results missing after {timeout} s")
+        for task_id, (status, value) in ended.items():
             if status != "SUCCESS" or not isinstance(value, dict):
                 raise RuntimeError(f"task {task_id} ended {status}: {value!r}")
-            values[task_id] = value
-        return values
+        return {task_id: value for task_id, (_, value) in ended.items()}
 
     def last_finished(self) -> float:
         """Wall-clock time (epoch s) at which the last task's result was stored."""
