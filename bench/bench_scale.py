@@ -15,50 +15,9 @@ import argparse
 import logging
 import tempfile
 import time
-import zipfile
 from pathlib import Path
 
-from bench.common import corpus_files, print_table, private_stack
-
-TEXT_LIKE = {".txt", ".md", ".log", ".csv", ".eml"}
-MARKUP = {".html", ".xml"}
-ZIPPED = {".docx", ".xlsx", ".odt"}
-
-
-def make_variant(source: Path, target: Path, index: int) -> bool:
-    """Write a distinct copy of ``source``; False when the format cannot take a marker safely."""
-    data = source.read_bytes()
-    marker = f"midas-bench-{index}"
-    if source.suffix in TEXT_LIKE:
-        target.write_bytes(data + f"\n{marker}\n".encode())
-    elif source.suffix in MARKUP:
-        target.write_bytes(data + f"\n<!-- {marker} -->\n".encode())
-    elif source.suffix == ".pdf":
-        target.write_bytes(data + f"\n%{marker}\n".encode())
-    elif source.suffix in ZIPPED:
-        target.write_bytes(data)
-        try:
-            with zipfile.ZipFile(target, "a") as archive:
-                archive.comment = marker.encode()
-        except (zipfile.BadZipFile, OSError):
-            target.unlink()
-            return False
-    else:
-        return False
-    return True
-
-
-def build_documents(folder: Path, count: int) -> list[str]:
-    sources = corpus_files()
-    paths = [str(p) for p in sources]  # every corpus file once, as it is
-    index = 0
-    while len(paths) < count:
-        source = sources[index % len(sources)]
-        target = folder / f"{index:05d}-{source.name}"
-        if make_variant(source, target, index):
-            paths.append(str(target))
-        index += 1
-    return paths[:count]
+from bench.common import build_documents, print_table, private_stack
 
 
 def run(root: Path, paths: list[str], concurrency: int, docs: Path) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from background_tasks.errors import RedeliveryLimitExceeded
-from background_tasks.storage.store import DocumentStore
+from tests.hosts import exactly_once_problems
 from tests.support import gone, wait_until
 
 PROCESS = "background_tasks.document_tasks.process_document_file"
@@ -33,13 +33,9 @@ def make_documents(folder: Path, count: int, words: int = 300) -> list[str]:
 
 
 def assert_exactly_once(stack, paths: list[str]) -> None:
-    store = DocumentStore(stack.settings.database_url_resolved)
-    docs = store.list_documents(limit=len(paths) + 10)
-    assert len(docs) == len(paths), "every document is stored once"
-    assert {d["status"] for d in docs} == {"success"}
-    for doc in docs:
-        chunks = store.get_chunks(doc["id"])
-        assert [c["chunk_index"] for c in chunks] == list(range(doc["chunk_count"])), "no duplicated chunk"
+    """Every document is stored once, ``success``, with no duplicated chunk."""
+    problems = exactly_once_problems(stack.settings.database_url_resolved, len(paths))
+    assert not problems, problems[:20]
 
 
 def test_a_task_that_kills_its_process_fails_after_the_redelivery_cap(isolated_stack) -> None:

@@ -13,6 +13,7 @@ from background_tasks.storage import ledger as ledger_store
 from background_tasks.storage.store import DocumentStore
 from background_tasks.submit import submit
 from tests.db_fixtures import throwaway_postgres
+from tests.hosts import host_env
 from tests.s3_server import S3Server, s3_server  # noqa: F401  (the module's fixture)
 from tests.support import wait_until
 from tests.test_fault_tolerance import assert_exactly_once, make_documents
@@ -23,16 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres]
 
 def _host(stack, root: Path, name: str):
     """A worker that shares only the broker, the database and the object store with the producer."""
-    home = root / name / "home"
-    home.mkdir(parents=True)
-    env = {
-        "HOME": str(home),
-        "MIDAS_DATA_DIR": str(root / name / "data"),
-        "MIDAS_LOG_DIR": str(root / name / "logs"),
-        "MIDAS_ALLOWED_ROOTS": str(home),
-        "MIDAS_WATCH_DIRS": str(home),
-    }
-    return stack.start_worker(queues=["documents"], concurrency=1, name=name, env=env)
+    return stack.start_worker(queues=["documents"], concurrency=1, name=name, env=host_env(root / name))
 
 
 def test_two_hosts_share_the_work_and_one_finishes_what_the_killed_one_held(
