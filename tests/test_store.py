@@ -216,8 +216,10 @@ def test_record_success_replaces_chunks(store, db_url) -> None:
     assert (doc["metadata"], doc["warnings"], doc["page_count"], doc["duration_s"]) == ({"v": 2}, ["w1"], 2, 1.5)
     assert doc["text_chars"] == len(new_text) and doc["finished_at"] is not None
     assert store.search("walrus") == []
-    hits = store.search("pelican", limit=100)
-    assert len(hits) == len(new_chunks)  # each chunk once: no duplicates
+    hits = store.search("pelican", limit=100, mode="keyword", group=False)
+    assert len(hits) == len(new_chunks)  # each chunk once: no duplicates (no snippet lies in an overlap here)
+    (grouped,) = store.search("pelican", limit=100, mode="keyword")
+    assert grouped.more == len(new_chunks) - 1
     assert {h.page for h in hits} == {1, 2}
     assert store.stats()["chunks"] == len(new_chunks)
     _fts_integrity(db_url)

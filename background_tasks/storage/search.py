@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -22,10 +23,11 @@ from sqlalchemy.orm import Session
 
 from background_tasks.errors import InvalidQuery
 from background_tasks.processing.chunking import normalize_text
+from background_tasks.processing.textstats import SHORT_STOPWORDS, STOPWORDS
 from background_tasks.storage.db import is_sqlite, read_scope, transient_db_errors
 from background_tasks.storage.models import DocumentRow
 from background_tasks.storage.schema import create_schema
-from background_tasks.storage.values import file_type_of
+from background_tasks.storage.search_filters import SearchFilters
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +36,8 @@ MAX_QUERY_TERMS = 32
 MAX_QUERY_CHARS = 1000
 #: Most words in one "quoted phrase".
 MAX_PHRASE_WORDS = 64
+#: Most chunks one keyword search returns.
+MAX_ROWS = 5000
 
 #: highlight markers used inside the database; replaced by the caller's marks
 _HL_START = "\ue000"
@@ -56,6 +60,10 @@ class SearchHit:
     more: int = 0
     #: where a source took the document from (``metadata["origin"]``: mail account, folder, from, subject ...)
     origin: dict[str, str] | None = None
+    #: every chunk the shown passage stands for (overlapping chunks that matched the same text), ascending
+    chunks: tuple[int, ...] = ()
+    #: the pages those chunks lie on, ascending (empty when the format has no pages)
+    pages: tuple[int, ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -142,6 +150,18 @@ def fts5_query(parsed: _ParsedQuery) -> str | None:
 # --------------------------------------------------------------------------
 
 
+def check_query(query: str) -> str:
+    """The query in the indexed text's form; ``InvalidQuery`` when it is too long or has too long a phrase."""
+    query = normalize_text(query or "")  # same form as the indexed text; no NUL or control characters
+    if len(query) > MAX_QUERY_CHARS:
+        raise InvalidQuery(f"the query has {len(query):,} characters; at most {MAX_QUERY_CHARS:,} are searched")
+    parsed = parse_query(query)
+    longest = max((len(t.split()) for t in (*parsed.terms, *parsed.negatives)), default=0)
+    if longest > MAX_PHRASE_WORDS:
+        raise InvalidQuery(f"a quoted phrase has {longest} words; at most {MAX_PHRASE_WORDS} are searched")
+    return query
+
+
 def sqlite_has_fts(session: Session) -> bool:
     """Whether this SQLite database has the FTS5 index (``create_schema`` makes it where FTS5 exists)."""
     found = session.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts'")).first()
@@ -152,34 +172,42 @@ def search(
     url: str,
     query: str,
     limit: int,
-    file_type: str | None,
+    filters: SearchFilters,
     marks: tuple[str, str],
     has_fts: Callable[[Session], bool],
+    per_document: int | None = None,
 ) -> list[SearchHit]:
     """Best-matching chunks for a web-search style query, best first (see ``DocumentStore.search``).
 
-    ``has_fts`` tells whether a SQLite database has its FTS5 index; the store remembers the answer.
+    ``filters`` says which documents may answer; ``has_fts`` tells whether a SQLite database has
+    its FTS5 index (the store remembers the answer). ``per_document``: at most that many chunks of
+    each document, the first one's ``more`` counting its other matching chunks, so that one long
+    document cannot fill the page.
     """
-    query = normalize_text(query or "")  # same form as the indexed text; no NUL or control characters
-    if len(query) > MAX_QUERY_CHARS:
-        raise InvalidQuery(f"the query has {len(query):,} characters; at most {MAX_QUERY_CHARS:,} are searched")
+    query = check_query(query)
     parsed = parse_query(query)
-    longest = max((len(t.split()) for t in (*parsed.terms, *parsed.negatives)), default=0)
-    if longest > MAX_PHRASE_WORDS:
-        raise InvalidQuery(f"a quoted phrase has {longest} words; at most {MAX_PHRASE_WORDS} are searched")
     if not parsed.groups or limit <= 0:
         return []
-    limit = min(int(limit), 1000)
-    ftype = file_type_of(file_type)
+    limit = min(int(limit), MAX_ROWS)
+    cap = per_document or limit
+    where = filters.where(url)
     with read_scope(url) as s:
         if not is_sqlite(url):
-            rows = _search_postgres(s, websearch_query(parsed), limit, ftype)
+            rows = _search_postgres(s, websearch_query(parsed), limit, cap, where)
         elif has_fts(s):
-            rows = _search_sqlite(s, parsed, limit, ftype)
+            rows = _search_sqlite(s, parsed, limit, cap, where)
         else:
-            rows = _search_substring(s, parsed, limit, ftype)
+            rows = _search_substring(s, parsed, limit, cap, where)
         origins = _origins(s, {r.document_id for r in rows})
-    return [make_hit(r, r.snippet, r.score, marks, origins.get(r.document_id)) for r in rows]
+    shown = Counter(r.document_id for r in rows)
+    hits, seen = [], set()
+    for r in rows:
+        hit = make_hit(r, r.snippet, r.score, marks, origins.get(r.document_id))
+        if per_document and r.document_id not in seen:
+            seen.add(r.document_id)
+            hit = replace(hit, more=max(0, int(r.matches) - shown[r.document_id]))
+        hits.append(hit)
+    return hits
 
 
 def make_hit(
@@ -220,19 +248,37 @@ _PATH_SUBQUERY = (
 )
 
 
-def _search_sqlite(s: Session, parsed: _ParsedQuery, limit: int, ftype: str | None) -> list[Any]:
+#: a filter's SQL condition (``AND ...`` over the documents aliased ``d``) and its parameters
+Where = tuple[str, dict[str, Any]]
+
+
+#: each document's matching chunks ranked and counted (``rn``, ``matches``) from a ``ranked`` (id, document_id,
+#: score) list; ``best``: the ``:limit`` best of them, at most ``:per_document`` of each document
+_CAPPED = (
+    "capped AS (SELECT id, score, "
+    "row_number() OVER (PARTITION BY document_id ORDER BY score DESC, id) AS rn, "
+    "count(*) OVER (PARTITION BY document_id) AS matches FROM ranked), "
+    "best AS (SELECT id, score, matches FROM capped WHERE rn <= :per_document ORDER BY score DESC, id LIMIT :limit) "
+)
+
+
+def _search_sqlite(s: Session, parsed: _ParsedQuery, limit: int, per_document: int, where: Where) -> list[Any]:
     match = fts5_query(parsed)
     sql = (
-        "SELECT c.document_id, c.chunk_index, c.page, d.file_type, "
+        "WITH ranked AS ("
+        "  SELECT c.id, c.document_id, -bm25(chunks_fts) AS score "
+        "  FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id "
+        f"  WHERE chunks_fts MATCH :q AND d.status = 'success'{where[0]}), "
+        + _CAPPED
+        + "SELECT c.document_id, c.chunk_index, c.page, d.file_type, "
         f"{_PATH_SUBQUERY} AS path, "
-        "snippet(chunks_fts, 0, :hs, :he, '…', 32) AS snippet, -bm25(chunks_fts) AS score "
-        "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+        "snippet(chunks_fts, 0, :hs, :he, '…', 32) AS snippet, best.score, best.matches "
+        "FROM chunks_fts JOIN best ON best.id = chunks_fts.rowid JOIN chunks c ON c.id = best.id "
         "JOIN documents d ON d.id = c.document_id "
-        "WHERE chunks_fts MATCH :q AND d.status = 'success' "
-        + ("AND d.file_type = :ft " if ftype else "")
-        + "ORDER BY bm25(chunks_fts), c.id LIMIT :limit"
+        "WHERE chunks_fts MATCH :q AND chunks_fts.rowid IN (SELECT id FROM best) "
+        "ORDER BY best.score DESC, c.id"
     )
-    params = {"q": match, "hs": _HL_START, "he": _HL_END, "limit": limit, "ft": ftype}
+    params = {"q": match, "hs": _HL_START, "he": _HL_END, "limit": limit, "per_document": per_document, **where[1]}
     try:
         return list(s.execute(text(sql), params))
     except OperationalError as error:
@@ -243,27 +289,25 @@ def _search_sqlite(s: Session, parsed: _ParsedQuery, limit: int, ftype: str | No
         raise
 
 
-def _search_postgres(s: Session, query: str, limit: int, ftype: str | None) -> list[Any]:
+def _search_postgres(s: Session, query: str, limit: int, per_document: int, where: Where) -> list[Any]:
     options = (
         f'StartSel="{_HL_START}", StopSel="{_HL_END}", MaxWords=35, MinWords=15, '
         'ShortWord=2, MaxFragments=2, FragmentDelimiter=" … "'
     )
     sql = (
         "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, :q) AS tsq), "
-        "best AS ("
-        "  SELECT c.id, ts_rank(c.tsv, q.tsq) AS score "
+        "ranked AS ("
+        "  SELECT c.id, c.document_id, ts_rank(c.tsv, q.tsq) AS score "
         "  FROM chunks c JOIN documents d ON d.id = c.document_id, q "
-        "  WHERE c.tsv @@ q.tsq AND d.status = 'success' "
-        + ("AND d.file_type = :ft " if ftype else "")
-        + "  ORDER BY score DESC, c.id LIMIT :limit"
-        ") "
-        "SELECT c.document_id, c.chunk_index, c.page, d.file_type, "
+        f"  WHERE c.tsv @@ q.tsq AND d.status = 'success'{where[0]}), "
+        + _CAPPED
+        + "SELECT c.document_id, c.chunk_index, c.page, d.file_type, "
         f"{_PATH_SUBQUERY} AS path, "
-        "ts_headline('simple'::regconfig, c.text, q.tsq, :opts) AS snippet, best.score "
+        "ts_headline('simple'::regconfig, c.text, q.tsq, :opts) AS snippet, best.score, best.matches "
         "FROM best JOIN chunks c ON c.id = best.id JOIN documents d ON d.id = c.document_id, q "
         "ORDER BY best.score DESC, c.id"
     )
-    params = {"q": query, "limit": limit, "ft": ftype, "opts": options}
+    params = {"q": query, "limit": limit, "per_document": per_document, "opts": options, **where[1]}
     return list(s.execute(text(sql), params))
 
 
@@ -276,15 +320,18 @@ class _Row:
     path: str | None
     snippet: str
     score: float
+    matches: int = 1
 
 
 def _like(term: str) -> str:
     return "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _search_substring(s: Session, parsed: _ParsedQuery, limit: int, ftype: str | None) -> list[Any]:
-    """Fallback for SQLite builds without FTS5: case-insensitive substring match, no ranking."""
-    params: dict[str, Any] = {"limit": limit, "ft": ftype}
+def _search_substring(s: Session, parsed: _ParsedQuery, limit: int, per_document: int, where: Where) -> list[Any]:
+    """Fallback for SQLite builds without FTS5: case-insensitive substring match, no ranking.
+
+    Capped per document among the first ``limit`` matching chunks (which it counts)."""
+    params: dict[str, Any] = {"limit": limit, **where[1]}
     ors = []
     for gi, group in enumerate(parsed.groups):
         ands = []
@@ -304,13 +351,21 @@ def _search_substring(s: Session, parsed: _ParsedQuery, limit: int, ftype: str |
         + " OR ".join(ors)
         + ") "
         + "".join(nots)
-        + ("AND d.file_type = :ft " if ftype else "")
-        + "ORDER BY c.document_id, c.chunk_index LIMIT :limit"
+        + where[0]
+        + " ORDER BY c.document_id, c.chunk_index LIMIT :limit"
     )
-    return [
-        _Row(r.document_id, r.chunk_index, r.page, r.file_type, r.path, _substring_snippet(r.text, parsed.terms), 1.0)
-        for r in s.execute(text(sql), params)
-    ]
+    rows = list(s.execute(text(sql), params))
+    matches = Counter(r.document_id for r in rows)
+    taken: Counter[int] = Counter()
+    kept = []
+    for r in rows:
+        taken[r.document_id] += 1
+        if taken[r.document_id] <= per_document:
+            snippet = substring_snippet(r.text, parsed.terms)
+            kept.append(
+                _Row(r.document_id, r.chunk_index, r.page, r.file_type, r.path, snippet, 1.0, matches[r.document_id])
+            )
+    return kept
 
 
 # --------------------------------------------------------------------------
@@ -361,15 +416,28 @@ def document_frequencies(url: str, terms: Iterable[str]) -> tuple[int, dict[str,
         return total, found
 
 
-def _substring_snippet(chunk: str, terms: Sequence[str], width: int = 200) -> str:
-    lowered = chunk.lower()
-    positions = [(lowered.find(t.lower()), t) for t in terms]
-    positions = [(p, t) for p, t in positions if p >= 0]
-    if not positions:
-        return chunk[:width]
-    pos, _ = min(positions)
-    start = max(0, pos - width // 2)
-    piece = chunk[start : start + width]
-    for t in {t for _, t in positions}:
-        piece = re.sub(re.escape(t), lambda m: _HL_START + m.group(0) + _HL_END, piece, flags=re.IGNORECASE)
+def substring_snippet(chunk: str, terms: Sequence[str], width: int = 200, whole_words: bool = False) -> str:
+    """About ``width`` characters of ``chunk`` where most of ``terms`` occur, the terms marked.
+
+    ``whole_words`` (semantic hits, whose terms need not occur at all): a term counts only as a
+    whole word or with a short ending ("invoice" in "invoices", not "in" in "print"), and the
+    common words of a question ("when is the") are not marked.
+    """
+    wanted = [t for t in dict.fromkeys(t.casefold() for t in terms if t.strip())]
+    if whole_words:
+        wanted = [t for t in wanted if t not in STOPWORDS and t not in SHORT_STOPWORDS]
+    if not wanted:
+        return chunk[:width] + ("…" if width < len(chunk) else "")
+    ending = r"\w{0,3}(?!\w)" if whole_words else ""
+    alternatives = "|".join(re.escape(t) for t in sorted(wanted, key=len, reverse=True))
+    pattern = re.compile(rf"(?<!\w)(?:{alternatives}){ending}" if whole_words else alternatives, re.IGNORECASE)
+    found = [(m.start(), m.group(0).casefold()) for m in pattern.finditer(chunk)]
+    if not found:
+        return chunk[:width] + ("…" if width < len(chunk) else "")
+    # the window holding the most different terms, from the first match on
+    best = max(
+        range(len(found)), key=lambda i: (len({w for p, w in found if found[i][0] <= p < found[i][0] + width}), -i)
+    )
+    start = max(0, found[best][0] - width // 4)
+    piece = pattern.sub(lambda m: _HL_START + m.group(0) + _HL_END, chunk[start : start + width])
     return ("…" if start else "") + piece + ("…" if start + width < len(chunk) else "")
