@@ -510,7 +510,7 @@ def test_cli_search_and_documents(corpus_store, db_url, tmp_path) -> None:
     result = run("search", "zebra", "--limit", "5")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("1. /docs/zebra.pdf  (page ")
+    assert lines[0].startswith("1. /docs/zebra.pdf  (page")  # "pages 1-2": its matching chunks overlap
     assert "**zebra**" in result.stdout.lower()  # not a tty: visible markers, no escape codes
     assert "\x1b" not in result.stdout
 

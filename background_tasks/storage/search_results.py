@@ -15,6 +15,7 @@ be searched as asked (no words, only common words, words the model does not know
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -90,12 +91,36 @@ def _fragments(snippet: str, marks: tuple[str, str]) -> list[str]:
 
 
 def _within(snippet: str, shared: str, marks: tuple[str, str]) -> bool:
+    """Whether every fragment of the snippet lies in ``shared``."""
     fragments = _fragments(snippet, marks)
     return bool(fragments) and all(f in shared for f in fragments)
 
 
+def _marked(snippet: str, marks: tuple[str, str]) -> set[str]:
+    """The words a snippet marks as matches."""
+    if not all(marks):
+        return set()
+    pattern = re.escape(marks[0]) + "(.+?)" + re.escape(marks[1])
+    return {m.group(1).casefold() for m in re.finditer(pattern, snippet, re.DOTALL) if m.group(1).strip()}
+
+
+def _only_within(text: str, words: set[str], lo: int, hi: int) -> bool:
+    """Whether every occurrence of every word in ``text`` lies in ``[lo, hi)`` (and each occurs)."""
+    folded = text.casefold()
+    for word in words:
+        spots = [m.start() for m in re.finditer(re.escape(word), folded)]
+        if not spots or any(not lo <= p or p + len(word) > hi for p in spots):
+            return False
+    return True
+
+
 def same_passage(a: ChunkInfo, b: ChunkInfo, snippet_a: str, snippet_b: str, marks: tuple[str, str]) -> bool:
-    """Whether two hits of neighbouring, overlapping chunks show the same text (one's snippet is in the overlap)."""
+    """Whether two hits of neighbouring, overlapping chunks show the same text.
+
+    They do when what one of them matched lies only in the text both chunks share (its marked
+    words occur nowhere else in it), or, for a snippet without marks (a semantic hit), when the
+    snippet itself lies in that shared text.
+    """
     (first, first_snippet), (second, second_snippet) = sorted(
         ((a, snippet_a), (b, snippet_b)), key=lambda pair: pair[0].chunk_index
     )
@@ -104,8 +129,17 @@ def same_passage(a: ChunkInfo, b: ChunkInfo, snippet_a: str, snippet_b: str, mar
     shared_chars = first.end_char - second.start_char
     if shared_chars <= 0:
         return False
+    for text, snippet, lo, hi in (
+        (second.text, second_snippet, 0, shared_chars),
+        (first.text, first_snippet, len(first.text) - shared_chars, len(first.text)),
+    ):
+        words = _marked(snippet, marks)
+        if words and _only_within(text, words, lo, hi):
+            return True
     shared = " ".join(second.text[:shared_chars].split())
-    return _within(first_snippet, shared, marks) or _within(second_snippet, shared, marks)
+    return any(
+        not _marked(snippet, marks) and _within(snippet, shared, marks) for snippet in (first_snippet, second_snippet)
+    )
 
 
 def collapse_overlaps(url: str, hits: Sequence[SearchHit], marks: tuple[str, str]) -> list[SearchHit]:

@@ -17,9 +17,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from background_tasks.errors import InvalidQuery
+from background_tasks.errors import DocumentNotFound, InvalidQuery
 from background_tasks.processing.chunking import Chunk
-from background_tasks.storage import documents, reading, removal, search, search_results, semantic_search
+from background_tasks.storage import documents, reading, related, removal, search, search_results, semantic_search
 from background_tasks.storage.db import is_sqlite
 from background_tasks.storage.documents import (
     CHUNK_WRITE_BATCH,
@@ -29,6 +29,7 @@ from background_tasks.storage.documents import (
 )
 from background_tasks.storage.models import ChunkRow, DocumentPathRow, DocumentRow
 from background_tasks.storage.reading import STATUSES
+from background_tasks.storage.related import RelatedDocument
 from background_tasks.storage.removal import RemovedRows
 from background_tasks.storage.schema import create_schema
 from background_tasks.storage.search import (
@@ -201,6 +202,21 @@ class DocumentStore:
         found = search_results.group_by_document(passages, want) if group else passages[:want]
         return SearchResults(found, search_results.notice(mode, query, embedder, meaningless, found))
 
+    @db_call
+    def related(self, document_id: int, limit: int = 5) -> list[RelatedDocument] | None:
+        """The ``limit`` documents nearest in meaning to ``document_id`` (document vectors), near-duplicates flagged.
+
+        None when embeddings are off or the document is not embedded yet (``storage.related``);
+        ``DocumentNotFound`` for an unknown id.
+        """
+        embedder = self.query_embedder()
+        if embedder is None:
+            if self.get_document(int(document_id)) is None:
+                raise DocumentNotFound(f"no document {document_id} (deleted, or never there)")
+            return None
+        info = embedder.info
+        return related.related(self.url, info.key, info.dim, int(document_id), max(0, min(int(limit), 100)))
+
     def query_embedder(self) -> Any | None:
         """The model queries are embedded with: the one given, else the configured one (None: embeddings off)."""
         if self._embedder is None:
@@ -267,6 +283,7 @@ __all__ = [
     "DocumentRow",
     "DocumentStore",
     "InTransaction",
+    "RelatedDocument",
     "RemovedRows",
     "SearchFilters",
     "SearchHit",
