@@ -10,11 +10,13 @@ that no syntax of the user's reaches the database's query language.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select, text
@@ -198,11 +200,10 @@ def search(
             rows = _search_sqlite(s, parsed, limit, cap, where)
         else:
             rows = _search_substring(s, parsed, limit, cap, where)
-        origins = _origins(s, {r.document_id for r in rows})
     shown = Counter(r.document_id for r in rows)
     hits, seen = [], set()
     for r in rows:
-        hit = make_hit(r, r.snippet, r.score, marks, origins.get(r.document_id))
+        hit = make_hit(r, r.snippet, r.score, marks)
         if per_document and r.document_id not in seen:
             seen.add(r.document_id)
             hit = replace(hit, more=max(0, int(r.matches) - shown[r.document_id]))
@@ -227,7 +228,7 @@ def make_hit(
 
 
 def with_origins(url: str, hits: list[SearchHit]) -> list[SearchHit]:
-    """The hits with their documents' origins (semantic hits are found without reading documents)."""
+    """The hits with their documents' origins: read for the hits shown only, once a search has chosen them."""
     if not hits:
         return hits
     with read_scope(url) as s:
@@ -416,6 +417,18 @@ def document_frequencies(url: str, terms: Iterable[str]) -> tuple[int, dict[str,
         return total, found
 
 
+@lru_cache(maxsize=64)
+def _term_pattern(terms: tuple[str, ...], whole_words: bool) -> re.Pattern[str] | None:
+    """The regular expression that finds ``terms`` (see ``substring_snippet``); None when none is left."""
+    wanted = [t for t in dict.fromkeys(t.casefold() for t in terms if t.strip())]
+    if whole_words:
+        wanted = [t for t in wanted if t not in STOPWORDS and t not in SHORT_STOPWORDS]
+    if not wanted:
+        return None
+    alternatives = "|".join(re.escape(t) for t in sorted(wanted, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})\w{{0,3}}(?!\w)" if whole_words else alternatives, re.IGNORECASE)
+
+
 def substring_snippet(chunk: str, terms: Sequence[str], width: int = 200, whole_words: bool = False) -> str:
     """About ``width`` characters of ``chunk`` where most of ``terms`` occur, the terms marked.
 
@@ -423,21 +436,17 @@ def substring_snippet(chunk: str, terms: Sequence[str], width: int = 200, whole_
     whole word or with a short ending ("invoice" in "invoices", not "in" in "print"), and the
     common words of a question ("when is the") are not marked.
     """
-    wanted = [t for t in dict.fromkeys(t.casefold() for t in terms if t.strip())]
-    if whole_words:
-        wanted = [t for t in wanted if t not in STOPWORDS and t not in SHORT_STOPWORDS]
-    if not wanted:
-        return chunk[:width] + ("…" if width < len(chunk) else "")
-    ending = r"\w{0,3}(?!\w)" if whole_words else ""
-    alternatives = "|".join(re.escape(t) for t in sorted(wanted, key=len, reverse=True))
-    pattern = re.compile(rf"(?<!\w)(?:{alternatives}){ending}" if whole_words else alternatives, re.IGNORECASE)
-    found = [(m.start(), m.group(0).casefold()) for m in pattern.finditer(chunk)]
-    if not found:
+    pattern = _term_pattern(tuple(terms), whole_words)
+    found = [(m.start(), m.group(0).casefold()) for m in pattern.finditer(chunk)] if pattern else []
+    if pattern is None or not found:
         return chunk[:width] + ("…" if width < len(chunk) else "")
     # the window holding the most different terms, from the first match on
-    best = max(
-        range(len(found)), key=lambda i: (len({w for p, w in found if found[i][0] <= p < found[i][0] + width}), -i)
-    )
+    positions = [p for p, _ in found]
+    best, most = 0, 0
+    for i, (at, _) in enumerate(found):
+        inside = {w for p, w in found[i : bisect.bisect_left(positions, at + width)]}
+        if len(inside) > most:
+            best, most = i, len(inside)
     start = max(0, found[best][0] - width // 4)
     piece = pattern.sub(lambda m: _HL_START + m.group(0) + _HL_END, chunk[start : start + width])
     return ("…" if start else "") + piece + ("…" if start + width < len(chunk) else "")

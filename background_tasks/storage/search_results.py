@@ -146,7 +146,9 @@ def collapse_overlaps(url: str, hits: Sequence[SearchHit], marks: tuple[str, str
     """The hits with each set of overlapping chunks that show one passage folded into its best hit."""
     if not hits:
         return []
-    chunks = vectors.chunks_at(url, [(h.document_id, h.chunk_index) for h in hits])
+    at = {(h.document_id, h.chunk_index) for h in hits}
+    neighbours = [p for p in at if (p[0], p[1] - 1) in at or (p[0], p[1] + 1) in at]  # only these can fold
+    chunks = vectors.chunks_at(url, neighbours)
     kept: list[list[SearchHit]] = []  # each passage: its hits, best first
     of_document: dict[int, list[int]] = {}
     for hit in hits:

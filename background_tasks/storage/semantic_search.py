@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from background_tasks.storage import search_filters, vectors
-from background_tasks.storage.search import SearchHit, make_hit, parse_query, substring_snippet, with_origins
+from background_tasks.storage.search import SearchHit, make_hit, parse_query, substring_snippet
 from background_tasks.storage.search_filters import SearchFilters
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def semantic(
         exhausted = len(about) < pool if per_document else len(rows) < pool
         if enough or exhausted:
             kept = [h for h in hits if h.document_id in _first(hits, want)] if per_document else hits[:want]
-            return with_origins(url, kept)
+            return kept
         pool *= 4
 
 

@@ -199,7 +199,9 @@ class DocumentStore:
         else:
             hits = semantic_search.hybrid(self.url, embedder, query, want + 10, filters, marks, keyword, per_document)
         passages = search_results.collapse_overlaps(self.url, hits, marks)
-        found = search_results.group_by_document(passages, want) if group else passages[:want]
+        found = search.with_origins(
+            self.url, search_results.group_by_document(passages, want) if group else passages[:want]
+        )
         return SearchResults(found, search_results.notice(mode, query, embedder, meaningless, found))
 
     @db_call

@@ -308,13 +308,25 @@ def chunk_info(url: str, chunk_ids: Iterable[int]) -> dict[int, ChunkInfo]:
 
 
 def chunks_at(url: str, positions: Iterable[tuple[int, int]]) -> dict[tuple[int, int], ChunkInfo]:
-    """Chunks by (document id, chunk index), with their document's type and path."""
+    """Chunks by (document id, chunk index), with their document's type and path.
+
+    The ids first, from the unique index on (document_id, chunk_index) alone, then the chunks by id:
+    both indexed on SQLite and PostgreSQL (a row-value IN list is a scan on SQLite).
+    """
     wanted = set(positions)
     if not wanted:
         return {}
-    documents = {d for d, _ in wanted}
-    indexes = {i for _, i in wanted}
+    documents = sorted({d for d, _ in wanted})
+    indexes = sorted({i for _, i in wanted})
     with transient_db_errors(), read_scope(url) as s:
-        rows = s.execute(_chunk_query().where(ChunkRow.document_id.in_(documents), ChunkRow.chunk_index.in_(indexes)))
-        found = (ChunkInfo(*r) for r in rows)
-        return {(c.document_id, c.chunk_index): c for c in found if (c.document_id, c.chunk_index) in wanted}
+        pairs = s.execute(
+            select(ChunkRow.document_id, ChunkRow.chunk_index, ChunkRow.id).where(
+                ChunkRow.document_id.in_(documents), ChunkRow.chunk_index.in_(indexes)
+            )
+        )
+        ids = [int(c) for d, i, c in pairs if (d, i) in wanted]
+        found: dict[tuple[int, int], ChunkInfo] = {}
+        for start in range(0, len(ids), 1000):
+            rows = s.execute(_chunk_query().where(ChunkRow.id.in_(ids[start : start + 1000])))
+            found.update({(c.document_id, c.chunk_index): c for c in (ChunkInfo(*r) for r in rows)})
+    return found
