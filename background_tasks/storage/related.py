@@ -22,7 +22,7 @@ from sqlalchemy import select
 from background_tasks.errors import DocumentNotFound
 from background_tasks.storage import vectors
 from background_tasks.storage.db import read_scope, transient_db_errors
-from background_tasks.storage.models import DocumentPathRow, DocumentRow
+from background_tasks.storage.models import DocumentRow
 
 #: cosine similarity of two document vectors from which they may be the same text
 NEAR_DUPLICATE = 0.96
@@ -42,20 +42,14 @@ class RelatedDocument:
 
 def _facts(url: str, ids: list[int]) -> dict[int, tuple[str | None, str | None, int, str]]:
     """(path, file type, characters, status) of each document."""
-    path = (
-        select(DocumentPathRow.path)
-        .where(DocumentPathRow.document_id == DocumentRow.id)
-        .order_by(DocumentPathRow.last_seen.desc(), DocumentPathRow.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
     with transient_db_errors(), read_scope(url) as s:
         rows = s.execute(
-            select(DocumentRow.id, path, DocumentRow.file_type, DocumentRow.text_chars, DocumentRow.status).where(
+            select(DocumentRow.id, DocumentRow.file_type, DocumentRow.text_chars, DocumentRow.status).where(
                 DocumentRow.id.in_(ids)
             )
-        )
-        return {int(r[0]): (r[1], r[2], int(r[3] or 0), r[4]) for r in rows}
+        ).all()
+        paths = vectors.latest_paths(s, ids)
+    return {int(r[0]): (paths.get(int(r[0])), r[1], int(r[2] or 0), r[3]) for r in rows}
 
 
 def near_duplicate(similarity: float, chars: int, other_chars: int) -> bool:

@@ -1,11 +1,9 @@
-"""Full-text search over the stored chunks, the same on both databases.
+"""What every search mode shares: the query, its hits, their snippets; and document frequencies.
 
-SQLite: an FTS5 external-content table kept in sync by triggers, ranked with
-BM25. PostgreSQL: a stored, GIN-indexed ``to_tsvector('simple', text)``
-column queried with ``websearch_to_tsquery``, so any language works. A SQLite
-build without FTS5 falls back to an unranked substring match. The user's
-query is parsed once (``parse_query``) and written out for each backend so
-that no syntax of the user's reaches the database's query language.
+The user's query is parsed once (``parse_query``) and written out for each backend
+(``fts5_query``, ``websearch_query``) so that no syntax of the user's reaches the database's
+query language. The keyword search itself is ``storage.fulltext``; the semantic and hybrid
+ones ``storage.semantic_search``.
 """
 
 from __future__ import annotations
@@ -13,8 +11,7 @@ from __future__ import annotations
 import bisect
 import logging
 import re
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
@@ -29,7 +26,6 @@ from background_tasks.processing.textstats import SHORT_STOPWORDS, STOPWORDS
 from background_tasks.storage.db import is_sqlite, read_scope, transient_db_errors
 from background_tasks.storage.models import DocumentRow
 from background_tasks.storage.schema import create_schema
-from background_tasks.storage.search_filters import SearchFilters
 
 logger = logging.getLogger(__name__)
 
@@ -170,50 +166,7 @@ def sqlite_has_fts(session: Session) -> bool:
     return found is not None
 
 
-def search(
-    url: str,
-    query: str,
-    limit: int,
-    filters: SearchFilters,
-    marks: tuple[str, str],
-    has_fts: Callable[[Session], bool],
-    per_document: int | None = None,
-) -> list[SearchHit]:
-    """Best-matching chunks for a web-search style query, best first (see ``DocumentStore.search``).
-
-    ``filters`` says which documents may answer; ``has_fts`` tells whether a SQLite database has
-    its FTS5 index (the store remembers the answer). ``per_document``: at most that many chunks of
-    each document, the first one's ``more`` counting its other matching chunks, so that one long
-    document cannot fill the page.
-    """
-    query = check_query(query)
-    parsed = parse_query(query)
-    if not parsed.groups or limit <= 0:
-        return []
-    limit = min(int(limit), MAX_ROWS)
-    cap = per_document or limit
-    where = filters.where(url)
-    with read_scope(url) as s:
-        if not is_sqlite(url):
-            rows = _search_postgres(s, websearch_query(parsed), limit, cap, where)
-        elif has_fts(s):
-            rows = _search_sqlite(s, parsed, limit, cap, where)
-        else:
-            rows = _search_substring(s, parsed, limit, cap, where)
-    shown = Counter(r.document_id for r in rows)
-    hits, seen = [], set()
-    for r in rows:
-        hit = make_hit(r, r.snippet, r.score, marks)
-        if per_document and r.document_id not in seen:
-            seen.add(r.document_id)
-            hit = replace(hit, more=max(0, int(r.matches) - shown[r.document_id]))
-        hits.append(hit)
-    return hits
-
-
-def make_hit(
-    row: Any, snippet: str | None, score: float | None, marks: tuple[str, str], origin: dict[str, str] | None = None
-) -> SearchHit:
+def make_hit(row: Any, snippet: str | None, score: float | None, marks: tuple[str, str]) -> SearchHit:
     """A hit from a row with the chunk's document_id, path, file_type, page and chunk_index."""
     return SearchHit(
         document_id=row.document_id,
@@ -223,7 +176,6 @@ def make_hit(
         chunk_index=row.chunk_index,
         snippet=(snippet or "").replace(_HL_START, marks[0]).replace(_HL_END, marks[1]),
         score=float(score or 0.0),
-        origin=origin,
     )
 
 
@@ -242,131 +194,6 @@ def _origins(s: Session, document_ids: set[int]) -> dict[int, dict[str, str]]:
         return {}
     rows = s.execute(select(DocumentRow.id, DocumentRow.metadata_json).where(DocumentRow.id.in_(document_ids)))
     return {i: meta["origin"] for i, meta in rows if isinstance(meta, dict) and isinstance(meta.get("origin"), dict)}
-
-
-_PATH_SUBQUERY = (
-    "(SELECT p.path FROM document_paths p WHERE p.document_id = d.id ORDER BY p.last_seen DESC, p.id DESC LIMIT 1)"
-)
-
-
-#: a filter's SQL condition (``AND ...`` over the documents aliased ``d``) and its parameters
-Where = tuple[str, dict[str, Any]]
-
-
-#: each document's matching chunks ranked and counted (``rn``, ``matches``) from a ``ranked`` (id, document_id,
-#: score) list; ``best``: the ``:limit`` best of them, at most ``:per_document`` of each document
-_CAPPED = (
-    "capped AS (SELECT id, score, "
-    "row_number() OVER (PARTITION BY document_id ORDER BY score DESC, id) AS rn, "
-    "count(*) OVER (PARTITION BY document_id) AS matches FROM ranked), "
-    "best AS (SELECT id, score, matches FROM capped WHERE rn <= :per_document ORDER BY score DESC, id LIMIT :limit) "
-)
-
-
-def _search_sqlite(s: Session, parsed: _ParsedQuery, limit: int, per_document: int, where: Where) -> list[Any]:
-    match = fts5_query(parsed)
-    sql = (
-        "WITH ranked AS ("
-        "  SELECT c.id, c.document_id, -bm25(chunks_fts) AS score "
-        "  FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id "
-        f"  WHERE chunks_fts MATCH :q AND d.status = 'success'{where[0]}), "
-        + _CAPPED
-        + "SELECT c.document_id, c.chunk_index, c.page, d.file_type, "
-        f"{_PATH_SUBQUERY} AS path, "
-        "snippet(chunks_fts, 0, :hs, :he, '…', 32) AS snippet, best.score, best.matches "
-        "FROM chunks_fts JOIN best ON best.id = chunks_fts.rowid JOIN chunks c ON c.id = best.id "
-        "JOIN documents d ON d.id = c.document_id "
-        "WHERE chunks_fts MATCH :q AND chunks_fts.rowid IN (SELECT id FROM best) "
-        "ORDER BY best.score DESC, c.id"
-    )
-    params = {"q": match, "hs": _HL_START, "he": _HL_END, "limit": limit, "per_document": per_document, **where[1]}
-    try:
-        return list(s.execute(text(sql), params))
-    except OperationalError as error:
-        message = str(error.orig).lower()
-        if any(m in message for m in ("fts5", "match", "unterminated", "syntax")):  # never let a query crash search
-            logger.warning("full-text query %r rejected by SQLite: %s", match, error.orig)
-            return []
-        raise
-
-
-def _search_postgres(s: Session, query: str, limit: int, per_document: int, where: Where) -> list[Any]:
-    options = (
-        f'StartSel="{_HL_START}", StopSel="{_HL_END}", MaxWords=35, MinWords=15, '
-        'ShortWord=2, MaxFragments=2, FragmentDelimiter=" … "'
-    )
-    sql = (
-        "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, :q) AS tsq), "
-        "ranked AS ("
-        "  SELECT c.id, c.document_id, ts_rank(c.tsv, q.tsq) AS score "
-        "  FROM chunks c JOIN documents d ON d.id = c.document_id, q "
-        f"  WHERE c.tsv @@ q.tsq AND d.status = 'success'{where[0]}), "
-        + _CAPPED
-        + "SELECT c.document_id, c.chunk_index, c.page, d.file_type, "
-        f"{_PATH_SUBQUERY} AS path, "
-        "ts_headline('simple'::regconfig, c.text, q.tsq, :opts) AS snippet, best.score, best.matches "
-        "FROM best JOIN chunks c ON c.id = best.id JOIN documents d ON d.id = c.document_id, q "
-        "ORDER BY best.score DESC, c.id"
-    )
-    params = {"q": query, "limit": limit, "per_document": per_document, "opts": options, **where[1]}
-    return list(s.execute(text(sql), params))
-
-
-@dataclass(frozen=True)
-class _Row:
-    document_id: int
-    chunk_index: int
-    page: int | None
-    file_type: str | None
-    path: str | None
-    snippet: str
-    score: float
-    matches: int = 1
-
-
-def _like(term: str) -> str:
-    return "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _search_substring(s: Session, parsed: _ParsedQuery, limit: int, per_document: int, where: Where) -> list[Any]:
-    """Fallback for SQLite builds without FTS5: case-insensitive substring match, no ranking.
-
-    Capped per document among the first ``limit`` matching chunks (which it counts)."""
-    params: dict[str, Any] = {"limit": limit, **where[1]}
-    ors = []
-    for gi, group in enumerate(parsed.groups):
-        ands = []
-        for ti, term in enumerate(group):
-            params[f"t{gi}_{ti}"] = _like(term)
-            ands.append(f"lower(c.text) LIKE :t{gi}_{ti} ESCAPE '\\'")
-        ors.append("(" + " AND ".join(ands) + ")")
-    nots = []
-    for ni, term in enumerate(parsed.negatives):
-        params[f"n{ni}"] = _like(term)
-        nots.append(f"AND lower(c.text) NOT LIKE :n{ni} ESCAPE '\\' ")
-    sql = (
-        "SELECT c.document_id, c.chunk_index, c.page, d.file_type, c.text, "
-        f"{_PATH_SUBQUERY} AS path "
-        "FROM chunks c JOIN documents d ON d.id = c.document_id "
-        "WHERE d.status = 'success' AND ("
-        + " OR ".join(ors)
-        + ") "
-        + "".join(nots)
-        + where[0]
-        + " ORDER BY c.document_id, c.chunk_index LIMIT :limit"
-    )
-    rows = list(s.execute(text(sql), params))
-    matches = Counter(r.document_id for r in rows)
-    taken: Counter[int] = Counter()
-    kept = []
-    for r in rows:
-        taken[r.document_id] += 1
-        if taken[r.document_id] <= per_document:
-            snippet = substring_snippet(r.text, parsed.terms)
-            kept.append(
-                _Row(r.document_id, r.chunk_index, r.page, r.file_type, r.path, snippet, 1.0, matches[r.document_id])
-            )
-    return kept
 
 
 # --------------------------------------------------------------------------

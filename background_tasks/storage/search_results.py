@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from background_tasks.processing.textstats import SHORT_STOPWORDS, STOPWORDS
@@ -196,3 +196,23 @@ def group_by_document(hits: Sequence[SearchHit], limit: int) -> list[SearchHit]:
         else:
             more[at] += 1
     return [dataclasses.replace(h, more=m) for h, m in zip(kept, more, strict=True)][:limit]
+
+
+def count_unfetched(
+    found: Sequence[SearchHit], passages: Sequence[SearchHit], counts: Mapping[int, int], fetched: Mapping[int, int]
+) -> list[SearchHit]:
+    """``more`` of each shown document with the keyword matches no search step fetched added.
+
+    A document's first passage may carry the semantic matches left unfetched (its ``more`` before
+    grouping); the keyword ones (``counts`` less ``fetched``) may be the same chunks, so the larger
+    of the two is added, not their sum: ``more`` is how many other passages matched, at least.
+    """
+    carried = {}
+    for hit in passages:
+        carried.setdefault(hit.document_id, hit.more)
+    out = []
+    for hit in found:
+        before = carried.get(hit.document_id, 0)
+        unfetched = max(0, counts.get(hit.document_id, 0) - fetched.get(hit.document_id, 0))
+        out.append(dataclasses.replace(hit, more=hit.more - before + max(before, unfetched)))
+    return out

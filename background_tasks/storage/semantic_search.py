@@ -163,8 +163,10 @@ def semantic(
         enough = len(documents) >= want if per_document else len(hits) >= want
         exhausted = len(about) < pool if per_document else len(rows) < pool
         if enough or exhausted:
-            kept = [h for h in hits if h.document_id in _first(hits, want)] if per_document else hits[:want]
-            return kept
+            if not per_document:
+                return hits[:want]
+            first = _first(hits, want)
+            return [h for h in hits if h.document_id in first]
         pool *= 4
 
 

@@ -11,6 +11,7 @@ The user's files are never touched here: only database rows.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, timedelta
 from typing import Any
@@ -19,7 +20,16 @@ from sqlalchemy.orm import Session
 
 from background_tasks.errors import DocumentNotFound, InvalidQuery
 from background_tasks.processing.chunking import Chunk
-from background_tasks.storage import documents, reading, related, removal, search, search_results, semantic_search
+from background_tasks.storage import (
+    documents,
+    fulltext,
+    reading,
+    related,
+    removal,
+    search,
+    search_results,
+    semantic_search,
+)
 from background_tasks.storage.db import is_sqlite
 from background_tasks.storage.documents import (
     CHUNK_WRITE_BATCH,
@@ -47,7 +57,7 @@ from background_tasks.storage.search_results import SearchResults
 from background_tasks.storage.values import clean_path, db_call
 
 #: passages of one document a grouped search fetches (the others are counted): enough to find overlapping twins
-PASSAGES_PER_DOCUMENT = 5
+PASSAGES_PER_DOCUMENT = 3
 
 
 class DocumentStore:
@@ -184,24 +194,32 @@ class DocumentStore:
         per_document = PASSAGES_PER_DOCUMENT if group else None
         meaningless = search_results.only_common_words(query)
         embedder = None if meaningless or mode == "keyword" else self.query_embedder()
+        fetched: Counter[int] = Counter()  # keyword hits fetched per document
 
         def keyword(n: int, per_document: int | None) -> list[SearchHit]:
-            return search.search(self.url, query, n, filters, marks, self._has_fts, per_document)
+            hits = fulltext.search(self.url, query, n, filters, marks, self._has_fts, per_document)
+            fetched.update(h.document_id for h in hits)
+            return hits
 
         if mode == "keyword":
-            hits = keyword((want + 10) * per_document if per_document else want + 20, per_document)
+            hits = keyword((want + 2) * per_document if per_document else want + 20, per_document)
         elif mode == "semantic":
             hits = (
-                semantic_search.semantic(self.url, embedder, query, want + 10, filters, marks, per_document)
+                semantic_search.semantic(self.url, embedder, query, want + 5, filters, marks, per_document)
                 if embedder
                 else []
             )
         else:
-            hits = semantic_search.hybrid(self.url, embedder, query, want + 10, filters, marks, keyword, per_document)
+            hits = semantic_search.hybrid(self.url, embedder, query, want + 5, filters, marks, keyword, per_document)
         passages = search_results.collapse_overlaps(self.url, hits, marks)
-        found = search.with_origins(
-            self.url, search_results.group_by_document(passages, want) if group else passages[:want]
-        )
+        if group:
+            found = search_results.group_by_document(passages, want)
+            if fetched:
+                counts = fulltext.count_matches(self.url, query, {h.document_id for h in found}, self._has_fts)
+                found = search_results.count_unfetched(found, passages, counts, fetched)
+        else:
+            found = passages[:want]
+        found = search.with_origins(self.url, found)
         return SearchResults(found, search_results.notice(mode, query, embedder, meaningless, found))
 
     @db_call

@@ -273,14 +273,20 @@ class ChunkInfo:
     end_char: int = 0
 
 
-def _path_subquery() -> Any:
-    return (
-        select(DocumentPathRow.path)
-        .where(DocumentPathRow.document_id == DocumentRow.id)
-        .order_by(DocumentPathRow.last_seen.desc(), DocumentPathRow.id.desc())
-        .limit(1)
-        .scalar_subquery()
+def latest_paths(s: Any, document_ids: Iterable[int]) -> dict[int, str]:
+    """The path each document was seen at last (one query; a correlated subquery per row costs a sort each)."""
+    ids = sorted(set(document_ids))
+    if not ids:
+        return {}
+    rows = s.execute(
+        select(DocumentPathRow.document_id, DocumentPathRow.path)
+        .where(DocumentPathRow.document_id.in_(ids))
+        .order_by(DocumentPathRow.document_id, DocumentPathRow.last_seen.desc(), DocumentPathRow.id.desc())
     )
+    paths: dict[int, str] = {}
+    for document_id, path in rows:
+        paths.setdefault(int(document_id), path)
+    return paths
 
 
 def _chunk_query() -> Any:
@@ -291,10 +297,28 @@ def _chunk_query() -> Any:
         ChunkRow.page,
         ChunkRow.text,
         DocumentRow.file_type,
-        _path_subquery().label("path"),
         ChunkRow.start_char,
         ChunkRow.end_char,
     ).join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
+
+
+def _infos(s: Any, rows: Iterable[Any]) -> list[ChunkInfo]:
+    rows = list(rows)
+    paths = latest_paths(s, (r.document_id for r in rows))
+    return [
+        ChunkInfo(
+            r.id,
+            r.document_id,
+            r.chunk_index,
+            r.page,
+            r.text,
+            r.file_type,
+            paths.get(r.document_id),
+            r.start_char,
+            r.end_char,
+        )
+        for r in rows
+    ]
 
 
 def chunk_info(url: str, chunk_ids: Iterable[int]) -> dict[int, ChunkInfo]:
@@ -304,7 +328,7 @@ def chunk_info(url: str, chunk_ids: Iterable[int]) -> dict[int, ChunkInfo]:
         return {}
     with transient_db_errors(), read_scope(url) as s:
         query = _chunk_query().where(ChunkRow.id.in_(ids), DocumentRow.status == "success")
-        return {int(r.id): ChunkInfo(*r) for r in s.execute(query)}
+        return {c.chunk_id: c for c in _infos(s, s.execute(query))}
 
 
 def chunks_at(url: str, positions: Iterable[tuple[int, int]]) -> dict[tuple[int, int], ChunkInfo]:
@@ -328,5 +352,5 @@ def chunks_at(url: str, positions: Iterable[tuple[int, int]]) -> dict[tuple[int,
         found: dict[tuple[int, int], ChunkInfo] = {}
         for start in range(0, len(ids), 1000):
             rows = s.execute(_chunk_query().where(ChunkRow.id.in_(ids[start : start + 1000])))
-            found.update({(c.document_id, c.chunk_index): c for c in (ChunkInfo(*r) for r in rows)})
+            found.update({(c.document_id, c.chunk_index): c for c in _infos(s, rows)})
     return found
