@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -39,8 +39,8 @@ from background_tasks.storage.search import (
     substring_snippet,
     websearch_query,
 )
-from background_tasks.storage.search_filters import SearchFilters
-from background_tasks.storage.vectors import latest_paths
+from background_tasks.storage.search_filters import SearchFilters, document_ids
+from background_tasks.storage.vectors import document_facts
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,9 @@ def search(
     with read_scope(url) as s:
         if not is_sqlite(url):
             tsquery = websearch_query(parsed)
-            kept = _capped(lambda n: _postgres_ranked(s, tsquery, n, where), limit, cap)
+            admitted = document_ids(url, filters)
+            allowed = None if admitted is None else sorted(admitted)
+            kept = _capped(lambda n: _postgres_ranked(s, tsquery, n, allowed), limit, cap)
             snippets = _postgres_snippets(s, tsquery, [k[0] for k in kept])
         elif has_fts(s):
             match = fts5_query(parsed) or ""
@@ -132,7 +134,8 @@ def count_matches(url: str, query: str, documents: set[int], has_fts: Callable[[
 
 def _capped(ranked: Callable[[int], Ranked], limit: int, cap: int) -> list[tuple[int, int, float]]:
     """The ``limit`` best rows with at most ``cap`` of one document, asking ``ranked`` for more until it has them."""
-    fetch = limit if cap >= limit else min(limit * 2, MAX_ROWS * 4)
+    # ranking costs the same for any LIMIT (every match is scored), so ask for plenty at once
+    fetch = limit if cap >= limit else max(limit * 8, 500)
     while True:
         rows, given = ranked(fetch)
         taken: Counter[int] = Counter()
@@ -149,18 +152,21 @@ def _capped(ranked: Callable[[int], Ranked], limit: int, cap: int) -> list[tuple
 
 
 def _rows(s: Session, chunk_ids: Sequence[int]) -> dict[int, _Row]:
-    """Place, type and path of each kept chunk."""
+    """Place, type and path of each kept chunk (chunks, then their documents, each by primary key)."""
     if not chunk_ids:
         return {}
     found = s.execute(
-        text(
-            "SELECT c.id, c.document_id, c.chunk_index, c.page, d.file_type "
-            "FROM chunks c JOIN documents d ON d.id = c.document_id WHERE c.id IN :ids"
-        ).bindparams(_ids("ids")),
-        {"ids": list(chunk_ids)},
+        select(ChunkRow.id, ChunkRow.document_id, ChunkRow.chunk_index, ChunkRow.page).where(
+            ChunkRow.id.in_(list(chunk_ids))
+        )
     ).all()
-    paths = latest_paths(s, {r.document_id for r in found})
-    return {int(r.id): _Row(r.document_id, r.chunk_index, r.page, r.file_type, paths.get(r.document_id)) for r in found}
+    facts = document_facts(s, {r.document_id for r in found})
+    rows = {}
+    for r in found:
+        fact = facts.get(r.document_id)
+        if fact is not None:
+            rows[int(r.id)] = _Row(r.document_id, r.chunk_index, r.page, fact.file_type, fact.path)
+    return rows
 
 
 # -- SQLite (FTS5) ----------------------------------------------------------------
@@ -189,13 +195,16 @@ def _sqlite_ranked(s: Session, match: str, fetch: int, where: Where) -> Ranked:
 def _processed_owners(s: Session, chunk_ids: Sequence[int]) -> dict[int, int]:
     """Chunk id -> document id, for chunks of processed (``success``) documents."""
     owners: dict[int, int] = {}
-    sql = text(
-        "SELECT c.id, c.document_id FROM chunks c JOIN documents d ON d.id = c.document_id "
-        "WHERE c.id IN :ids AND d.status = 'success'"
-    ).bindparams(_ids("ids"))
     for start in range(0, len(chunk_ids), 1000):
-        owners.update({int(i): int(d) for i, d in s.execute(sql, {"ids": list(chunk_ids[start : start + 1000])})})
-    return owners
+        part = list(chunk_ids[start : start + 1000])
+        owners.update(
+            {
+                int(i): int(d)
+                for i, d in s.execute(select(ChunkRow.id, ChunkRow.document_id).where(ChunkRow.id.in_(part)))
+            }
+        )
+    processed = {d for d, fact in document_facts(s, set(owners.values())).items() if fact.status == "success"}
+    return {i: d for i, d in owners.items() if d in processed}
 
 
 def _sqlite_snippets(s: Session, match: str, chunk_ids: Sequence[int]) -> dict[int, str]:
@@ -211,33 +220,48 @@ def _sqlite_snippets(s: Session, match: str, chunk_ids: Sequence[int]) -> dict[i
 
 
 def _sqlite_counts(s: Session, match: str, documents: set[int]) -> dict[int, int]:
-    """Matching chunks of each document: the index's matches within the documents' span of chunk ids, sorted out
-    by their chunk ids (one pass over the index, however many documents)."""
-    own = s.execute(select(ChunkRow.id, ChunkRow.document_id).where(ChunkRow.document_id.in_(sorted(documents))))
-    owner = {int(i): int(d) for i, d in own}
-    if not owner:
-        return {}
-    sql = "SELECT rowid FROM chunks_fts WHERE chunks_fts MATCH :q AND rowid BETWEEN :lo AND :hi"
-    matched = s.execute(text(sql), {"q": match, "lo": min(owner), "hi": max(owner)}).scalars()
-    counts = Counter(owner[i] for i in matched if i in owner)
-    return {d: counts.get(d, 0) for d in documents}
+    """Matching chunks of each document, counted by the index within the document's span of chunk ids.
+
+    A document's chunks are written together, so their ids are one unbroken run, and the count is
+    exact; when other chunks lie in between (written by another process at the same time), the
+    matches in the span are sorted out by id.
+    """
+    spans = s.execute(
+        select(ChunkRow.document_id, func.min(ChunkRow.id), func.max(ChunkRow.id), func.count())
+        .where(ChunkRow.document_id.in_(sorted(documents)))
+        .group_by(ChunkRow.document_id)
+    ).all()
+    counts = {d: 0 for d in documents}
+    in_span = "FROM chunks_fts WHERE chunks_fts MATCH :q AND rowid BETWEEN :lo AND :hi"
+    for document_id, lo, hi, chunks in spans:
+        params = {"q": match, "lo": lo, "hi": hi}
+        if hi - lo + 1 == chunks:  # one unbroken run: every id in the span is the document's
+            counts[int(document_id)] = int(s.execute(text(f"SELECT count(*) {in_span}"), params).scalar_one())
+        else:
+            own = set(s.execute(select(ChunkRow.id).where(ChunkRow.document_id == document_id)).scalars())
+            matched = s.execute(text(f"SELECT rowid {in_span}"), params).scalars()
+            counts[int(document_id)] = sum(1 for i in matched if i in own)
+    return counts
 
 
 # -- PostgreSQL (tsvector) --------------------------------------------------------
 
 
-def _postgres_ranked(s: Session, tsquery: str, fetch: int, where: Where) -> Ranked:
+def _postgres_ranked(s: Session, tsquery: str, fetch: int, admitted: list[int] | None) -> Ranked:
+    """Best chunks by ``ts_rank``; the status of their documents is checked for the ranked ids only, and a
+    filter is a list of the documents it admits: no plan that joins the documents row by row."""
+    params: dict[str, Any] = {"q": tsquery, "fetch": fetch}
+    only = ""
+    if admitted is not None:
+        only, params["docs"] = "AND c.document_id = ANY(:docs) ", admitted
     sql = (
         "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, :q) AS tsq) "
-        "SELECT c.id, c.document_id, ts_rank(c.tsv, q.tsq) AS score "
-        "FROM chunks c JOIN documents d ON d.id = c.document_id, q "
-        f"WHERE c.tsv @@ q.tsq AND d.status = 'success'{where[0]} "
-        "ORDER BY score DESC, c.id LIMIT :fetch"
+        "SELECT c.id, ts_rank(c.tsv, q.tsq) AS score FROM chunks c, q "
+        f"WHERE c.tsv @@ q.tsq {only}ORDER BY score DESC, c.id LIMIT :fetch"
     )
-    rows = [
-        (int(i), int(d), float(sc)) for i, d, sc in s.execute(text(sql), {"q": tsquery, "fetch": fetch, **where[1]})
-    ]
-    return rows, len(rows)
+    ranked = [(int(i), float(sc)) for i, sc in s.execute(text(sql), params)]
+    owners = _processed_owners(s, [i for i, _ in ranked])
+    return [(i, owners[i], sc) for i, sc in ranked if i in owners], len(ranked)
 
 
 def _postgres_snippets(s: Session, tsquery: str, chunk_ids: Sequence[int]) -> dict[int, str]:
@@ -251,13 +275,14 @@ def _postgres_snippets(s: Session, tsquery: str, chunk_ids: Sequence[int]) -> di
 
 
 def _postgres_counts(s: Session, tsquery: str, documents: set[int]) -> dict[int, int]:
+    """Matching chunks of each document, tested chunk by chunk within the documents (never the whole index)."""
     if not documents:
         return {}
     sql = text(
         "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, :q) AS tsq) "
-        "SELECT c.document_id, count(*) FROM chunks c, q WHERE c.document_id IN :docs AND c.tsv @@ q.tsq "
-        "GROUP BY c.document_id"
-    ).bindparams(_ids("docs"))
+        "SELECT c.document_id, count(*) FILTER (WHERE c.tsv @@ q.tsq) FROM chunks c, q "
+        "WHERE c.document_id = ANY(:docs) GROUP BY c.document_id"
+    )
     return {int(d): int(n) for d, n in s.execute(sql, {"q": tsquery, "docs": sorted(documents)})}
 
 

@@ -43,13 +43,9 @@ class RelatedDocument:
 def _facts(url: str, ids: list[int]) -> dict[int, tuple[str | None, str | None, int, str]]:
     """(path, file type, characters, status) of each document."""
     with transient_db_errors(), read_scope(url) as s:
-        rows = s.execute(
-            select(DocumentRow.id, DocumentRow.file_type, DocumentRow.text_chars, DocumentRow.status).where(
-                DocumentRow.id.in_(ids)
-            )
-        ).all()
-        paths = vectors.latest_paths(s, ids)
-    return {int(r[0]): (paths.get(int(r[0])), r[1], int(r[2] or 0), r[3]) for r in rows}
+        chars = dict(s.execute(select(DocumentRow.id, DocumentRow.text_chars).where(DocumentRow.id.in_(ids))).all())
+        facts = vectors.document_facts(s, ids)
+    return {i: (f.path, f.file_type, int(chars.get(i) or 0), f.status) for i, f in facts.items()}
 
 
 def near_duplicate(similarity: float, chars: int, other_chars: int) -> bool:

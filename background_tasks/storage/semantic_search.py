@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,8 +226,11 @@ def hybrid(
     if limit <= 0:
         return []
     want = min(int(limit), 1000)
-    by_words = keyword(want * per_document if per_document else want, per_document)
-    by_meaning = semantic(url, embedder, query, want, filters, marks, per_document) if embedder is not None else []
+    # the two rankings at once: the database works on the words while numpy compares the vectors
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="midas-keyword") as pool:
+        words = pool.submit(keyword, want * per_document if per_document else want, per_document)
+        by_meaning = semantic(url, embedder, query, want, filters, marks, per_document) if embedder is not None else []
+        by_words = words.result()
     if not by_meaning:
         return by_words
     exact = _exact(url, query, by_words)

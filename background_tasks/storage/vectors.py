@@ -289,36 +289,51 @@ def latest_paths(s: Any, document_ids: Iterable[int]) -> dict[int, str]:
     return paths
 
 
+@dataclass(frozen=True)
+class DocumentFacts:
+    file_type: str | None
+    status: str
+    path: str | None
+
+
+def document_facts(s: Any, document_ids: Iterable[int]) -> dict[int, DocumentFacts]:
+    """Type, status and latest path of each document: primary-key lookups, whatever the planner knows."""
+    ids = sorted(set(document_ids))
+    if not ids:
+        return {}
+    rows = s.execute(select(DocumentRow.id, DocumentRow.file_type, DocumentRow.status).where(DocumentRow.id.in_(ids)))
+    paths = latest_paths(s, ids)
+    return {int(i): DocumentFacts(t, st, paths.get(int(i))) for i, t, st in rows}
+
+
 def _chunk_query() -> Any:
+    """Chunks alone (by primary key or the (document, index) index); their documents are looked up apart, so no
+    plan joins them row by row (PostgreSQL does on tables it has no statistics of yet)."""
     return select(
         ChunkRow.id,
         ChunkRow.document_id,
         ChunkRow.chunk_index,
         ChunkRow.page,
         ChunkRow.text,
-        DocumentRow.file_type,
         ChunkRow.start_char,
         ChunkRow.end_char,
-    ).join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
+    )
 
 
-def _infos(s: Any, rows: Iterable[Any]) -> list[ChunkInfo]:
+def _infos(s: Any, rows: Iterable[Any], processed_only: bool) -> list[ChunkInfo]:
     rows = list(rows)
-    paths = latest_paths(s, (r.document_id for r in rows))
-    return [
-        ChunkInfo(
-            r.id,
-            r.document_id,
-            r.chunk_index,
-            r.page,
-            r.text,
-            r.file_type,
-            paths.get(r.document_id),
-            r.start_char,
-            r.end_char,
+    facts = document_facts(s, (r.document_id for r in rows))
+    found = []
+    for r in rows:
+        fact = facts.get(r.document_id)
+        if fact is None or (processed_only and fact.status != "success"):
+            continue
+        found.append(
+            ChunkInfo(
+                r.id, r.document_id, r.chunk_index, r.page, r.text, fact.file_type, fact.path, r.start_char, r.end_char
+            )
         )
-        for r in rows
-    ]
+    return found
 
 
 def chunk_info(url: str, chunk_ids: Iterable[int]) -> dict[int, ChunkInfo]:
@@ -327,8 +342,8 @@ def chunk_info(url: str, chunk_ids: Iterable[int]) -> dict[int, ChunkInfo]:
     if not ids:
         return {}
     with transient_db_errors(), read_scope(url) as s:
-        query = _chunk_query().where(ChunkRow.id.in_(ids), DocumentRow.status == "success")
-        return {c.chunk_id: c for c in _infos(s, s.execute(query))}
+        rows = s.execute(_chunk_query().where(ChunkRow.id.in_(ids)))
+        return {c.chunk_id: c for c in _infos(s, rows, processed_only=True)}
 
 
 def chunks_at(url: str, positions: Iterable[tuple[int, int]]) -> dict[tuple[int, int], ChunkInfo]:
@@ -352,5 +367,5 @@ def chunks_at(url: str, positions: Iterable[tuple[int, int]]) -> dict[tuple[int,
         found: dict[tuple[int, int], ChunkInfo] = {}
         for start in range(0, len(ids), 1000):
             rows = s.execute(_chunk_query().where(ChunkRow.id.in_(ids[start : start + 1000])))
-            found.update({(c.document_id, c.chunk_index): c for c in _infos(s, rows)})
+            found.update({(c.document_id, c.chunk_index): c for c in _infos(s, rows, processed_only=False)})
     return found
