@@ -7,9 +7,10 @@ related to others as soon as it is embedded. Cosine similarity ranks them.
 Near-duplicates (the same letter as ``.docx`` and ``.pdf``, a table as ``.xls`` and ``.xlsx``) are
 flagged when the similarity is at least ``NEAR_DUPLICATE`` and their texts are of like length
 (the shorter at least ``LENGTH_RATIO`` of the longer). Measured on the shared corpus with the
-built-in model: the same text in another format or encoding scores 0.974-1.000; the closest
-different texts score 0.948 ("Some text" against a page repeating "Some more text": told apart
-by their lengths) and 0.938 (two Arabic texts, a script the model has no vocabulary for).
+built-in model (``python -m bench bench_search``): near-identical texts (the same text in another
+format or encoding) score 0.974-1.000; the closest pairs of different texts score 0.948 ("Some
+text" against a page repeating "Some more text": told apart by their lengths) and 0.938 (two
+Arabic texts, a script the model has no vocabulary for).
 """
 
 from __future__ import annotations
