@@ -34,6 +34,7 @@ from background_tasks.ops import dashboard_data as dd
 from background_tasks.ops import dashboard_gate
 from background_tasks.ops.dashboard.health_view import section_health, verdict_panel
 from background_tasks.ops.dashboard.performance_view import section_performance
+from background_tasks.ops.dashboard.search_view import related_panel, search_panel
 from background_tasks.ops.dashboard.sources_view import sources_panel
 from background_tasks.ops.dashboard.upload_view import upload_panel
 from background_tasks.ops.dashboard.view import (
@@ -44,7 +45,6 @@ from background_tasks.ops.dashboard.view import (
     fmt_time,
     guarded,
     md,
-    open_document,
     open_selected_document,
     show_health,
 )
@@ -370,6 +370,7 @@ def show_task(settings: Settings, task_id: str) -> None:
 def section_documents(settings: Settings, app: Any) -> None:
     url = settings.database_url_resolved
     st.header("Documents")
+    stats: dict[str, Any] = {}
     with guarded("The documents"):
         stats = dd.document_stats(url)
         cols = st.columns(5)
@@ -406,23 +407,7 @@ def section_documents(settings: Settings, app: Any) -> None:
 
     st.subheader("Search")
     with guarded("The search"):
-        query = st.text_input('Words, "a phrase", -excluded', key="doc_query")
-        mode = st.radio("Match", ("hybrid", "keyword", "semantic"), horizontal=True, key="doc_search_mode",
-                        help="hybrid: words and meaning; keyword: the words; semantic: the meaning")  # fmt: skip
-        if query.strip():
-            hits = dd.search_documents(url, query, limit=20, mode=mode)
-            if not hits:
-                st.info("Nothing found.")
-            for hit in hits:
-                where = f"page {hit['page']}, " if hit["page"] else ""
-                where += f"chunk {hit['chunk_index']}" + (f", {hit['more']} more passage(s)" if hit["more"] else "")
-                title = f"**{md(hit['name'])}** (document {hit['document_id']}, {where})"
-                st.markdown(title)
-                st.button("Open", key=f"open_hit_{hit['document_id']}_{hit['chunk_index']}", on_click=open_document,
-                          args=(hit["document_id"],), help="Show this document in One document, below")  # fmt: skip
-                if hit.get("origin_text"):  # from a mail account (or another source): where it came from
-                    st.caption(md(hit["origin_text"]))
-                st.html(f"<div class='midas-snippet'>{hit['snippet_html']}</div>")
+        search_panel(url, sorted(stats.get("by_file_type", {})))
 
     st.subheader("One document")
     with guarded("The document"):
@@ -504,6 +489,9 @@ def show_document(url: str, document_id: int) -> None:
                 "paths": [p["path"] for p in doc.get("paths", [])],
             }
         )
+    if doc["status"] == "success":
+        with guarded("The related documents"):
+            related_panel(url, document_id)
     count = int(doc.get("chunk_count") or 0)
     if count:
         per_page = 20

@@ -17,7 +17,8 @@ from typing import Any, TextIO
 from background_tasks.errors import InvalidQuery, TransientError
 from background_tasks.processing.origin import describe_origin
 from background_tasks.settings import settings_or_exit
-from background_tasks.storage.store import DocumentStore
+from background_tasks.statuses import SearchStatus
+from background_tasks.storage.store import DocumentStore, SearchHit
 
 _BOLD = ("\x1b[1m", "\x1b[0m")
 _PLAIN = ("**", "**")
@@ -48,27 +49,47 @@ def relevance(score: float, best: float) -> str:
     return f"{min(100.0, 100 * score / best):.0f}%"
 
 
+def _where(hit: SearchHit, best: float) -> str:
+    """Where a passage is, e.g. "pages 10-11, chunks 14-15, document 90, relevance 100%, 3 more passages"."""
+    pages, chunks = hit.pages or ((hit.page,) if hit.page is not None else ()), hit.chunks or (hit.chunk_index,)
+    where = [f"page {pages[0]}" if len(pages) == 1 else f"pages {pages[0]}-{pages[-1]}"] if pages else []
+    where.append(f"chunk {chunks[0]}" if len(chunks) == 1 else f"chunks {chunks[0]}-{chunks[-1]}")
+    where += [f"document {hit.document_id}", f"relevance {relevance(hit.score, best)}"]
+    where += [f"{hit.more} more passage{'s' if hit.more > 1 else ''} in it"] if hit.more else []
+    return ", ".join(where)
+
+
 def _cmd_search(args: argparse.Namespace, out: TextIO) -> int:
     store = _open_store()
     tty = out.isatty()
     # Private-use markers survive sanitizing; they become bold (tty) or **x** afterwards.
+    source = args.source
+    if source and source != "mail" and not source.startswith(("mail:", "s3://")):
+        source = os.path.abspath(source)  # a folder as the user sees it; the store keeps absolute paths
     try:
         hits = store.search(
-            args.query, limit=args.limit, file_type=args.type, marks=("\ue000", "\ue001"), mode=args.mode
+            args.query,
+            limit=args.limit,
+            file_type=args.type,
+            marks=("\ue000", "\ue001"),
+            mode=args.mode,
+            since=args.since,
+            until=args.until,
+            source=source,
+            status=args.status,
         )
     except InvalidQuery as exc:
-        print(f"Search refused: {exc.message}", file=sys.stderr)
+        print(f"Search refused: {_safe(exc.message)}", file=sys.stderr)
         return 2
+    if hits.notice:
+        print(f"Note: {_safe(hits.notice)}", file=out)
     if not hits:
         print("No matches.", file=out)
         return 0
     start, end = _BOLD if tty else _PLAIN
     best = max(hit.score for hit in hits)
     for rank, hit in enumerate(hits, 1):
-        where = [f"page {hit.page}"] if hit.page is not None else []
-        where += [f"chunk {hit.chunk_index}", f"relevance {relevance(hit.score, best)}"]
-        where += [f"{hit.more} more passage(s) in it"] if hit.more else []
-        print(f"{rank}. {_safe(hit.path or f'document {hit.document_id}')}  ({', '.join(where)})", file=out)
+        print(f"{rank}. {_safe(hit.path or f'document {hit.document_id}')}  ({_where(hit, best)})", file=out)
         if hit.origin:  # a source (a mail account, an S3 prefix) said where it came from
             print(f"   from {_safe(describe_origin(hit.origin))}", file=out)
         snippet = " ".join(_safe(hit.snippet).split())
@@ -179,10 +200,32 @@ def _cmd_document_original(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _cmd_document_related(args: argparse.Namespace, out: TextIO) -> int:
+    found = _open_store().related(args.id, limit=args.limit)
+    if found is None:
+        print(
+            f"document {args.id} is not embedded yet (see `embeddings status`), or embeddings are off",
+            file=out,
+        )
+        return 1
+    if not found:
+        print(f"no other document is embedded to compare document {args.id} with", file=out)
+        return 0
+    for rank, other in enumerate(found, 1):
+        flag = "  NEAR-DUPLICATE" if other.near_duplicate else ""
+        print(
+            f"{rank}. {_safe(other.path or '-')}  (document {other.document_id}, {_safe(other.file_type or '-')}, "
+            f"similarity {other.similarity:.3f}){flag}",
+            file=out,
+        )
+    return 0
+
+
 _DOCUMENT_ACTIONS = {
     "delete": _cmd_document_delete,
     "reprocess": _cmd_document_reprocess,
     "original": _cmd_document_original,
+    "related": _cmd_document_related,
 }
 
 
@@ -357,8 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
         help='words (all must match), "a phrase", -excluded words, or a question in plain words '
         "(semantic and hybrid match its meaning)",
     )
-    search.add_argument("--limit", type=int, default=10, help="number of hits (default 10)")
+    search.add_argument("--limit", type=int, default=10, help="number of documents (default 10)")
     search.add_argument("--type", help="only this file type, e.g. pdf")
+    search.add_argument("--since", metavar="DATE", help="only documents dated this day or later (2024-01-31)")
+    search.add_argument("--until", metavar="DATE", help="only documents dated this day or earlier")
+    search.add_argument(
+        "--source", help="only documents from a folder, an s3:// prefix, mail (every account) or mail:ACCOUNT"
+    )
+    search.add_argument(
+        "--status",
+        choices=[s.value for s in SearchStatus],
+        help="complete: read without warnings; warnings: read with warnings; ocr_pending: OCR still running",
+    )
     search.add_argument(
         "--mode",
         choices=("keyword", "semantic", "hybrid"),
@@ -375,14 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     embeddings.set_defaults(func=_cmd_embeddings)
 
     documents = sub.add_parser(
-        "documents", help="list documents; delete one, process it again, or get its original back"
+        "documents", help="list documents; delete one, process it again, get its original back, or its related ones"
     )
     documents.add_argument("--limit", type=int, default=50)
     documents.add_argument("--offset", type=int, default=0)
     documents.add_argument("--status", choices=("processing", "success", "failed", "rejected"))
     documents.add_argument("--type", help="only this file type, e.g. pdf")
     documents.set_defaults(func=_cmd_documents, action=None)
-    actions = documents.add_subparsers(dest="action", metavar="{delete,reprocess,original}")
+    actions = documents.add_subparsers(dest="action", metavar="{delete,reprocess,original,related}")
     delete = actions.add_parser(
         "delete", help="delete a document: its rows, chunks, embeddings and MIDAS's copies; never your file"
     )
@@ -393,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     original = actions.add_parser("original", help="write a document's original file (from MIDAS's copy or yours)")
     original.add_argument("id", type=int, help="the document id")
     original.add_argument("-o", "--output", required=True, metavar="FILE", help="a new file to write (- for stdout)")
+    related = actions.add_parser("related", help="the documents nearest in meaning to one; near-duplicates flagged")
+    related.add_argument("id", type=int, help="the document id")
+    related.add_argument("--limit", type=int, default=5, help="how many (default 5)")
 
     stats = sub.add_parser("stats", help="document and chunk counts")
     stats.set_defaults(func=_cmd_stats)

@@ -25,6 +25,18 @@ class DocumentStatus(StrEnum):
         return frozenset({cls.FAILED, cls.REJECTED})
 
 
+class SearchStatus(StrEnum):
+    """How complete a searchable (``success``) document's text is: the ``status`` filter of search.
+
+    Only documents that succeeded have text to search, so the filter tells them apart by what
+    MIDAS noted while reading them.
+    """
+
+    COMPLETE = "complete"  # no warning, OCR not waiting
+    WARNINGS = "warnings"  # read with warnings (pages without text, parts skipped ...)
+    OCR_PENDING = "ocr_pending"  # a long scan whose OCR still runs: more text is coming
+
+
 class TaskState(StrEnum):
     """A task's state in the task history (Celery's states, lower case), in the order they happen."""
 

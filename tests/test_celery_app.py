@@ -199,7 +199,7 @@ def test_results_and_documents_live_in_postgresql_when_configured(isolated_stack
                 assert status == ("SUCCESS",)
                 count = conn.execute("SELECT count(*) FROM documents WHERE status = 'success'").fetchone()
                 assert count == (1,)
-            hits = DocumentStore(url).search("postgresql full-text")
+            hits = DocumentStore(url).search("postgresql full-text", mode="keyword")
             assert hits and hits[0].path == str(path)
         finally:
             stack.close()

@@ -114,14 +114,14 @@ def test_delete_removes_every_row_of_one_document_and_never_the_users_file(
     with read_scope(url) as s:
         assert s.execute(select(func.count()).select_from(AnalysisRow).where(
             AnalysisRow.sha256 == osprey["sha256"])).scalar() == 0  # fmt: skip
-    assert store.search("osprey") == [] and store.search("estuary nesting", mode="keyword") == []
+    assert store.search("osprey", mode="keyword") == [] and store.search("estuary nesting", mode="keyword") == []
     if is_sqlite(url):  # the full-text index itself forgot the chunks, not only the join
         with read_scope(url) as s:
             assert s.execute(text("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'osprey'")).scalar() == 0
             assert s.execute(text("SELECT count(*) FROM chunks_fts WHERE chunks_fts MATCH 'heron'")).scalar() > 0
     # the other document is whole: chunks, search, embeddings, analysis
     assert store.get_chunks(kept) == heron_chunks
-    hits = store.search("heron colony")
+    hits = store.search("heron colony", mode="keyword")
     assert hits and {h.document_id for h in hits} == {kept}
     assert rows_of(url, ChunkEmbeddingRow, kept) == heron["chunks_created"]
     assert sum(vectors.counts(url)["by_model"].values()) == heron["chunks_created"]
@@ -199,7 +199,7 @@ def test_the_forced_claim_takes_over_known_content_and_drops_its_old_result(
     assert (claim.state, claim.document_id, claim.attempts) == ("resume", document_id, 2)
     doc = store.get_document(document_id)
     assert doc["status"] == "processing" and doc["chunk_count"] == 0 and store.get_chunks(document_id) == []
-    assert rows_of(store.url, ChunkEmbeddingRow, document_id) == 0 and store.search("osprey") == []
+    assert rows_of(store.url, ChunkEmbeddingRow, document_id) == 0 and store.search("osprey", mode="keyword") == []
 
 
 def test_reprocess_in_the_pipeline_replaces_the_result_on_the_same_row(

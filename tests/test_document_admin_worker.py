@@ -87,7 +87,7 @@ def test_reprocess_on_a_real_worker_replaces_the_result_and_the_cli_deletes_it(i
     new_chunks = chunk_ids(url, document_id)
     assert len(new_chunks) == first["chunks_created"] and not new_chunks & old_chunks  # fresh rows
     wait_until(lambda: embedded_chunk_ids(url, document_id) == new_chunks, 90, 0.3, "the new run's embeddings")
-    assert {h.document_id for h in store.search("invoice thirty days")} == {document_id}
+    assert {h.document_id for h in store.search("invoice thirty days", mode="keyword")} == {document_id}
     assert fingerprint(path) == before
 
     # the same through the command line, then the original, then delete
@@ -110,7 +110,7 @@ def test_reprocess_on_a_real_worker_replaces_the_result_and_the_cli_deletes_it(i
     assert deleted.returncode == 0, deleted.stderr
     assert f"document {document_id} deleted (success, {path})" in deleted.stdout
     assert f"left your file alone: {path}" in deleted.stdout
-    assert store.count_documents() == 0 and store.search("invoice") == []
+    assert store.count_documents() == 0 and store.search("invoice", mode="keyword") == []
     assert fingerprint(path) == before
     gone = midas(stack.env, "documents", "delete", str(document_id))
     assert gone.returncode == 1 and f"no document {document_id}" in gone.stderr and "Traceback" not in gone.stderr

@@ -77,7 +77,7 @@ def swapped_file(docs_dir, tmp_path):
 def _assert_secret_never_read(results: list[dict], secret_sha: str, store: DocumentStore) -> None:
     leaked = [r for r in results if r.get("sha256") == secret_sha or SECRET_WORD in str(r)]
     assert not leaked, f"{len(leaked)} of {len(results)} tasks read the file outside the roots: {leaked[:2]}"
-    assert store.search(SECRET_WORD) == []
+    assert store.search(SECRET_WORD, mode="keyword") == []
     statuses = {r["status"] for r in results}
     assert statuses <= {"success", "duplicate", "rejected"}, statuses
     refused = [r for r in results if r["status"] == "rejected"]
@@ -145,7 +145,7 @@ def test_the_workers_current_directory_is_not_an_allowed_folder(project_like_cwd
         assert result["error_type"] == "path_not_allowed", (name, result)
         assert "outside the allowed folders" in result["error"]
         assert str(project_like_cwd) in result["error"], "the error says where the worker looked"
-    assert DocumentStore(stack.settings.database_url_resolved).search(SECRET_WORD) == []
+    assert DocumentStore(stack.settings.database_url_resolved).search(SECRET_WORD, mode="keyword") == []
     assert worker.process.poll() is None
 
 
@@ -175,7 +175,7 @@ def test_midas_own_files_hidden_files_and_unsupported_types_are_refused(settings
         result = pipeline.process_file(str(tmp_path / relative), settings, store)
         assert result.status == "rejected", (relative, result)
         assert result.error_type == error_type, (relative, result)
-    assert store.search(SECRET_WORD) == []
+    assert store.search(SECRET_WORD, mode="keyword") == []
     # Uploads in the data dir's inbox are still MIDAS's to read.
     settings.inbox_dir.mkdir(parents=True)
     (settings.inbox_dir / "upload.txt").write_text("an uploaded note\n")
@@ -248,7 +248,7 @@ def test_an_enormous_query_gets_a_clear_refusal_on_every_backend(database_url) -
         store.search(phrase)
     with pytest.raises(InvalidQuery, match="phrase has 100 words"):
         store.search('"' + " ".join("ab" for _ in range(100)) + '"')
-    assert store.search("ordinary words") == []
+    assert store.search("ordinary words", mode="keyword") == []
 
 
 def test_the_cli_says_why_a_query_is_refused(tmp_path) -> None:

@@ -105,7 +105,7 @@ def test_fetch_mail_on_a_worker_processes_attachments_with_their_origin(imap, is
     }
     # every file went through the intake ledger (a worker writes its outcomes there in the background)
     wait_until(lambda: all(ledger_store.get(url, t)["state"] == "done" for t in task_ids), 20, what="ledger done")
-    (hit,) = DocumentStore(url).search("zeppelin", limit=5)
+    (hit,) = DocumentStore(url).search("zeppelin", limit=5, mode="keyword")
     assert hit.origin is not None and hit.origin["subject"] == "Invoice 7" and hit.origin["account"] == "shop"
     # the command line's search says where the hit came from
     done = subprocess.run(

@@ -448,5 +448,5 @@ def test_a_long_scan_does_not_block_other_documents(isolated_stack, docs_dir, ge
     assert document["metadata"]["ocr_pages"] == [1, 2, 3]
     expected = " ".join(sentences.values())
     assert recall(expected, document_text(store, first["document_id"])) >= 0.9
-    assert store.search(phrase, limit=5)[0].document_id == first["document_id"]
+    assert store.search(phrase, limit=5, mode="keyword")[0].document_id == first["document_id"]
     assert worker.log_text().count("background_tasks.analysis_tasks.ocr_document_pages[") >= 3

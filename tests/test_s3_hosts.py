@@ -57,7 +57,7 @@ def test_two_hosts_share_the_work_and_one_finishes_what_the_killed_one_held(
         assert_exactly_once(stack, paths)
         workers = {ledger_store.get(url, r.id)["worker"] for r in sent}
         assert workers == {w.hostname for w in hosts}, workers  # both hosts took a share
-        hits = DocumentStore(url).search("tok123x")
+        hits = DocumentStore(url).search("tok123x", mode="keyword")
         assert [h.path for h in hits] == [results[123]["path"]]
 
         more_dir = docs_dir / "more"

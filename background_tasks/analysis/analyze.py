@@ -25,7 +25,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from background_tasks.errors import PermanentError, UnsupportedFileType
-from background_tasks.processing.textstats import detect_language, word_count
+from background_tasks.processing.textstats import STOPWORDS, detect_language, word_count
 from background_tasks.storage import analyses, reading
 from background_tasks.storage.models import AnalysisRow
 from background_tasks.storage.search import document_frequencies
@@ -153,37 +153,6 @@ def _words(text_value: str) -> list[str]:
 #: abbreviations whose full stop does not end a sentence (lower case, without the final dot)
 ABBREVIATIONS = frozenset(
     _words("e.g i.e etc vs cf mr mrs ms dr prof st no fig approx ca bzw usw z.b d.h u.a nr vgl ggf inkl evtl sog")
-)
-
-
-STOPWORDS = frozenset(
-    _words(
-        """
-    about above after again against all also although among and another any are aren around because been before
-    being below between both but can cannot could couldn did didn does doesn doing don down during each either
-    else even ever every few for from further get gets got had hadn has hasn have haven having her here hers
-    herself him himself his how however into isn its itself just least less let like made make many may might
-    more most much must mustn myself neither nor not now off once one only onto other others our ours ourselves
-    out over own per rather said same say says see seen shall shan she should shouldn since some still such
-    than that the their theirs them themselves then there therefore these they this those though through thus
-    too under until upon use used using very via was wasn way well were weren what whatever when where whether
-    which while who whom whose why will with within without won would wouldn yet you your yours yourself
-    yourselves also etc new two three first second
-    aber alle allem allen aller alles als also am an ander andere anderem anderen anderer anderes anderm andern
-    anders auch auf aus bei bin bis bist da damit dann der den des dem die das dass daß derselbe derselben
-    denselben desselben demselben dieselbe dieselben dasselbe dazu dein deine deinem deinen deiner deines denn
-    derer dessen dich dir du dies diese diesem diesen dieser dieses doch dort durch ein eine einem einen einer
-    eines einig einige einigem einigen einiger einiges einmal er ihn ihm es etwas euer eure eurem euren eurer
-    eures für gegen gewesen hab habe haben hat hatte hatten hier hin hinter ich mich mir ihr ihre ihrem ihren
-    ihrer ihres euch im in indem ins ist jede jedem jeden jeder jedes jene jenem jenen jener jenes jetzt kann
-    kein keine keinem keinen keiner keines können könnte machen man manche manchem manchen mancher manches mein
-    meine meinem meinen meiner meines mit muss musste nach nicht nichts noch nun nur ob oder ohne sehr sein
-    seine seinem seinen seiner seines selbst sich sie ihnen sind so solche solchem solchen solcher solches soll
-    sollte sondern sonst über um und uns unsere unserem unseren unser unseres unter viel vom von vor während war
-    waren warst was weg weil weiter welche welchem welchen welcher welches wenn werde werden wie wieder will wir
-    wird wirst wo wollen wollte würde würden zu zum zur zwar zwischen sowie bzw beim
-    """
-    )
 )
 
 _MONTHS = {

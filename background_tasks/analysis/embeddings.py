@@ -22,6 +22,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,6 +39,8 @@ BUILTIN_NAME = "wordllama-l2-supercat-256"
 #: longest text embedded, in tokens (a chunk is ~1,000 characters, far fewer tokens)
 MAX_TOKENS = 2048
 DEVICES = ("cpu", "cuda")
+#: tokens that carry no meaning: byte fallbacks of an unknown script, unknown, word boundary, padding
+_MEANINGLESS = re.compile(r"^(<0x[0-9A-Fa-f]{2}>|\[UNK\]|<unk>|\[PAD\]|<pad>|<s>|</s>|\[CLS\]|\[SEP\]|▁|\s*)$")
 
 
 class EmbeddingUnavailable(MissingDependency):
@@ -80,6 +83,10 @@ class StaticEmbedder:
         self._tokenizer.no_padding()
         self._tokenizer.no_truncation()
         self._table = np.ascontiguousarray(table, dtype=np.float32)
+        self._meaningful = np.ones(len(self._table), dtype=bool)
+        for token, token_id in self._tokenizer.get_vocab().items():
+            if 0 <= token_id < len(self._table) and _MEANINGLESS.match(token):
+                self._meaningful[token_id] = False
         self._gpu: Any = None
         if device == "cuda":
             torch = _cuda_torch()
@@ -95,6 +102,19 @@ class StaticEmbedder:
             if token_ids.size:
                 out[row] = self._table[np.clip(token_ids, 0, len(self._table) - 1)].mean(axis=0)
         return normalize_rows(out)
+
+    def query_vector(self, text: str) -> np.ndarray | None:
+        """A query's vector from the tokens that carry meaning; None when it has none.
+
+        A script the vocabulary lacks falls back to byte tokens (``<0xE1>``), and the unknown and
+        word-boundary tokens say nothing either: a query of only those would match at random.
+        """
+        ids = np.asarray(self._tokenizer.encode(text or "", add_special_tokens=False).ids[:MAX_TOKENS], np.int64)
+        ids = ids[(ids >= 0) & (ids < len(self._table))]
+        ids = ids[self._meaningful[ids]]
+        if not ids.size:
+            return None
+        return normalize_rows(self._table[ids].mean(axis=0, keepdims=True))[0]
 
     def _embed_cuda(self, ids: list[np.ndarray]) -> np.ndarray:
         torch, table = self._gpu

@@ -5,6 +5,7 @@ Deleting one, processing it again and reading its original back are ``api.docume
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from enum import StrEnum
 from typing import Annotated, Any
@@ -161,4 +162,25 @@ def get_document(
             "items": chunks,
         },
         "analysis": get_analysis(document_id, ctx.url),
+    }
+
+
+@router.get(
+    "/documents/{document_id}/related",
+    summary="The documents nearest in meaning to one, near-duplicates flagged",
+    responses={404: {"description": "`not_found`: no such document"}},
+)
+def related_documents(
+    ctx: Context, document_id: DocumentId, limit: Annotated[int, Query(ge=1, le=100)] = 5
+) -> dict[str, Any]:
+    """Nearest first by the cosine similarity of document vectors (the mean of each one's chunk embeddings).
+
+    ``embedded`` is false (and ``related`` empty) while the document has no embeddings yet, or when
+    embeddings are off.
+    """
+    found = ctx.store.related(document_id, limit=limit)
+    return {
+        "document_id": document_id,
+        "embedded": found is not None,
+        "related": [dataclasses.asdict(r) for r in found or []],
     }

@@ -38,6 +38,7 @@ from background_tasks.ops.dashboard.documents import (
     failed_documents,
     highlight_html,
     original_bytes,
+    related_documents,
     reprocess_document,
     search_documents,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "plain_error",
     "queue_table",
     "redis_problem",
+    "related_documents",
     "report_markdown",
     "reprocess_document",
     "retry_document",

@@ -1,19 +1,19 @@
-"""Full-text search over the stored chunks, the same on both databases.
+"""What every search mode shares: the query, its hits, their snippets; and document frequencies.
 
-SQLite: an FTS5 external-content table kept in sync by triggers, ranked with
-BM25. PostgreSQL: a stored, GIN-indexed ``to_tsvector('simple', text)``
-column queried with ``websearch_to_tsquery``, so any language works. A SQLite
-build without FTS5 falls back to an unranked substring match. The user's
-query is parsed once (``parse_query``) and written out for each backend so
-that no syntax of the user's reaches the database's query language.
+The user's query is parsed once (``parse_query``) and written out for each backend
+(``fts5_query``, ``websearch_query``) so that no syntax of the user's reaches the database's
+query language. The keyword search itself is ``storage.fulltext``; the semantic and hybrid
+ones ``storage.semantic_search``.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select, text
@@ -22,10 +22,10 @@ from sqlalchemy.orm import Session
 
 from background_tasks.errors import InvalidQuery
 from background_tasks.processing.chunking import normalize_text
+from background_tasks.processing.textstats import SHORT_STOPWORDS, STOPWORDS
 from background_tasks.storage.db import is_sqlite, read_scope, transient_db_errors
 from background_tasks.storage.models import DocumentRow
 from background_tasks.storage.schema import create_schema
-from background_tasks.storage.values import file_type_of
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ MAX_QUERY_TERMS = 32
 MAX_QUERY_CHARS = 1000
 #: Most words in one "quoted phrase".
 MAX_PHRASE_WORDS = 64
+#: Most chunks one keyword search returns.
+MAX_ROWS = 5000
 
 #: highlight markers used inside the database; replaced by the caller's marks
 _HL_START = "\ue000"
@@ -56,6 +58,10 @@ class SearchHit:
     more: int = 0
     #: where a source took the document from (``metadata["origin"]``: mail account, folder, from, subject ...)
     origin: dict[str, str] | None = None
+    #: every chunk the shown passage stands for (overlapping chunks that matched the same text), ascending
+    chunks: tuple[int, ...] = ()
+    #: the pages those chunks lie on, ascending (empty when the format has no pages)
+    pages: tuple[int, ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -142,24 +148,8 @@ def fts5_query(parsed: _ParsedQuery) -> str | None:
 # --------------------------------------------------------------------------
 
 
-def sqlite_has_fts(session: Session) -> bool:
-    """Whether this SQLite database has the FTS5 index (``create_schema`` makes it where FTS5 exists)."""
-    found = session.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts'")).first()
-    return found is not None
-
-
-def search(
-    url: str,
-    query: str,
-    limit: int,
-    file_type: str | None,
-    marks: tuple[str, str],
-    has_fts: Callable[[Session], bool],
-) -> list[SearchHit]:
-    """Best-matching chunks for a web-search style query, best first (see ``DocumentStore.search``).
-
-    ``has_fts`` tells whether a SQLite database has its FTS5 index; the store remembers the answer.
-    """
+def check_query(query: str) -> str:
+    """The query in the indexed text's form; ``InvalidQuery`` when it is too long or has too long a phrase."""
     query = normalize_text(query or "")  # same form as the indexed text; no NUL or control characters
     if len(query) > MAX_QUERY_CHARS:
         raise InvalidQuery(f"the query has {len(query):,} characters; at most {MAX_QUERY_CHARS:,} are searched")
@@ -167,24 +157,16 @@ def search(
     longest = max((len(t.split()) for t in (*parsed.terms, *parsed.negatives)), default=0)
     if longest > MAX_PHRASE_WORDS:
         raise InvalidQuery(f"a quoted phrase has {longest} words; at most {MAX_PHRASE_WORDS} are searched")
-    if not parsed.groups or limit <= 0:
-        return []
-    limit = min(int(limit), 1000)
-    ftype = file_type_of(file_type)
-    with read_scope(url) as s:
-        if not is_sqlite(url):
-            rows = _search_postgres(s, websearch_query(parsed), limit, ftype)
-        elif has_fts(s):
-            rows = _search_sqlite(s, parsed, limit, ftype)
-        else:
-            rows = _search_substring(s, parsed, limit, ftype)
-        origins = _origins(s, {r.document_id for r in rows})
-    return [make_hit(r, r.snippet, r.score, marks, origins.get(r.document_id)) for r in rows]
+    return query
 
 
-def make_hit(
-    row: Any, snippet: str | None, score: float | None, marks: tuple[str, str], origin: dict[str, str] | None = None
-) -> SearchHit:
+def sqlite_has_fts(session: Session) -> bool:
+    """Whether this SQLite database has the FTS5 index (``create_schema`` makes it where FTS5 exists)."""
+    found = session.execute(text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'chunks_fts'")).first()
+    return found is not None
+
+
+def make_hit(row: Any, snippet: str | None, score: float | None, marks: tuple[str, str]) -> SearchHit:
     """A hit from a row with the chunk's document_id, path, file_type, page and chunk_index."""
     return SearchHit(
         document_id=row.document_id,
@@ -194,12 +176,11 @@ def make_hit(
         chunk_index=row.chunk_index,
         snippet=(snippet or "").replace(_HL_START, marks[0]).replace(_HL_END, marks[1]),
         score=float(score or 0.0),
-        origin=origin,
     )
 
 
 def with_origins(url: str, hits: list[SearchHit]) -> list[SearchHit]:
-    """The hits with their documents' origins (semantic hits are found without reading documents)."""
+    """The hits with their documents' origins: read for the hits shown only, once a search has chosen them."""
     if not hits:
         return hits
     with read_scope(url) as s:
@@ -213,104 +194,6 @@ def _origins(s: Session, document_ids: set[int]) -> dict[int, dict[str, str]]:
         return {}
     rows = s.execute(select(DocumentRow.id, DocumentRow.metadata_json).where(DocumentRow.id.in_(document_ids)))
     return {i: meta["origin"] for i, meta in rows if isinstance(meta, dict) and isinstance(meta.get("origin"), dict)}
-
-
-_PATH_SUBQUERY = (
-    "(SELECT p.path FROM document_paths p WHERE p.document_id = d.id ORDER BY p.last_seen DESC, p.id DESC LIMIT 1)"
-)
-
-
-def _search_sqlite(s: Session, parsed: _ParsedQuery, limit: int, ftype: str | None) -> list[Any]:
-    match = fts5_query(parsed)
-    sql = (
-        "SELECT c.document_id, c.chunk_index, c.page, d.file_type, "
-        f"{_PATH_SUBQUERY} AS path, "
-        "snippet(chunks_fts, 0, :hs, :he, '…', 32) AS snippet, -bm25(chunks_fts) AS score "
-        "FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
-        "JOIN documents d ON d.id = c.document_id "
-        "WHERE chunks_fts MATCH :q AND d.status = 'success' "
-        + ("AND d.file_type = :ft " if ftype else "")
-        + "ORDER BY bm25(chunks_fts), c.id LIMIT :limit"
-    )
-    params = {"q": match, "hs": _HL_START, "he": _HL_END, "limit": limit, "ft": ftype}
-    try:
-        return list(s.execute(text(sql), params))
-    except OperationalError as error:
-        message = str(error.orig).lower()
-        if any(m in message for m in ("fts5", "match", "unterminated", "syntax")):  # never let a query crash search
-            logger.warning("full-text query %r rejected by SQLite: %s", match, error.orig)
-            return []
-        raise
-
-
-def _search_postgres(s: Session, query: str, limit: int, ftype: str | None) -> list[Any]:
-    options = (
-        f'StartSel="{_HL_START}", StopSel="{_HL_END}", MaxWords=35, MinWords=15, '
-        'ShortWord=2, MaxFragments=2, FragmentDelimiter=" … "'
-    )
-    sql = (
-        "WITH q AS (SELECT websearch_to_tsquery('simple'::regconfig, :q) AS tsq), "
-        "best AS ("
-        "  SELECT c.id, ts_rank(c.tsv, q.tsq) AS score "
-        "  FROM chunks c JOIN documents d ON d.id = c.document_id, q "
-        "  WHERE c.tsv @@ q.tsq AND d.status = 'success' "
-        + ("AND d.file_type = :ft " if ftype else "")
-        + "  ORDER BY score DESC, c.id LIMIT :limit"
-        ") "
-        "SELECT c.document_id, c.chunk_index, c.page, d.file_type, "
-        f"{_PATH_SUBQUERY} AS path, "
-        "ts_headline('simple'::regconfig, c.text, q.tsq, :opts) AS snippet, best.score "
-        "FROM best JOIN chunks c ON c.id = best.id JOIN documents d ON d.id = c.document_id, q "
-        "ORDER BY best.score DESC, c.id"
-    )
-    params = {"q": query, "limit": limit, "ft": ftype, "opts": options}
-    return list(s.execute(text(sql), params))
-
-
-@dataclass(frozen=True)
-class _Row:
-    document_id: int
-    chunk_index: int
-    page: int | None
-    file_type: str | None
-    path: str | None
-    snippet: str
-    score: float
-
-
-def _like(term: str) -> str:
-    return "%" + term.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _search_substring(s: Session, parsed: _ParsedQuery, limit: int, ftype: str | None) -> list[Any]:
-    """Fallback for SQLite builds without FTS5: case-insensitive substring match, no ranking."""
-    params: dict[str, Any] = {"limit": limit, "ft": ftype}
-    ors = []
-    for gi, group in enumerate(parsed.groups):
-        ands = []
-        for ti, term in enumerate(group):
-            params[f"t{gi}_{ti}"] = _like(term)
-            ands.append(f"lower(c.text) LIKE :t{gi}_{ti} ESCAPE '\\'")
-        ors.append("(" + " AND ".join(ands) + ")")
-    nots = []
-    for ni, term in enumerate(parsed.negatives):
-        params[f"n{ni}"] = _like(term)
-        nots.append(f"AND lower(c.text) NOT LIKE :n{ni} ESCAPE '\\' ")
-    sql = (
-        "SELECT c.document_id, c.chunk_index, c.page, d.file_type, c.text, "
-        f"{_PATH_SUBQUERY} AS path "
-        "FROM chunks c JOIN documents d ON d.id = c.document_id "
-        "WHERE d.status = 'success' AND ("
-        + " OR ".join(ors)
-        + ") "
-        + "".join(nots)
-        + ("AND d.file_type = :ft " if ftype else "")
-        + "ORDER BY c.document_id, c.chunk_index LIMIT :limit"
-    )
-    return [
-        _Row(r.document_id, r.chunk_index, r.page, r.file_type, r.path, _substring_snippet(r.text, parsed.terms), 1.0)
-        for r in s.execute(text(sql), params)
-    ]
 
 
 # --------------------------------------------------------------------------
@@ -361,15 +244,36 @@ def document_frequencies(url: str, terms: Iterable[str]) -> tuple[int, dict[str,
         return total, found
 
 
-def _substring_snippet(chunk: str, terms: Sequence[str], width: int = 200) -> str:
-    lowered = chunk.lower()
-    positions = [(lowered.find(t.lower()), t) for t in terms]
-    positions = [(p, t) for p, t in positions if p >= 0]
-    if not positions:
-        return chunk[:width]
-    pos, _ = min(positions)
-    start = max(0, pos - width // 2)
-    piece = chunk[start : start + width]
-    for t in {t for _, t in positions}:
-        piece = re.sub(re.escape(t), lambda m: _HL_START + m.group(0) + _HL_END, piece, flags=re.IGNORECASE)
+@lru_cache(maxsize=64)
+def _term_pattern(terms: tuple[str, ...], whole_words: bool) -> re.Pattern[str] | None:
+    """The regular expression that finds ``terms`` (see ``substring_snippet``); None when none is left."""
+    wanted = [t for t in dict.fromkeys(t.casefold() for t in terms if t.strip())]
+    if whole_words:
+        wanted = [t for t in wanted if t not in STOPWORDS and t not in SHORT_STOPWORDS]
+    if not wanted:
+        return None
+    alternatives = "|".join(re.escape(t) for t in sorted(wanted, key=len, reverse=True))
+    return re.compile(rf"(?<!\w)(?:{alternatives})\w{{0,3}}(?!\w)" if whole_words else alternatives, re.IGNORECASE)
+
+
+def substring_snippet(chunk: str, terms: Sequence[str], width: int = 200, whole_words: bool = False) -> str:
+    """About ``width`` characters of ``chunk`` where most of ``terms`` occur, the terms marked.
+
+    ``whole_words`` (semantic hits, whose terms need not occur at all): a term counts only as a
+    whole word or with a short ending ("invoice" in "invoices", not "in" in "print"), and the
+    common words of a question ("when is the") are not marked.
+    """
+    pattern = _term_pattern(tuple(terms), whole_words)
+    found = [(m.start(), m.group(0).casefold()) for m in pattern.finditer(chunk)] if pattern else []
+    if pattern is None or not found:
+        return chunk[:width] + ("…" if width < len(chunk) else "")
+    # the window holding the most different terms, from the first match on
+    positions = [p for p, _ in found]
+    best, most = 0, 0
+    for i, (at, _) in enumerate(found):
+        inside = {w for p, w in found[i : bisect.bisect_left(positions, at + width)]}
+        if len(inside) > most:
+            best, most = i, len(inside)
+    start = max(0, found[best][0] - width // 4)
+    piece = pattern.sub(lambda m: _HL_START + m.group(0) + _HL_END, chunk[start : start + width])
     return ("…" if start else "") + piece + ("…" if start + width < len(chunk) else "")

@@ -11,15 +11,25 @@ The user's files are never touched here: only database rows.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from background_tasks.errors import InvalidQuery
+from background_tasks.errors import DocumentNotFound, InvalidQuery
 from background_tasks.processing.chunking import Chunk
-from background_tasks.storage import documents, reading, removal, search, semantic_search
+from background_tasks.storage import (
+    documents,
+    fulltext,
+    reading,
+    related,
+    removal,
+    search,
+    search_results,
+    semantic_search,
+)
 from background_tasks.storage.db import is_sqlite
 from background_tasks.storage.documents import (
     CHUNK_WRITE_BATCH,
@@ -29,6 +39,7 @@ from background_tasks.storage.documents import (
 )
 from background_tasks.storage.models import ChunkRow, DocumentPathRow, DocumentRow
 from background_tasks.storage.reading import STATUSES
+from background_tasks.storage.related import RelatedDocument
 from background_tasks.storage.removal import RemovedRows
 from background_tasks.storage.schema import create_schema
 from background_tasks.storage.search import (
@@ -41,7 +52,12 @@ from background_tasks.storage.search import (
     parse_query,
     websearch_query,
 )
+from background_tasks.storage.search_filters import SearchFilters
+from background_tasks.storage.search_results import SearchResults
 from background_tasks.storage.values import clean_path, db_call
+
+#: passages of one document a grouped search fetches (the others are counted): enough to find overlapping twins
+PASSAGES_PER_DOCUMENT = 3
 
 
 class DocumentStore:
@@ -142,40 +158,84 @@ class DocumentStore:
         limit: int = 10,
         file_type: str | None = None,
         marks: tuple[str, str] = DEFAULT_MARKS,
-        mode: str = "keyword",
-        group: bool | None = None,
-    ) -> list[SearchHit]:
-        """Best-matching chunks for a web-search style query, best first.
+        mode: str = "hybrid",
+        group: bool = True,
+        since: date | str | None = None,
+        until: date | str | None = None,
+        source: str | None = None,
+        status: str | None = None,
+    ) -> SearchResults:
+        """The best passages for a web-search style query, best first, one per document (``group``).
 
         Words must all occur (``or`` between words relaxes that), "quoted
         phrases" must occur in order, ``-word`` excludes. Any input is safe:
-        syntax characters are taken literally and an empty query finds nothing.
+        syntax characters are taken literally, and a query with no word, or
+        only common words, answers with a ``notice`` (``SearchResults``).
         Matches in ``snippet`` are wrapped in ``marks``. A query over
-        ``MAX_QUERY_CHARS`` or a phrase over ``MAX_PHRASE_WORDS`` words raises
-        ``InvalidQuery`` with a message for the user, on every backend.
+        ``MAX_QUERY_CHARS``, a phrase over ``MAX_PHRASE_WORDS`` words or a
+        malformed filter raises ``InvalidQuery`` with a message for the user.
 
-        ``mode``: ``keyword`` (the full-text index), ``semantic`` (nearest embeddings)
-        or ``hybrid`` (both, fused: ``storage.semantic_search``). ``group`` (default: on
-        for semantic and hybrid) keeps the best chunk of each document, ``more`` counting the rest.
+        ``mode``: ``hybrid`` (default: the words and the meaning, fused), ``keyword`` (the
+        full-text index) or ``semantic`` (nearest embeddings): ``storage.semantic_search``.
+        Overlapping chunks that show the same text are one passage (``storage.search_results``);
+        ``group`` keeps the best passage of each document, ``more`` counting its others
+        (``group=False``: every passage). Filters (``storage.search_filters``): ``file_type``,
+        the document's date ``since``/``until`` (inclusive), ``source`` (``mail``, ``mail:account``,
+        a folder or ``s3://`` prefix) and ``status`` (``complete``, ``warnings``, ``ocr_pending``).
         """
         if mode not in semantic_search.MODES:
             raise InvalidQuery(f"search mode must be one of {', '.join(semantic_search.MODES)}, not {mode!r}")
-        grouped = mode != "keyword" if group is None else group
+        filters = SearchFilters.of(file_type, since, until, source, status)
+        search.check_query(query)
+        notice = search_results.no_word_notice(query)
         want = min(max(int(limit), 0), 1000)
-        pool = want * 5 + 20 if grouped else want
+        if notice or want == 0:
+            return SearchResults([], notice)
+        per_document = PASSAGES_PER_DOCUMENT if group else None
+        meaningless = search_results.only_common_words(query)
+        embedder = None if meaningless or mode == "keyword" else self.query_embedder()
+        fetched: Counter[int] = Counter()  # keyword hits fetched per document
 
-        def keyword(n: int) -> list[SearchHit]:
-            return search.search(self.url, query, n, file_type, marks, self._has_fts)
+        def keyword(n: int, per_document: int | None) -> list[SearchHit]:
+            hits = fulltext.search(self.url, query, n, filters, marks, self._has_fts, per_document)
+            fetched.update(h.document_id for h in hits)
+            return hits
 
         if mode == "keyword":
-            hits = keyword(pool)
+            hits = keyword((want + 2) * per_document if per_document else want + 20, per_document)
         elif mode == "semantic":
-            keyword(0)  # refuses a query too long or a phrase too long, as keyword search does
-            embedder = self.query_embedder()
-            hits = semantic_search.semantic(self.url, embedder, query, pool, file_type, marks) if embedder else []
+            hits = (
+                semantic_search.semantic(self.url, embedder, query, want + 5, filters, marks, per_document)
+                if embedder
+                else []
+            )
         else:
-            hits = semantic_search.hybrid(self.url, self.query_embedder(), query, pool, file_type, marks, keyword)
-        return semantic_search.group_by_document(hits, want) if grouped else hits[:want]
+            hits = semantic_search.hybrid(self.url, embedder, query, want + 5, filters, marks, keyword, per_document)
+        passages = search_results.collapse_overlaps(self.url, hits, marks)
+        if group:
+            found = search_results.group_by_document(passages, want)
+            if fetched:
+                counts = fulltext.count_matches(self.url, query, {h.document_id for h in found}, self._has_fts)
+                found = search_results.count_unfetched(found, passages, counts, fetched)
+        else:
+            found = passages[:want]
+        found = search.with_origins(self.url, found)
+        return SearchResults(found, search_results.notice(mode, query, embedder, meaningless, found))
+
+    @db_call
+    def related(self, document_id: int, limit: int = 5) -> list[RelatedDocument] | None:
+        """The ``limit`` documents nearest in meaning to ``document_id`` (document vectors), near-duplicates flagged.
+
+        None when embeddings are off or the document is not embedded yet (``storage.related``);
+        ``DocumentNotFound`` for an unknown id.
+        """
+        embedder = self.query_embedder()
+        if embedder is None:
+            if self.get_document(int(document_id)) is None:
+                raise DocumentNotFound(f"no document {document_id} (deleted, or never there)")
+            return None
+        info = embedder.info
+        return related.related(self.url, info.key, info.dim, int(document_id), max(0, min(int(limit), 100)))
 
     def query_embedder(self) -> Any | None:
         """The model queries are embedded with: the one given, else the configured one (None: embeddings off)."""
@@ -243,8 +303,11 @@ __all__ = [
     "DocumentRow",
     "DocumentStore",
     "InTransaction",
+    "RelatedDocument",
     "RemovedRows",
+    "SearchFilters",
     "SearchHit",
+    "SearchResults",
     "clean_path",
     "fts5_query",
     "parse_query",

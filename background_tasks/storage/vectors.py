@@ -152,13 +152,26 @@ def counts(url: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Matrix:
-    """One model's vectors in memory: row i is the embedding of ``chunk_ids[i]`` of ``document_ids[i]``."""
+    """One model's vectors in memory: row i is the embedding of ``chunk_ids[i]`` of ``document_ids[i]``.
+
+    Rows are sorted by document, then chunk id: document ``documents[j]`` owns rows
+    ``starts[j]`` to ``starts[j + 1]`` (``np.maximum.reduceat(scores, starts)`` is each document's best).
+    """
 
     fingerprint: tuple[int, int, int]
     chunk_ids: np.ndarray
     document_ids: np.ndarray
     vectors: np.ndarray
     checked_at: float = 0.0
+    documents: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    starts: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    #: one unit vector per document (``documents[j]``): the mean of its chunks' vectors, normalized
+    document_vectors: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0), np.float32))
+
+    def rows_of(self, j: int) -> slice:
+        """The rows of the j-th document (``documents[j]``)."""
+        end = int(self.starts[j + 1]) if j + 1 < len(self.starts) else len(self.chunk_ids)
+        return slice(int(self.starts[j]), end)
 
 
 _cache: dict[tuple[str, str], Matrix] = {}
@@ -208,13 +221,27 @@ def matrix(url: str, model: str, dim: int) -> Matrix:
                 document_ids.append(document_id)
                 blobs.append(bytes(blob))
             after = rows[-1][0]
-    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim)
-    loaded = Matrix(
-        fingerprint, np.asarray(chunk_ids, np.int64), np.asarray(document_ids, np.int64), vectors, time.monotonic()
-    )
+    loaded = _sorted_matrix(fingerprint, chunk_ids, document_ids, blobs, dim)
     with _cache_lock:
         _cache[(url, model)] = loaded
     return loaded
+
+
+def _sorted_matrix(
+    fingerprint: tuple[int, int, int], chunk_ids: list[int], document_ids: list[int], blobs: list[bytes], dim: int
+) -> Matrix:
+    chunks = np.asarray(chunk_ids, np.int64)
+    owners = np.asarray(document_ids, np.int64)
+    order = np.lexsort((chunks, owners))  # by document, then chunk id
+    vectors = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim)[order]
+    chunks, owners = chunks[order], owners[order]
+    documents, starts = np.unique(owners, return_index=True)
+    starts = starts.astype(np.int64)
+    means = np.add.reduceat(vectors, starts, axis=0) if len(starts) else np.zeros((0, dim), np.float32)
+    norms = np.linalg.norm(means, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    document_vectors = (means / norms).astype(np.float32)
+    return Matrix(fingerprint, chunks, owners, vectors, time.monotonic(), documents, starts, document_vectors)
 
 
 def forget(url: str) -> None:
@@ -242,53 +269,103 @@ class ChunkInfo:
     text: str
     file_type: str | None
     path: str | None
+    start_char: int = 0
+    end_char: int = 0
 
 
-def _path_subquery() -> Any:
-    return (
-        select(DocumentPathRow.path)
-        .where(DocumentPathRow.document_id == DocumentRow.id)
-        .order_by(DocumentPathRow.last_seen.desc(), DocumentPathRow.id.desc())
-        .limit(1)
-        .scalar_subquery()
+def latest_paths(s: Any, document_ids: Iterable[int]) -> dict[int, str]:
+    """The path each document was seen at last (one query; a correlated subquery per row costs a sort each)."""
+    ids = sorted(set(document_ids))
+    if not ids:
+        return {}
+    rows = s.execute(
+        select(DocumentPathRow.document_id, DocumentPathRow.path)
+        .where(DocumentPathRow.document_id.in_(ids))
+        .order_by(DocumentPathRow.document_id, DocumentPathRow.last_seen.desc(), DocumentPathRow.id.desc())
+    )
+    paths: dict[int, str] = {}
+    for document_id, path in rows:
+        paths.setdefault(int(document_id), path)
+    return paths
+
+
+@dataclass(frozen=True)
+class DocumentFacts:
+    file_type: str | None
+    status: str
+    path: str | None
+
+
+def document_facts(s: Any, document_ids: Iterable[int]) -> dict[int, DocumentFacts]:
+    """Type, status and latest path of each document: primary-key lookups, whatever the planner knows."""
+    ids = sorted(set(document_ids))
+    if not ids:
+        return {}
+    rows = s.execute(select(DocumentRow.id, DocumentRow.file_type, DocumentRow.status).where(DocumentRow.id.in_(ids)))
+    paths = latest_paths(s, ids)
+    return {int(i): DocumentFacts(t, st, paths.get(int(i))) for i, t, st in rows}
+
+
+def _chunk_query() -> Any:
+    """Chunks alone (by primary key or the (document, index) index); their documents are looked up apart, so no
+    plan joins them row by row (PostgreSQL does on tables it has no statistics of yet)."""
+    return select(
+        ChunkRow.id,
+        ChunkRow.document_id,
+        ChunkRow.chunk_index,
+        ChunkRow.page,
+        ChunkRow.text,
+        ChunkRow.start_char,
+        ChunkRow.end_char,
     )
 
 
-def chunk_info(url: str, chunk_ids: Iterable[int], file_type: str | None = None) -> dict[int, ChunkInfo]:
-    """Chunks of processed documents (of ``file_type`` when given) by id, with their document's type and path."""
+def _infos(s: Any, rows: Iterable[Any], processed_only: bool) -> list[ChunkInfo]:
+    rows = list(rows)
+    facts = document_facts(s, (r.document_id for r in rows))
+    found = []
+    for r in rows:
+        fact = facts.get(r.document_id)
+        if fact is None or (processed_only and fact.status != "success"):
+            continue
+        found.append(
+            ChunkInfo(
+                r.id, r.document_id, r.chunk_index, r.page, r.text, fact.file_type, fact.path, r.start_char, r.end_char
+            )
+        )
+    return found
+
+
+def chunk_info(url: str, chunk_ids: Iterable[int]) -> dict[int, ChunkInfo]:
+    """Chunks of processed documents by id, with their document's type and path."""
     ids = list(chunk_ids)
     if not ids:
         return {}
     with transient_db_errors(), read_scope(url) as s:
-        query = (
-            select(
-                ChunkRow.id,
-                ChunkRow.document_id,
-                ChunkRow.chunk_index,
-                ChunkRow.page,
-                ChunkRow.text,
-                DocumentRow.file_type,
-                _path_subquery().label("path"),
-            )
-            .join(DocumentRow, DocumentRow.id == ChunkRow.document_id)
-            .where(ChunkRow.id.in_(ids), DocumentRow.status == "success")
-        )
-        if file_type:
-            query = query.where(DocumentRow.file_type == file_type)
-        return {int(r.id): ChunkInfo(*r) for r in s.execute(query)}
+        rows = s.execute(_chunk_query().where(ChunkRow.id.in_(ids)))
+        return {c.chunk_id: c for c in _infos(s, rows, processed_only=True)}
 
 
-def chunk_ids_at(url: str, positions: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """Chunk ids of (document id, chunk index) pairs."""
+def chunks_at(url: str, positions: Iterable[tuple[int, int]]) -> dict[tuple[int, int], ChunkInfo]:
+    """Chunks by (document id, chunk index), with their document's type and path.
+
+    The ids first, from the unique index on (document_id, chunk_index) alone, then the chunks by id:
+    both indexed on SQLite and PostgreSQL (a row-value IN list is a scan on SQLite).
+    """
     wanted = set(positions)
     if not wanted:
         return {}
-    documents = {d for d, _ in wanted}
-    indexes = {i for _, i in wanted}
+    documents = sorted({d for d, _ in wanted})
+    indexes = sorted({i for _, i in wanted})
     with transient_db_errors(), read_scope(url) as s:
-        rows = s.execute(
+        pairs = s.execute(
             select(ChunkRow.document_id, ChunkRow.chunk_index, ChunkRow.id).where(
                 ChunkRow.document_id.in_(documents), ChunkRow.chunk_index.in_(indexes)
             )
         )
-        return {(d, i): int(c) for d, i, c in rows if (d, i) in wanted}
+        ids = [int(c) for d, i, c in pairs if (d, i) in wanted]
+        found: dict[tuple[int, int], ChunkInfo] = {}
+        for start in range(0, len(ids), 1000):
+            rows = s.execute(_chunk_query().where(ChunkRow.id.in_(ids[start : start + 1000])))
+            found.update({(c.document_id, c.chunk_index): c for c in _infos(s, rows, processed_only=False)})
+    return found

@@ -7,6 +7,7 @@ Every read goes through the document store (``storage.store.DocumentStore``).
 from __future__ import annotations
 
 import html
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -68,23 +69,52 @@ def highlight_html(snippet: str, start: str = _MARK_START, end: str = _MARK_END)
     return escaped.replace(html.escape(start), "<mark>").replace(html.escape(end), "</mark>")
 
 
+class FoundDocuments(list[dict[str, Any]]):
+    """Search hits as the page shows them, and the store's ``notice`` about the query (None: nothing to say)."""
+
+    def __init__(self, hits: list[dict[str, Any]], notice: str | None = None) -> None:
+        super().__init__(hits)
+        self.notice = notice
+
+
 def search_documents(
-    url: str, query: str, limit: int = 20, file_type: str | None = None, mode: str = "hybrid"
-) -> list[dict[str, Any]]:
+    url: str,
+    query: str,
+    limit: int = 20,
+    file_type: str | None = None,
+    mode: str = "hybrid",
+    since: date | None = None,
+    until: date | None = None,
+    source: str | None = None,
+    status: str | None = None,
+) -> FoundDocuments:
     """Search by words and meaning (``mode``); each hit with ``snippet_html`` (escaped, matches in <mark>).
 
-    Hybrid and semantic give one hit per document, ``more`` counting its other matching passages.
+    One hit per document: its best passage (``chunks``, ``pages``), ``more`` counting its other matching
+    passages. The filters are the store's (``DocumentStore.search``); a malformed one is ``InvalidQuery``.
     """
     create_schema(url)
-    hits = DocumentStore(url).search(query, limit=limit, file_type=file_type, marks=(_MARK_START, _MARK_END), mode=mode)
-    return [
+    hits = DocumentStore(url).search(
+        query,
+        limit=limit,
+        file_type=file_type,
+        marks=(_MARK_START, _MARK_END),
+        mode=mode,
+        since=since,
+        until=until,
+        source=source or None,
+        status=status,
+    )
+    rows = [
         {
             "document_id": h.document_id,
             "name": Path(h.path).name if h.path else "",
             "path": h.path,
             "file_type": h.file_type,
             "page": h.page,
+            "pages": list(h.pages),
             "chunk_index": h.chunk_index,
+            "chunks": list(h.chunks),
             "score": h.score,
             "more": h.more,
             "snippet_html": highlight_html(h.snippet),
@@ -92,6 +122,26 @@ def search_documents(
             "origin_text": describe_origin(h.origin),
         }
         for h in hits
+    ]
+    return FoundDocuments(rows, hits.notice)
+
+
+def related_documents(url: str, document_id: int, limit: int = 5) -> list[dict[str, Any]] | None:
+    """The documents nearest in meaning to one (``DocumentStore.related``); None while it is not embedded."""
+    create_schema(url)
+    found = DocumentStore(url).related(int(document_id), limit=limit)
+    if found is None:
+        return None
+    return [
+        {
+            "document_id": r.document_id,
+            "name": Path(r.path).name if r.path else "",
+            "path": r.path,
+            "file_type": r.file_type,
+            "similarity": r.similarity,
+            "near_duplicate": r.near_duplicate,
+        }
+        for r in found
     ]
 
 
