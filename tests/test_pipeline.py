@@ -197,11 +197,11 @@ def _die() -> dict:
 def test_isolation_survives_hangs_and_crashes(tmp_path) -> None:
     started = time.monotonic()
     with pytest.raises(ExtractionTimeout):
-        run_isolated(_sleep_forever, (), timeout=0.3, work_dir=tmp_path)
+        run_isolated(_sleep_forever, (), timeout=0.3)
     assert time.monotonic() - started < 5
     with pytest.raises(ExtractorCrashed, match="SIGKILL"):
-        run_isolated(_die, (), timeout=5, work_dir=tmp_path)
-    assert run_isolated(dict, (), timeout=5, work_dir=tmp_path) == {}
+        run_isolated(_die, (), timeout=5)
+    assert run_isolated(dict, (), timeout=5) == {}
     assert list(tmp_path.iterdir()) == []
 
 

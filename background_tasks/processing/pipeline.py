@@ -4,7 +4,7 @@
 (vet the path, wait for it to be complete, copy it privately, hashing on the
 way: ``intake``), claim its content in the store (so the same content is
 processed once, also when a task is redelivered), identify the real type,
-extract in an isolated child process, OCR the pages that have no text layer
+extract in the isolated parser process, OCR the pages that have no text layer
 (``ocr_pipeline``), and finish (normalise, chunk, record: ``finish``).
 Permanent errors are recorded and returned; ``TransientError`` propagates so
 the task can retry it.
@@ -284,7 +284,6 @@ def document_metadata(raw_path: str, settings: Settings) -> dict[str, Any]:
             metadata_payload,
             (str(copy.copy), kind.extension, kind.mime_type, Limits.from_settings(settings)),
             timeout=settings.extract_timeout,
-            work_dir=settings.work_dir,
             label=copy.original.name,
         )
     return {**facts, "file_type": kind.file_type, **found}
