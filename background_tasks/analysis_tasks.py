@@ -27,6 +27,10 @@ from celery_config import app
 
 log = logging.getLogger(__name__)
 
+#: A recorded document of at most this many chunks is embedded by the task that recorded it, when the model
+#: is the built-in one (numpy only, loaded in 0.2 s, ~1 ms for a few chunks): a task of its own (publish,
+#: ledger, results, history) would cost far more than its chunks, and tiny documents come by the thousand.
+INLINE_EMBED_MAX_CHUNKS = 16
 #: processed file types whose data profile runs on its own after processing
 TABULAR_TYPES = frozenset({"csv", "xlsx", "xlsm", "xls", "jsonl", "ndjson"})
 #: JSON documents are profiled when the extractor saw records in them
@@ -36,6 +40,7 @@ __all__ = [
     "analyze_data_file",
     "analyze_document",
     "embed_document",
+    "embed_or_schedule",
     "follow_ups",
     "get_analysis",
     "ocr_document_pages",
@@ -143,3 +148,22 @@ def schedule_embedding(result: dict[str, Any], version: str | None = None) -> st
         log.warning("document %s: could not queue its embedding: %s", document_id, exc)
         return None
     return task_id
+
+
+def embed_or_schedule(result: dict[str, Any], version: str | None = None) -> str | None:
+    """Embed a small recorded document here and now, else queue its embedding (``schedule_embedding``).
+
+    Returns the queued task's id (None when embedded here or nothing is to be done). Never raises:
+    if embedding here fails, the task is queued instead.
+    """
+    settings = get_settings()
+    small = int(result.get("chunks_created") or 0) <= INLINE_EMBED_MAX_CHUNKS
+    if small and not settings.embed_model and result.get("status") == "success" and result.get("document_id"):
+        if not settings.embeddings_enabled:
+            return None
+        try:
+            embeddings_index.embed_document(int(result["document_id"]), settings, analysis_store().url)
+            return None
+        except Exception as exc:  # the analysis queue gets it, as for any larger document
+            log.warning("document %s: embedding it here failed, queued instead: %s", result.get("document_id"), exc)
+    return schedule_embedding(result, version)
