@@ -22,15 +22,12 @@ from background_tasks.analysis import embeddings_index
 from background_tasks.analysis.analyze import get_analysis
 from background_tasks.processing import ocr_pipeline
 from background_tasks.settings import get_settings
+from background_tasks.storage import vectors
 from background_tasks.storage.process_store import process_store
 from celery_config import app
 
 log = logging.getLogger(__name__)
 
-#: A recorded document of at most this many chunks is embedded by the task that recorded it, when the model
-#: is the built-in one (numpy only, loaded in 0.2 s, ~1 ms for a few chunks): a task of its own (publish,
-#: ledger, results, history) would cost far more than its chunks, and tiny documents come by the thousand.
-INLINE_EMBED_MAX_CHUNKS = 16
 #: processed file types whose data profile runs on its own after processing
 TABULAR_TYPES = frozenset({"csv", "xlsx", "xlsm", "xls", "jsonl", "ndjson"})
 #: JSON documents are profiled when the extractor saw records in them
@@ -151,19 +148,8 @@ def schedule_embedding(result: dict[str, Any], version: str | None = None) -> st
 
 
 def embed_or_schedule(result: dict[str, Any], version: str | None = None) -> str | None:
-    """Embed a small recorded document here and now, else queue its embedding (``schedule_embedding``).
-
-    Returns the queued task's id (None when embedded here or nothing is to be done). Never raises:
-    if embedding here fails, the task is queued instead.
-    """
-    settings = get_settings()
-    small = int(result.get("chunks_created") or 0) <= INLINE_EMBED_MAX_CHUNKS
-    if small and not settings.embed_model and result.get("status") == "success" and result.get("document_id"):
-        if not settings.embeddings_enabled:
-            return None
-        try:
-            embeddings_index.embed_document(int(result["document_id"]), settings, analysis_store().url)
-            return None
-        except Exception as exc:  # the analysis queue gets it, as for any larger document
-            log.warning("document %s: embedding it here failed, queued instead: %s", result.get("document_id"), exc)
+    """Queue the embedding of a recorded document unless it was embedded as it was recorded (a small one:
+    ``processing.finish.embed_now``); returns the task id. Never raises."""
+    if (result.get("metadata") or {}).get(vectors.METADATA_KEY):
+        return None
     return schedule_embedding(result, version)

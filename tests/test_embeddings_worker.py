@@ -1,9 +1,10 @@
 """The embedding follow-up through real workers: a document is processed on the documents queue and embedded on
-the analysis queue, or by its own task when it is small."""
+the analysis queue, or as it is recorded when it is small."""
 
 from __future__ import annotations
 
-from background_tasks import analysis_tasks, keys
+from background_tasks import keys
+from background_tasks.processing.finish import INLINE_EMBED_MAX_CHUNKS
 from background_tasks.storage import vectors
 from background_tasks.storage.store import DocumentStore
 from tests.support import wait_until
@@ -21,7 +22,7 @@ def test_a_processed_document_is_embedded_on_the_analysis_queue(isolated_stack, 
         encoding="utf-8",
     )
     processed = stack.send(keys.PROCESS_DOCUMENT_FILE, str(path)).get(timeout=120)
-    assert processed["status"] == "success" and processed["chunks_created"] > analysis_tasks.INLINE_EMBED_MAX_CHUNKS
+    assert processed["status"] == "success" and processed["chunks_created"] > INLINE_EMBED_MAX_CHUNKS
     document_id = processed["document_id"]
 
     def embedded() -> dict | None:
@@ -42,11 +43,11 @@ def test_a_processed_document_is_embedded_on_the_analysis_queue(isolated_stack, 
     hits = store.search("when is the bill due", mode="hybrid")
     assert [h.document_id for h in hits] == [document_id] and hits[0].path == str(path)
 
-    # a small document is embedded by the task that recorded it: no task of its own, embedded when it returns
+    # a small document is embedded as it is recorded: no task of its own, embedded when its task returns
     small = docs_dir / "small.txt"
     small.write_text("The delivery of forty pallets arrives on Tuesday morning at the harbour.", encoding="utf-8")
     done = stack.send(keys.PROCESS_DOCUMENT_FILE, str(small)).get(timeout=120)
-    assert done["status"] == "success" and 0 < done["chunks_created"] <= analysis_tasks.INLINE_EMBED_MAX_CHUNKS
+    assert done["status"] == "success" and 0 < done["chunks_created"] <= INLINE_EMBED_MAX_CHUNKS
     assert DocumentStore(url).get_document(done["document_id"])["metadata"]["embedding"]["key"] == noted["key"]
     assert vectors.counts(url)["chunks"] == processed["chunks_created"] + done["chunks_created"]
     own_task = keys.embedding_task_id(done["document_id"], f"{done['sha256']}:{done['chunks_created']}")

@@ -16,7 +16,9 @@ import pytest
 from background_tasks.errors import ExtractionTimeout, ExtractorCrashed, FileNotReady
 from background_tasks.extraction.isolation import run_isolated
 from background_tasks.processing import pipeline
+from background_tasks.processing.finish import INLINE_EMBED_MAX_CHUNKS
 from background_tasks.settings import PROJECT_ROOT
+from background_tasks.storage import vectors
 
 SAMPLES = PROJECT_ROOT / "samples"
 
@@ -63,6 +65,20 @@ def test_same_content_again_is_a_duplicate_and_adds_nothing(settings, store, doc
     assert r2.document_id == r1.document_id and r2.chunks_created == 0
     assert store.get_chunks(r1.document_id) == chunks_before
     assert {p["path"] for p in store.get_document(r1.document_id)["paths"]} >= {str(first), str(second)}
+
+
+def test_a_small_document_is_embedded_in_the_transaction_that_records_it(settings, store, docs_dir) -> None:
+    small = pipeline.process_file(
+        str(write(docs_dir, "s.txt", "Forty pallets arrive on Tuesday. " * 60)), settings, store
+    )
+    model = small.metadata["embedding"]
+    assert 1 < small.chunks_created <= INLINE_EMBED_MAX_CHUNKS and model["model"] == "wordllama-l2-supercat-256"
+    assert store.get_document(small.document_id)["metadata"]["embedding"] == model
+    assert vectors.chunks_to_embed(store.url, small.document_id, model["key"]) == []
+    large = pipeline.process_file(str(write(docs_dir, "l.txt", "Cranes lift containers. " * 1000)), settings, store)
+    assert large.chunks_created > INLINE_EMBED_MAX_CHUNKS and "embedding" not in large.metadata
+    assert len(vectors.chunks_to_embed(store.url, large.document_id, model["key"])) == large.chunks_created
+    assert vectors.counts(store.url)["by_model"] == {model["key"]: small.chunks_created}
 
 
 def test_a_redelivered_task_does_not_duplicate_chunks(settings, store, docs_dir) -> None:

@@ -149,7 +149,7 @@ def process_file(
             chunks_created=done.chunks,
             pages=page_count,
             text_chars=done.text_chars,
-            metadata=body.metadata,
+            metadata=done.metadata,
             warnings=body.warnings,
             duration_s=done.duration_s,
         )

@@ -240,6 +240,7 @@ def record_success(
     warnings: Iterable[str] = (),
     duration_s: float | None = None,
     in_transaction: InTransaction | None = None,
+    embeddings: tuple[Mapping[str, Any], Sequence[bytes]] | None = None,
 ) -> None:
     """Store the result: old chunks replaced, then status ``success``.
 
@@ -250,7 +251,10 @@ def record_success(
     status changes with the last batch, and ``in_transaction`` runs in that
     transaction: until it commits search does not see the document, and a
     task that dies half-way leaves it ``processing`` for the redelivered
-    task, which starts by deleting what was written.
+    task, which starts by deleting what was written. ``embeddings`` (the
+    model as ``metadata["embedding"]`` names it, one vector per chunk) are
+    written with the last batch: a small document is recorded, searchable
+    both ways, in one transaction.
     """
     now = utc_now()
     rows = [
@@ -296,8 +300,22 @@ def record_success(
                     raise LookupError(f"no document with id {document_id}")
             if batch:
                 s.execute(insert(ChunkRow), batch)
+            if last and embeddings is not None:
+                _insert_embeddings(s, document_id, *embeddings)
             if last and in_transaction is not None:
                 in_transaction(s, document_id, "success")
+
+
+def _insert_embeddings(session: Session, document_id: int, model: Mapping[str, Any], vectors: Sequence[bytes]) -> None:
+    """The vectors of the document's chunks just written, one per chunk in order."""
+    found = session.execute(select(ChunkRow.chunk_index, ChunkRow.id).where(ChunkRow.document_id == document_id))
+    ids = {index: chunk_id for index, chunk_id in found}
+    rows = [
+        {"chunk_id": ids[index], "document_id": document_id, "model": model["key"], "dim": model["dim"], "vector": blob}
+        for index, blob in enumerate(vectors)
+    ]
+    if rows:
+        session.execute(insert(ChunkEmbeddingRow), rows)
 
 
 @db_call
