@@ -13,7 +13,8 @@ LANGUAGE_MIN_WORDS = 20
 
 
 def word_count(text: str) -> int:
-    return sum(1 for _ in _WORD.finditer(text))
+    """Words in ``text``: counted by the regex engine's own loop (``subn``), no Python object per word."""
+    return _WORD.subn("", text)[1]
 
 
 def load_language_profiles() -> bool:
@@ -38,7 +39,7 @@ def detect_language(text: str) -> str | None:
     gives its answer in a fraction of its time.
     """
     sample = text[:LANGUAGE_SAMPLE_CHARS]
-    if sum(1 for _ in _WORD.finditer(sample[:2000])) < LANGUAGE_MIN_WORDS:
+    if word_count(sample[:2000]) < LANGUAGE_MIN_WORDS:
         return None
     try:
         best = best_language(sample)
