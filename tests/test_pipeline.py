@@ -181,6 +181,21 @@ def test_a_file_still_being_written_is_not_read(settings_for, store, docs_dir) -
         writer.join()
 
 
+def test_no_stability_wait_when_the_caller_vouches_or_midas_wrote_the_file(settings_for, store, docs_dir) -> None:
+    settings = settings_for(MIDAS_STABILITY_SECONDS="5")
+    settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    fresh = [write(docs_dir, "fresh.txt", "Written a moment ago. " * 5)]
+    fresh.append(write(settings.inbox_dir, "uploaded.txt", "An upload MIDAS wrote itself. " * 5))
+    fresh.append(write(docs_dir, "waited.txt", "A fresh file nobody vouches for. " * 5))
+    started = time.monotonic()
+    vouched = pipeline.process_file(str(fresh[0]), settings, store, complete=True)
+    uploaded = pipeline.process_file(str(fresh[1]), settings, store)
+    assert (vouched.status, uploaded.status) == ("success", "success")
+    assert time.monotonic() - started < 4, "neither waited for the stability window"
+    waited = pipeline.process_file(str(fresh[2]), settings, store)
+    assert waited.status == "success" and time.monotonic() - started >= 4, "a fresh file is still watched"
+
+
 def test_a_zip_bomb_is_refused(settings_for, store, docs_dir) -> None:
     settings = settings_for(MIDAS_MAX_DECOMPRESSED_MB="5")
     path = docs_dir / "bomb.docx"

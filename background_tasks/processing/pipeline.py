@@ -85,6 +85,7 @@ def process_file(
     in_transaction: InTransaction | None = None,
     origin: object = None,
     reprocess: object = None,
+    complete: bool = False,
 ) -> ProcessResult:
     """Process one document end to end. Raises only TransientError (retry later).
 
@@ -94,6 +95,8 @@ def process_file(
     ``reprocess`` (a SHA-256, from ``processing.manage.reprocess_document``) processes
     that known content again, replacing its document's result; a file that no longer
     holds it is ``rejected`` as ``content_changed`` and nothing is recorded.
+    ``complete``: the caller vouches the file is written whole (it saw it stable, or wrote it
+    itself), so it is read without waiting ``MIDAS_STABILITY_SECONDS`` for a fresh file.
     """
     started = time.monotonic()
     # What is recorded as the path: a NUL byte or a non-string argument is recorded as its repr.
@@ -114,7 +117,7 @@ def process_file(
     try:
         extra = origin_metadata(origin)
         expected = reprocess_sha256(reprocess)
-        with take_in(raw_path, settings) as copy:
+        with take_in(raw_path, settings, wait_until_complete=not complete) as copy:
             original = copy.original
             path_text = copy.where
             if expected is not None and copy.sha256 != expected:
