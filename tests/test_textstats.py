@@ -77,3 +77,14 @@ def test_word_count() -> None:
     assert textstats.word_count("well-known l'été, 3.14 and 東京 — x") == 7
     text = " ".join(["Zürich's well-known façade"] * 1000)
     assert textstats.word_count(text) == 3000
+
+
+def test_word_count_in_slices_counts_what_the_whole_text_has() -> None:
+    rng = random.Random(7)
+    pieces = ["word", "well-known", "l'été", "3.14", "東京", "-", "'", " ", "  ", "\n", "\t", ","]
+    for case in range(12):
+        parts = [rng.choice(pieces) for _ in range(rng.randint(0, 60_000))]
+        if case % 3 == 0:  # a token longer than a slice, with no whitespace to cut at
+            parts.insert(rng.randint(0, len(parts)), "a" * 70_000)
+        text = "".join(parts)
+        assert textstats.word_count(text) == sum(1 for _ in textstats._WORD.finditer(text)), case

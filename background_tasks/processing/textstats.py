@@ -7,14 +7,29 @@ import re
 from background_tasks.processing.language import best_language
 
 _WORD = re.compile(r"\w+(?:[-']\w+)*", re.UNICODE)
+_SPACE = re.compile(r"\s")
+_COUNT_SLICE = 1 << 16
 LANGUAGE_SAMPLE_CHARS = 5_000
 #: Below this many words langdetect guesses more than it detects (and costs as much as a whole small file).
 LANGUAGE_MIN_WORDS = 20
 
 
 def word_count(text: str) -> int:
-    """Words in ``text``: counted by the regex engine's own loop (``subn``), no Python object per word."""
-    return _WORD.subn("", text)[1]
+    """Words in ``text``, counted by the regex engine's own loop (``subn``) a slice at a time.
+
+    Slices end at whitespace, which no word contains, so none is counted twice; a slice at a
+    time, because ``subn`` keeps every piece between two words until it joins them (hundreds of
+    MB for a large table).
+    """
+    count, start, size = 0, 0, len(text)
+    while start < size:
+        end = start + _COUNT_SLICE
+        if end < size:
+            space = _SPACE.search(text, end)
+            end = space.start() if space else size
+        count += _WORD.subn("", text[start:end])[1]
+        start = end + 1
+    return count
 
 
 def load_language_profiles() -> bool:
