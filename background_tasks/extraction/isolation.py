@@ -52,11 +52,19 @@ CHILD_MEMORY_LIMIT = 6 * 1024 * 1024 * 1024
 CHILD_CPU_FACTOR, CHILD_CPU_MARGIN_S = 4, 10
 #: A parser process retires after this many jobs, after growing this much, or after this long without a job.
 MAX_JOBS = 500
-GROWTH_LIMIT = 256 * 1024 * 1024
+GROWTH_LIMIT = 128 * 1024 * 1024
+#: A job whose answer is larger retires its process too: its heap is as large as its document, and the
+#: caller reads the answer only once the process is gone, so the two never hold a large text at once.
+BIG_ANSWER = 16 * 1024 * 1024
 IDLE_EXIT_S = 300.0
 _PR_SET_PDEATHSIG = 1
-_STARTED, _ANSWER = b"S", b"R"
+#: A request is its length (8 bytes) and the pickled job. The answer is ``_STARTED`` once the job is
+#: taken, then its JSON in UTF-8 (which never holds a NUL byte: JSON escapes control characters), then
+#: ``_END`` and one byte saying whether the process retires. It is written and read in slices, so
+#: neither side holds more copies of a document's text than a result file needed.
+_STARTED, _END = b"S", b"\x00"
 _LENGTH = 8
+_SLICE = 1 << 20
 
 
 def error_from_payload(payload: list[str]) -> MidasError:
@@ -197,7 +205,7 @@ def _read_exactly(fd: int, size: int) -> bytes | None:
     return b"".join(parts)
 
 
-def _answer(job: Any) -> tuple[bytes, bool]:
+def _answer(job: Any) -> tuple[str, bool]:
     """Run one job (pickled, or as inherited); its JSON answer, and whether the process should retire after it."""
     retire = False
     try:
@@ -210,10 +218,10 @@ def _answer(job: Any) -> tuple[bytes, bool]:
         result = {"error": _payload_for(exc)}
         retire = True
     try:
-        return json.dumps(result, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass"), retire
+        return json.dumps(result, default=str, ensure_ascii=False), retire
     except (TypeError, ValueError) as exc:
         error = ["ExtractionError", f"the parser's result cannot be stored ({type(exc).__name__}: {exc})"]
-        return json.dumps({"error": error}).encode(), True
+        return json.dumps({"error": error}), True
 
 
 def _serve(requests: int, replies: int, parent_pid: int, signal_mask: set[signal.Signals], first: Any) -> None:
@@ -241,10 +249,13 @@ def _serve(requests: int, replies: int, parent_pid: int, signal_mask: set[signal
             _write_all(replies, _STARTED)
             body, retire = _answer(job)
             del job
+            for start in range(0, len(body), _SLICE):
+                _write_all(replies, body[start : start + _SLICE].encode("utf-8", "surrogatepass"))
+            retire = retire or len(body) > BIG_ANSWER
+            del body
             jobs += 1
             retire = retire or jobs >= MAX_JOBS or _grown(base)
-            _write_all(replies, _ANSWER + bytes([retire]) + len(body).to_bytes(_LENGTH, "big") + body)
-            del body
+            _write_all(replies, _END + bytes([retire]))
             if retire:
                 break
     except BaseException:
@@ -300,19 +311,18 @@ class ParserProcess:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         return process
 
-    def call(self, request: bytes | None, timeout: float, label: str) -> tuple[dict[str, Any], bool]:
-        """Send a job (None: the one it was started with) and wait for the answer and whether it retires."""
+    def call(self, request: bytes | None, timeout: float, label: str) -> _Reply:
+        """Send a job (None: the one it was started with) and wait until its whole answer has arrived."""
         deadline = time.monotonic() + timeout
         if request is not None:
             try:
                 _write_all(self.requests, len(request).to_bytes(_LENGTH, "big") + request)
             except BrokenPipeError:
                 self._died(False, label)
-        received = bytearray()
+        reply = _Reply()
         while True:
-            answer = _parse_answer(received)
-            if answer is not None:
-                return answer
+            if reply.retire is not None:
+                return reply
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ExtractionTimeout(
@@ -320,15 +330,14 @@ class ParserProcess:
                 )
             watched = [self.replies] if self.pidfd is None else [self.replies, self.pidfd]
             ready, _, _ = select.select(watched, [], [], min(remaining, 0.05) if self.pidfd is None else remaining)
-            chunk = os.read(self.replies, 1 << 20) if self.replies in ready else None
+            chunk = os.read(self.replies, _SLICE) if self.replies in ready else None
             if chunk:
-                received += chunk
+                reply.feed(chunk)
             elif chunk == b"" or self._exited(ready):
-                received += self._drain()
-                answer = _parse_answer(received)
-                if answer is not None:
-                    return answer
-                self._died(bool(received), label)
+                reply.feed(self._drain())
+                if reply.retire is not None:
+                    return reply
+                self._died(reply.started, label)
 
     def _exited(self, ready: list[int]) -> bool:
         if self.pidfd is not None:
@@ -402,17 +411,35 @@ def _wait_status(pid: int, block: bool) -> int | None:
     return status if done else None
 
 
-def _parse_answer(received: bytearray) -> tuple[dict[str, Any], bool] | None:
-    """The answer frame, once whole: (result, retire)."""
-    start = 1 if received[:1] == _STARTED else 0
-    head = start + 2 + _LENGTH
-    if len(received) < head or received[start : start + 1] != _ANSWER:
-        return None
-    size = int.from_bytes(received[start + 2 : head], "big")
-    if len(received) < head + size:
-        return None
-    body = bytes(received[head : head + size])
-    return json.loads(body.decode("utf-8", "surrogatepass")), bool(received[start + 1])
+class _Reply:
+    """An answer as it arrives: started, the JSON (in one growing buffer: a large one is mapped memory that
+    goes back to the system as soon as it is freed), then the end and the retire flag."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.data = bytearray()
+        self.ended = False
+        self.retire: bool | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if chunk and not self.started:
+            self.started, chunk = True, chunk[1:]
+        if not self.ended:
+            end = chunk.find(_END)
+            if end < 0:
+                self.data += chunk
+                return
+            self.data += chunk[:end]
+            self.ended, chunk = True, chunk[end + 1 :]
+        if chunk and self.retire is None:
+            self.retire = chunk[0] == 1
+
+    def answer(self) -> dict[str, Any]:
+        """The result: at most two copies of the text at a time (bytes and str, then str and the result)."""
+        text = self.data.decode("utf-8", "surrogatepass")
+        self.data = bytearray()
+        result: dict[str, Any] = json.loads(text)
+        return result
 
 
 _local = threading.local()
@@ -458,7 +485,7 @@ def run_isolated(
         try:
             if process is None:
                 process = ParserProcess.start(None if request is not None else (func, args, timeout))
-            result, retire = process.call(request, timeout, label)
+            reply = process.call(request, timeout, label)
         except _NotStarted:
             if attempt or request is None:
                 raise ExtractorCrashed(f"{label}: the parser process ended before it took the file") from None
@@ -472,8 +499,9 @@ def run_isolated(
                     log.warning("%s: parser process %d killed, its task ended (%s)", label, process.pid, name)
                 process.kill()
             raise
-        if retire or request is None:
-            process.kill()
+        if reply.retire or request is None:
+            process.kill()  # before the answer is decoded: a big one is never in both processes at once
+        result = reply.answer()
         break
     if "error" in result:
         raise error_from_payload(result["error"])
