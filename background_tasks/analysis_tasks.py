@@ -22,6 +22,7 @@ from background_tasks.analysis import embeddings_index
 from background_tasks.analysis.analyze import get_analysis
 from background_tasks.processing import ocr_pipeline
 from background_tasks.settings import get_settings
+from background_tasks.storage import vectors
 from background_tasks.storage.process_store import process_store
 from celery_config import app
 
@@ -36,6 +37,7 @@ __all__ = [
     "analyze_data_file",
     "analyze_document",
     "embed_document",
+    "embed_or_schedule",
     "follow_ups",
     "get_analysis",
     "ocr_document_pages",
@@ -143,3 +145,11 @@ def schedule_embedding(result: dict[str, Any], version: str | None = None) -> st
         log.warning("document %s: could not queue its embedding: %s", document_id, exc)
         return None
     return task_id
+
+
+def embed_or_schedule(result: dict[str, Any], version: str | None = None) -> str | None:
+    """Queue the embedding of a recorded document unless it was embedded as it was recorded (a small one:
+    ``processing.finish.embed_now``); returns the task id. Never raises."""
+    if (result.get("metadata") or {}).get(vectors.METADATA_KEY):
+        return None
+    return schedule_embedding(result, version)

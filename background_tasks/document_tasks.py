@@ -68,9 +68,10 @@ def process_document_file(
         reprocess=reprocess,
     ).as_dict()
     analysis_tasks.schedule_follow_ups(result)  # tables get profiled, long scans OCR'd, on the analysis queue
-    # semantic search, on the analysis queue; a run again is a new recording, with an embedding task of its own
+    # semantic search: a small document here, a larger one on the analysis queue; a run again is a new recording,
+    # with an embedding task of its own
     again = f"{result.get('sha256')}:{result.get('chunks_created')}:again:{self.request.id}" if reprocess else None
-    analysis_tasks.schedule_embedding(result, again)
+    analysis_tasks.embed_or_schedule(result, again)
     return result
 
 

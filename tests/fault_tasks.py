@@ -50,11 +50,10 @@ def hang_in_isolated_child(pid_file: str, with_grandchild: bool = False, deaf_to
     only the hard limit (killing this pool process) ends the task.
     """
     from background_tasks.extraction.isolation import run_isolated
-    from background_tasks.settings import get_settings
 
     if deaf_to_soft_limit:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-    return run_isolated(_hang, (pid_file, with_grandchild), timeout=3600, work_dir=get_settings().work_dir)
+    return run_isolated(_hang, (pid_file, with_grandchild), timeout=3600)
 
 
 @app.task(name="tests.fault_tasks.fail_transiently")

@@ -16,7 +16,9 @@ import pytest
 from background_tasks.errors import ExtractionTimeout, ExtractorCrashed, FileNotReady
 from background_tasks.extraction.isolation import run_isolated
 from background_tasks.processing import pipeline
+from background_tasks.processing.finish import INLINE_EMBED_MAX_CHUNKS
 from background_tasks.settings import PROJECT_ROOT
+from background_tasks.storage import vectors
 
 SAMPLES = PROJECT_ROOT / "samples"
 
@@ -63,6 +65,20 @@ def test_same_content_again_is_a_duplicate_and_adds_nothing(settings, store, doc
     assert r2.document_id == r1.document_id and r2.chunks_created == 0
     assert store.get_chunks(r1.document_id) == chunks_before
     assert {p["path"] for p in store.get_document(r1.document_id)["paths"]} >= {str(first), str(second)}
+
+
+def test_a_small_document_is_embedded_in_the_transaction_that_records_it(settings, store, docs_dir) -> None:
+    small = pipeline.process_file(
+        str(write(docs_dir, "s.txt", "Forty pallets arrive on Tuesday. " * 60)), settings, store
+    )
+    model = small.metadata["embedding"]
+    assert 1 < small.chunks_created <= INLINE_EMBED_MAX_CHUNKS and model["model"] == "wordllama-l2-supercat-256"
+    assert store.get_document(small.document_id)["metadata"]["embedding"] == model
+    assert vectors.chunks_to_embed(store.url, small.document_id, model["key"]) == []
+    large = pipeline.process_file(str(write(docs_dir, "l.txt", "Cranes lift containers. " * 1000)), settings, store)
+    assert large.chunks_created > INLINE_EMBED_MAX_CHUNKS and "embedding" not in large.metadata
+    assert len(vectors.chunks_to_embed(store.url, large.document_id, model["key"])) == large.chunks_created
+    assert vectors.counts(store.url)["by_model"] == {model["key"]: small.chunks_created}
 
 
 def test_a_redelivered_task_does_not_duplicate_chunks(settings, store, docs_dir) -> None:
@@ -165,6 +181,21 @@ def test_a_file_still_being_written_is_not_read(settings_for, store, docs_dir) -
         writer.join()
 
 
+def test_no_stability_wait_when_the_caller_vouches_or_midas_wrote_the_file(settings_for, store, docs_dir) -> None:
+    settings = settings_for(MIDAS_STABILITY_SECONDS="5")
+    settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    fresh = [write(docs_dir, "fresh.txt", "Written a moment ago. " * 5)]
+    fresh.append(write(settings.inbox_dir, "uploaded.txt", "An upload MIDAS wrote itself. " * 5))
+    fresh.append(write(docs_dir, "waited.txt", "A fresh file nobody vouches for. " * 5))
+    started = time.monotonic()
+    vouched = pipeline.process_file(str(fresh[0]), settings, store, complete=True)
+    uploaded = pipeline.process_file(str(fresh[1]), settings, store)
+    assert (vouched.status, uploaded.status) == ("success", "success")
+    assert time.monotonic() - started < 4, "neither waited for the stability window"
+    waited = pipeline.process_file(str(fresh[2]), settings, store)
+    assert waited.status == "success" and time.monotonic() - started >= 4, "a fresh file is still watched"
+
+
 def test_a_zip_bomb_is_refused(settings_for, store, docs_dir) -> None:
     settings = settings_for(MIDAS_MAX_DECOMPRESSED_MB="5")
     path = docs_dir / "bomb.docx"
@@ -197,11 +228,11 @@ def _die() -> dict:
 def test_isolation_survives_hangs_and_crashes(tmp_path) -> None:
     started = time.monotonic()
     with pytest.raises(ExtractionTimeout):
-        run_isolated(_sleep_forever, (), timeout=0.3, work_dir=tmp_path)
+        run_isolated(_sleep_forever, (), timeout=0.3)
     assert time.monotonic() - started < 5
     with pytest.raises(ExtractorCrashed, match="SIGKILL"):
-        run_isolated(_die, (), timeout=5, work_dir=tmp_path)
-    assert run_isolated(dict, (), timeout=5, work_dir=tmp_path) == {}
+        run_isolated(_die, (), timeout=5)
+    assert run_isolated(dict, (), timeout=5) == {}
     assert list(tmp_path.iterdir()) == []
 
 

@@ -122,7 +122,6 @@ def analyze_data_path(raw_path: str, settings: Any, store: Any, document_id: int
                 profile_file,
                 (str(copy.copy), kind.extension, Limits.from_settings(settings)),
                 timeout=settings.extract_timeout,
-                work_dir=settings.work_dir,
                 label=original.name,
             )
         result.update({"status": "success", "sha256": sha256, **profile})

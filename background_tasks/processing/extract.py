@@ -1,4 +1,4 @@
-"""The extraction step: the registered extractor run on a working copy, in an isolated child with
+"""The extraction step: the registered extractor run on a working copy, in the parser process with
 the per-file time limit (in-process for small files of formats that need no isolation).
 
 Used by the pipeline and by the OCR continuation; neither imports the other for it.
@@ -15,11 +15,11 @@ from background_tasks.extraction.isolation import run_isolated
 from background_tasks.processing.textstats import load_language_profiles
 from background_tasks.settings import Settings
 
-#: Parser libraries imported once in the worker's main process, so every forked
-#: pool process and parser child inherits them instead of importing per file.
+#: Parser libraries imported once in the worker's main process, so every forked pool process and
+#: parser process inherits them (a parser process also keeps what it imports, for its next files).
 PRELOAD_MODULES = (
     "pypdf",
-    "pypdfium2",  # PDF page text (and OCR rendering): importing it costs a forked child ~50 ms per PDF
+    "pypdfium2",  # PDF page text (and OCR rendering): importing it costs ~50 ms
     "docx",
     "openpyxl",
     "xlrd",
@@ -66,13 +66,12 @@ IN_PROCESS_MAX_BYTES = 1024 * 1024
 
 
 def extract(path: Path, extension: str, mime_type: str | None, settings: Settings, label: str) -> Extraction:
-    """Run the registered extractor on ``path`` in an isolated child with the per-file time limit."""
+    """Run the registered extractor on ``path`` in the parser process with the per-file time limit."""
     extractor = extractor_for(extension, mime_type)
     payload = run_isolated(
         _extract_payload,
         (str(path), extension, mime_type, Limits.from_settings(settings)),
         timeout=settings.extract_timeout,
-        work_dir=settings.work_dir,
         label=label,
         isolate=extractor.needs_isolation or path.stat().st_size > IN_PROCESS_MAX_BYTES,
     )

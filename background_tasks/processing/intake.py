@@ -425,7 +425,10 @@ def take_in(
 ) -> Iterator[Intake]:
     """The one intake step of every task that reads a user's file: check, open once, size, stability, copy.
 
-    An ``s3://`` URI is streamed from the object store instead (``take_in_object``).
+    An ``s3://`` URI is streamed from the object store instead (``take_in_object``). The stability
+    wait is skipped when the caller vouches the file is complete (``wait_until_complete=False``)
+    and for files in the inbox: MIDAS writes those itself (uploads, mail attachments) and closes
+    them before their task is sent.
     """
     if is_s3_uri(raw_path):
         with take_in_object(str(raw_path), settings) as intake:
@@ -433,7 +436,7 @@ def take_in(
         return
     with open_document(raw_path, settings, extra_roots) as opened:
         check_size(opened, settings)
-        if wait_until_complete:
+        if wait_until_complete and not _within(opened.path, _real([settings.inbox_dir])):
             ensure_complete(opened, settings.stability_seconds)
         with working_copy(opened, settings, settings.max_file_bytes) as copy:
             yield Intake(opened.path, opened.stat, copy.path, copy.sha256, copy.size)

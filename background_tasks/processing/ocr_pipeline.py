@@ -166,7 +166,6 @@ def apply_ocr(
             ocr_document_pages,
             (str(path), extension, pages, options, budget),
             timeout=max(budget, options.page_timeout) + CHILD_GRACE_S,
-            work_dir=settings.work_dir,
             label=label,
         )
     except MidasError as exc:  # the renderer crashed or hung: the text layer still stands
@@ -248,7 +247,6 @@ def continue_ocr(document_id: int, raw_path: str, pages: list[int], settings: An
                     ocr_document_pages,
                     (str(copy.copy), kind.extension, todo, options, budget),
                     timeout=budget + CHILD_GRACE_S,
-                    work_dir=settings.work_dir,
                     label=label,
                 )
                 results, rest = payload["pages"], [*payload["pending"], *pages[len(todo) :]]

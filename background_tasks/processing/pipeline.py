@@ -4,7 +4,7 @@
 (vet the path, wait for it to be complete, copy it privately, hashing on the
 way: ``intake``), claim its content in the store (so the same content is
 processed once, also when a task is redelivered), identify the real type,
-extract in an isolated child process, OCR the pages that have no text layer
+extract in the isolated parser process, OCR the pages that have no text layer
 (``ocr_pipeline``), and finish (normalise, chunk, record: ``finish``).
 Permanent errors are recorded and returned; ``TransientError`` propagates so
 the task can retry it.
@@ -85,6 +85,7 @@ def process_file(
     in_transaction: InTransaction | None = None,
     origin: object = None,
     reprocess: object = None,
+    complete: bool = False,
 ) -> ProcessResult:
     """Process one document end to end. Raises only TransientError (retry later).
 
@@ -94,6 +95,8 @@ def process_file(
     ``reprocess`` (a SHA-256, from ``processing.manage.reprocess_document``) processes
     that known content again, replacing its document's result; a file that no longer
     holds it is ``rejected`` as ``content_changed`` and nothing is recorded.
+    ``complete``: the caller vouches the file is written whole (it saw it stable, or wrote it
+    itself), so it is read without waiting ``MIDAS_STABILITY_SECONDS`` for a fresh file.
     """
     started = time.monotonic()
     # What is recorded as the path: a NUL byte or a non-string argument is recorded as its repr.
@@ -114,7 +117,7 @@ def process_file(
     try:
         extra = origin_metadata(origin)
         expected = reprocess_sha256(reprocess)
-        with take_in(raw_path, settings) as copy:
+        with take_in(raw_path, settings, wait_until_complete=not complete) as copy:
             original = copy.original
             path_text = copy.where
             if expected is not None and copy.sha256 != expected:
@@ -149,7 +152,7 @@ def process_file(
             chunks_created=done.chunks,
             pages=page_count,
             text_chars=done.text_chars,
-            metadata=body.metadata,
+            metadata=done.metadata,
             warnings=body.warnings,
             duration_s=done.duration_s,
         )
@@ -284,7 +287,6 @@ def document_metadata(raw_path: str, settings: Settings) -> dict[str, Any]:
             metadata_payload,
             (str(copy.copy), kind.extension, kind.mime_type, Limits.from_settings(settings)),
             timeout=settings.extract_timeout,
-            work_dir=settings.work_dir,
             label=copy.original.name,
         )
     return {**facts, "file_type": kind.file_type, **found}

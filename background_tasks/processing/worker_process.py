@@ -22,9 +22,9 @@ DOCUMENT_TASK_PREFIX = keys.DOCUMENT_TASKS + "."
 
 
 def preload_modules(with_pandas: bool = True) -> list[str]:
-    """Import the image library (and pandas, for the analysis queue) once, so forked children inherit them.
+    """Import the image library (and pandas, for the analysis queue) once, so parser processes inherit them.
 
-    Data profiles and OCR run in forked children; without this each child would import pandas again.
+    Data profiles and OCR run in parser processes; without this each would import pandas on its first file.
     The PDF renderer (pypdfium2) is among the parsers ``extract.preload_parsers`` loads. Returns
     what could not be imported.
     """

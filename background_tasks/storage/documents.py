@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -76,6 +76,45 @@ class Claim:
     attempts: int = 1
 
 
+#: statements built once (per dialect): building one costs more than SQLite takes to run it
+_PATH_UPSERTS: dict[str, Any] = {}
+_CLAIM_LOOKUP = select(
+    DocumentRow.id, DocumentRow.status, DocumentRow.attempts, DocumentRow.task_id, DocumentRow.updated_at
+).where(DocumentRow.sha256 == bindparam("sha256"))
+_NEW_DOCUMENT = insert(DocumentRow).returning(DocumentRow.id)
+_DELETE_CHUNKS = delete(ChunkRow).where(ChunkRow.document_id == bindparam("document_id"))
+_CHUNK_IDS = select(ChunkRow.chunk_index, ChunkRow.id).where(ChunkRow.document_id == bindparam("document_id"))
+_RECORD_SUCCESS = (
+    update(DocumentRow)
+    .where(DocumentRow.id == bindparam("document_id"))
+    .values(
+        status="success",
+        metadata_json=bindparam("metadata_json", type_=DocumentRow.metadata_json.type),
+        warnings_json=bindparam("warnings_json", type_=DocumentRow.warnings_json.type),
+        text_chars=bindparam("text_chars"),
+        page_count=bindparam("page_count"),
+        chunk_count=bindparam("chunk_count"),
+        error_type=None,
+        error=None,
+        finished_at=bindparam("finished_at", type_=DocumentRow.finished_at.type),
+        updated_at=bindparam("finished_at", type_=DocumentRow.updated_at.type),
+        duration_s=bindparam("duration_s"),
+    )
+)
+
+
+def _path_upsert(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    stmt = _PATH_UPSERTS.get(dialect)
+    if stmt is None:
+        stmt = upsert(session, DocumentPathRow)
+        stmt = _PATH_UPSERTS[dialect] = stmt.on_conflict_do_update(
+            index_elements=["document_id", "path_hash"],
+            set_={"last_seen": stmt.excluded.last_seen, "path": stmt.excluded.path},
+        )
+    return stmt
+
+
 def add_path(session: Session, document_id: int, path: Any, now: datetime) -> None:
     """Record (or refresh) that ``document_id`` was seen at ``path``."""
     if path is None:
@@ -88,11 +127,7 @@ def add_path(session: Session, document_id: int, path: Any, now: datetime) -> No
         "first_seen": now,
         "last_seen": now,
     }
-    stmt = upsert(session, DocumentPathRow).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["document_id", "path_hash"], set_={"last_seen": now, "path": stored}
-    )
-    session.execute(stmt)
+    session.execute(_path_upsert(session), values)
 
 
 # --------------------------------------------------------------------------
@@ -149,33 +184,24 @@ def _try_claim(
     now = utc_now()
     mime_type = clean_text(mime_type[:255]) if mime_type else None
     with session_scope(url) as s:
-        row = s.execute(
-            select(
-                DocumentRow.id,
-                DocumentRow.status,
-                DocumentRow.attempts,
-                DocumentRow.task_id,
-                DocumentRow.updated_at,
-            ).where(DocumentRow.sha256 == sha256)
-        ).one_or_none()
+        row = s.execute(_CLAIM_LOOKUP, {"sha256": sha256}).one_or_none()
         if row is None:
-            doc = DocumentRow(
-                sha256=sha256,
-                file_type=file_type,
-                mime_type=mime_type,
-                size_bytes=size_bytes,
-                status="processing",
-                attempts=1,
-                chunk_count=0,
-                created_at=now,
-                updated_at=now,
-                started_at=now,
-                task_id=task_id,
-            )
-            s.add(doc)
-            s.flush()
-            add_path(s, doc.id, path, now)
-            return Claim(doc.id, "new", 1)
+            new_values = {
+                "sha256": sha256,
+                "file_type": file_type,
+                "mime_type": mime_type,
+                "size_bytes": size_bytes,
+                "status": "processing",
+                "attempts": 1,
+                "chunk_count": 0,
+                "created_at": now,
+                "updated_at": now,
+                "started_at": now,
+                "task_id": task_id,
+            }
+            document_id = s.execute(_NEW_DOCUMENT, new_values).scalar_one()
+            add_path(s, document_id, path, now)
+            return Claim(document_id, "new", 1)
         same_task = task_id is not None and row.task_id == task_id
         if row.status == "success" and (not force or same_task):
             add_path(s, row.id, path, now)
@@ -240,6 +266,7 @@ def record_success(
     warnings: Iterable[str] = (),
     duration_s: float | None = None,
     in_transaction: InTransaction | None = None,
+    embeddings: tuple[Mapping[str, Any], Sequence[bytes]] | None = None,
 ) -> None:
     """Store the result: old chunks replaced, then status ``success``.
 
@@ -250,7 +277,10 @@ def record_success(
     status changes with the last batch, and ``in_transaction`` runs in that
     transaction: until it commits search does not see the document, and a
     task that dies half-way leaves it ``processing`` for the redelivered
-    task, which starts by deleting what was written.
+    task, which starts by deleting what was written. ``embeddings`` (the
+    model as ``metadata["embedding"]`` names it, one vector per chunk) are
+    written with the last batch: a small document is recorded, searchable
+    both ways, in one transaction.
     """
     now = utc_now()
     rows = [
@@ -272,32 +302,40 @@ def record_success(
                 exists = select(DocumentRow.id).where(DocumentRow.id == document_id)
                 if len(batches) > 1 and s.scalar(exists) is None:
                     raise LookupError(f"no document with id {document_id}")
-                s.execute(delete(ChunkRow).where(ChunkRow.document_id == document_id))
+                s.execute(_DELETE_CHUNKS, {"document_id": document_id})
             last = number == len(batches) - 1
             if last:
-                result = s.execute(
-                    update(DocumentRow)
-                    .where(DocumentRow.id == document_id)
-                    .values(
-                        status="success",
-                        metadata_json=json_safe(dict(metadata or {})),
-                        warnings_json=[clean_text(str(w), MAX_META_STRING) for w in warnings],
-                        text_chars=text_chars,
-                        page_count=page_count,
-                        chunk_count=len(rows),
-                        error_type=None,
-                        error=None,
-                        finished_at=now,
-                        updated_at=now,
-                        duration_s=duration_s,
-                    )
-                )
+                outcome = {
+                    "document_id": document_id,
+                    "metadata_json": json_safe(dict(metadata or {})),
+                    "warnings_json": [clean_text(str(w), MAX_META_STRING) for w in warnings],
+                    "text_chars": text_chars,
+                    "page_count": page_count,
+                    "chunk_count": len(rows),
+                    "finished_at": now,
+                    "duration_s": duration_s,
+                }
+                result = s.execute(_RECORD_SUCCESS, outcome)
                 if result.rowcount != 1:
                     raise LookupError(f"no document with id {document_id}")
             if batch:
                 s.execute(insert(ChunkRow), batch)
+            if last and embeddings is not None:
+                _insert_embeddings(s, document_id, *embeddings)
             if last and in_transaction is not None:
                 in_transaction(s, document_id, "success")
+
+
+def _insert_embeddings(session: Session, document_id: int, model: Mapping[str, Any], vectors: Sequence[bytes]) -> None:
+    """The vectors of the document's chunks just written, one per chunk in order."""
+    found = session.execute(_CHUNK_IDS, {"document_id": document_id})
+    ids = {index: chunk_id for index, chunk_id in found}
+    rows = [
+        {"chunk_id": ids[index], "document_id": document_id, "model": model["key"], "dim": model["dim"], "vector": blob}
+        for index, blob in enumerate(vectors)
+    ]
+    if rows:
+        session.execute(insert(ChunkEmbeddingRow), rows)
 
 
 @db_call

@@ -113,10 +113,20 @@ class DocumentStore:
         warnings: Iterable[str] = (),
         duration_s: float | None = None,
         in_transaction: InTransaction | None = None,
+        embeddings: tuple[Mapping[str, Any], Sequence[bytes]] | None = None,
     ) -> None:
         """Store the result: old chunks replaced, then status ``success`` (see ``documents.record_success``)."""
         documents.record_success(
-            self.url, document_id, metadata, chunks, text_chars, page_count, warnings, duration_s, in_transaction
+            self.url,
+            document_id,
+            metadata,
+            chunks,
+            text_chars,
+            page_count,
+            warnings,
+            duration_s,
+            in_transaction,
+            embeddings,
         )
 
     def record_failure(

@@ -146,7 +146,7 @@ class Extractor(ABC):
     #: MIME types this extractor handles (used with content detection)
     mime_types: ClassVar[frozenset[str]] = frozenset()
     #: False for pure-Python parsers of plain text that cannot hang or crash the process; small
-    #: files of such formats skip the forked child (it costs more than the parse itself).
+    #: files of such formats skip the parser process (sending the text back costs more than the parse).
     needs_isolation: ClassVar[bool] = True
 
     def accepts(self, extension: str, mime_type: str | None = None) -> bool:
