@@ -237,8 +237,9 @@ VARIABLES: tuple[Var, ...] = (
         "MIDAS_MAX_MEMORY_PER_CHILD_MB",
         "max_memory_per_child_mb",
         p.pos_int,
-        "300",
-        "A worker process that grew beyond this after a task is replaced, so memory returns to the OS.",
+        "512",
+        "A worker process whose peak memory grew beyond this after a task is replaced, so memory returns to the OS"
+        " (one with the parsers and the embedding model loaded already holds about 250-300 MB).",
         "Tasks",
     ),
     Var("MIDAS_MAX_RETRIES", "max_retries", p.nonneg_int, "5", "Retries for transient errors.", "Tasks"),
