@@ -67,7 +67,7 @@ def test_the_system_check_passes_on_a_running_stack_and_explains_failures(stack_
     assert not inbox.exists() or list(inbox.iterdir()) == [], sorted(inbox.rglob("*"))
 
     table = run_check(stack_env)
-    assert table.returncode == 0
+    assert table.returncode == 0, table.stdout  # the whole table: which check failed and why
     assert f"{len(expected)} passed, 0 failed" in table.stdout
 
     stopped = launcher(stack_env, "stop", "redis")
