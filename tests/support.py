@@ -34,6 +34,19 @@ def die_with_parent() -> None:
         pass
 
 
+def midas_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m background_tasks ARGS`` (the ``midas`` command) from the checkout, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "background_tasks", *args],
+        cwd=PROJECT_ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from background_tasks.storage.models import ChunkEmbeddingRow, ChunkRow
 from background_tasks.storage.store import DocumentStore
 from tests.db_fixtures import throwaway_postgres
 from tests.s3_server import s3_server  # noqa: F401  (the module's fixture)
-from tests.support import PROJECT_ROOT, wait_until
+from tests.support import midas_cli, wait_until
 from tests.test_dashboard import assert_no_traceback, page, visible_text
 from tests.test_document_admin import fingerprint
 
@@ -48,15 +47,7 @@ def embedded_chunk_ids(url: str, document_id: int) -> set[int]:
 
 def midas(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """The command line exactly as a user runs it (``python -m background_tasks`` is ``midas``)."""
-    return subprocess.run(
-        [sys.executable, "-m", "background_tasks", *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    return midas_cli(env, *args, timeout=180)
 
 
 def test_reprocess_on_a_real_worker_replaces_the_result_and_the_cli_deletes_it(isolated_stack, tmp_path) -> None:

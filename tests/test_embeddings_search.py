@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +14,7 @@ from background_tasks.processing.chunking import chunk_text, normalize_text
 from background_tasks.storage import vectors
 from background_tasks.storage.store import DocumentStore
 from tests import db_fixtures
+from tests.support import midas_cli
 from tests.test_store import sha
 
 database_url = db_fixtures.database_url  # the SQLite + PostgreSQL fixture
@@ -175,9 +174,7 @@ def test_cli_rebuilds_embeddings_and_searches_by_mode(tmp_path) -> None:
     }
 
     def run(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "background_tasks", *args], env=env, capture_output=True, text=True, timeout=120
-        )
+        done = midas_cli(env, *args)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
         return done.stdout
 

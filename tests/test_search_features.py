@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from background_tasks.storage.search_results import COMMON_WORDS_NOTICE
 from background_tasks.storage.store import DocumentStore
 from tests import db_fixtures
 from tests.generated_corpus import samples_script
-from tests.support import ApiServer, free_port
+from tests.support import ApiServer, free_port, midas_cli
 from tests.test_store import sha
 
 database_url = db_fixtures.database_url  # the SQLite + PostgreSQL fixture
@@ -327,9 +326,7 @@ def shared(tmp_path_factory, embedder):
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "background_tasks", *args], env=env, capture_output=True, text=True, timeout=120
-    )
+    done = midas_cli(env, *args)
     assert "Traceback" not in done.stdout + done.stderr, done.stderr
     return done
 

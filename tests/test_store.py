@@ -27,6 +27,7 @@ from background_tasks.storage.db import dispose_engine, get_engine, session_scop
 from background_tasks.storage.store import DocumentStore, SearchHit, parse_query, websearch_query
 from tests import db_fixtures
 from tests.db_fixtures import pg_admin, throwaway_postgres
+from tests.support import midas_cli
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 database_url = db_fixtures.database_url  # the SQLite + PostgreSQL fixture
@@ -498,14 +499,7 @@ def test_cli_search_and_documents(corpus_store, db_url, tmp_path) -> None:
     }
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "background_tasks", *args],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return midas_cli(env, *args, timeout=60)
 
     result = run("search", "zebra", "--limit", "5")
     assert result.returncode == 0, result.stderr
