@@ -34,10 +34,10 @@ def die_with_parent() -> None:
         pass
 
 
-def midas_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """``python -m background_tasks ARGS`` (the ``midas`` command) from the checkout, as a user runs it."""
+def run_module(module: str, env: Mapping[str, str], *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` from the checkout, as a user runs it; its output, whatever its exit code."""
     return subprocess.run(
-        [sys.executable, "-m", "background_tasks", *args],
+        [sys.executable, "-m", module, *args],
         cwd=PROJECT_ROOT,
         env=dict(env),
         capture_output=True,
@@ -45,6 +45,11 @@ def midas_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subpr
         timeout=timeout,
         check=False,
     )
+
+
+def midas_cli(env: Mapping[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python -m background_tasks ARGS``: the ``midas`` command."""
+    return run_module("background_tasks", env, *args, timeout=timeout)
 
 
 def free_port() -> int:
@@ -376,15 +381,7 @@ def launcher_env(tmp: Path, **overrides: str) -> dict[str, str]:
 
 
 def launcher(env: Mapping[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "background_tasks.launcher.services", *args],
-        cwd=PROJECT_ROOT,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    return run_module("background_tasks.launcher.services", env, *args, timeout=timeout)
 
 
 def recorded_processes(run_dir: Path) -> list[psutil.Process]:
